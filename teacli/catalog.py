@@ -1,0 +1,185 @@
+"""Model presets: one YAML file per model, validated field by field.
+
+Built-in presets ship in the teacli.presets package. Every error names the file and the field.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from functools import cache
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+EMBEDDED_PREFIX = "embedded:"
+DEFAULT_PRESET = "tiny-flux"
+
+
+class PresetError(ValueError):
+    """A preset file is missing, malformed or has an invalid field."""
+
+
+@dataclass(frozen=True)
+class Defaults:
+    steps: int
+    guidance: float | None = None
+    height: int | None = None
+    width: int | None = None
+    true_cfg: float | None = None  # pipelines with true CFG (FLUX, Qwen-Image) use it with a negative prompt
+
+
+@dataclass(frozen=True)
+class Preset:
+    name: str
+    model: str  # a hub id, a local path, or "embedded:NAME" for a model teacli builds offline
+    pipeline: str
+    transformer: str
+    extractor: str
+    coefficients: tuple[float, ...]
+    coefficients_source: str
+    thresh: float
+    defaults: Defaults
+    description: str = ""
+    ret_steps: int = 0
+    cutoff_steps: int | None = None
+    rel_l1_range: tuple[float, float] | None = None
+    call_kwargs: dict[str, Any] = field(default_factory=dict)  # extra pipeline arguments, e.g. max_sequence_length
+    source: str = ""  # the file it came from
+
+    @property
+    def embedded(self) -> str | None:
+        return self.model[len(EMBEDDED_PREFIX) :] if self.model.startswith(EMBEDDED_PREFIX) else None
+
+
+def _fail(path: str, field_name: str, message: str) -> PresetError:
+    return PresetError(f"preset {path}: field '{field_name}': {message}")
+
+
+def _string(data: dict, path: str, name: str, required: bool = True, default: str = "") -> str:
+    value = data.get(name, None)
+    if value is None:
+        if required:
+            raise _fail(path, name, "missing")
+        return default
+    if not isinstance(value, str) or not value.strip():
+        raise _fail(path, name, f"expected a non-empty string, got {value!r}")
+    return value
+
+
+def _number(value: Any, path: str, name: str, *, minimum: float | None = None, integer: bool = False) -> Any:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or (integer and not isinstance(value, int)):
+        raise _fail(path, name, f"expected {'an integer' if integer else 'a number'}, got {value!r}")
+    if not math.isfinite(value):
+        raise _fail(path, name, f"expected a finite number, got {value!r}")
+    if minimum is not None and value < minimum:
+        raise _fail(path, name, f"must be >= {minimum}, got {value!r}")
+    return value
+
+
+def _optional(data: dict, path: str, name: str, **checks: Any) -> Any:
+    value = data.get(name)
+    return None if value is None else _number(value, path, name, **checks)
+
+
+def parse_preset(data: Any, path: str) -> Preset:
+    """Validate the mapping read from a preset file."""
+    if not isinstance(data, dict):
+        raise PresetError(f"preset {path}: expected a mapping of fields, got {type(data).__name__}")
+    known = set(Preset.__dataclass_fields__) - {"source"}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise _fail(path, unknown[0], f"unknown field; known fields: {', '.join(sorted(known))}")
+
+    coefficients = data.get("coefficients")
+    if not isinstance(coefficients, list) or not 2 <= len(coefficients) <= 7:
+        raise _fail(path, "coefficients", "expected a list of 2-7 numbers, highest power first (usually 5)")
+    coefficients = tuple(float(_number(c, path, "coefficients")) for c in coefficients)
+
+    defaults = data.get("defaults")
+    if not isinstance(defaults, dict):
+        raise _fail(path, "defaults", "expected a mapping with at least 'steps'")
+    unknown = sorted(set(defaults) - set(Defaults.__dataclass_fields__))
+    if unknown:
+        raise _fail(path, f"defaults.{unknown[0]}", "unknown field")
+    if "steps" not in defaults:
+        raise _fail(path, "defaults.steps", "missing")
+    parsed_defaults = Defaults(
+        steps=_number(defaults["steps"], path, "defaults.steps", minimum=2, integer=True),
+        guidance=_optional(defaults, path, "guidance", minimum=0),
+        height=_optional(defaults, path, "height", minimum=8, integer=True),
+        width=_optional(defaults, path, "width", minimum=8, integer=True),
+        true_cfg=_optional(defaults, path, "true_cfg", minimum=0),
+    )
+
+    rel_l1_range = data.get("rel_l1_range")
+    if rel_l1_range is not None:
+        if not isinstance(rel_l1_range, list) or len(rel_l1_range) != 2:
+            raise _fail(path, "rel_l1_range", "expected [low, high]")
+        low, high = (float(_number(v, path, "rel_l1_range", minimum=0)) for v in rel_l1_range)
+        if low > high:
+            raise _fail(path, "rel_l1_range", f"low {low} is above high {high}")
+        rel_l1_range = (low, high)
+
+    call_kwargs = data.get("call_kwargs") or {}
+    if not isinstance(call_kwargs, dict) or not all(isinstance(k, str) for k in call_kwargs):
+        raise _fail(path, "call_kwargs", "expected a mapping of pipeline argument names to values")
+
+    return Preset(
+        name=_string(data, path, "name"),
+        model=_string(data, path, "model"),
+        pipeline=_string(data, path, "pipeline"),
+        transformer=_string(data, path, "transformer"),
+        extractor=_string(data, path, "extractor"),
+        coefficients=coefficients,
+        coefficients_source=_string(data, path, "coefficients_source"),
+        thresh=float(_number(data.get("thresh"), path, "thresh", minimum=0)),
+        defaults=parsed_defaults,
+        description=_string(data, path, "description", required=False),
+        ret_steps=_optional(data, path, "ret_steps", minimum=0, integer=True) or 0,
+        cutoff_steps=_optional(data, path, "cutoff_steps", minimum=1, integer=True),
+        rel_l1_range=rel_l1_range,
+        call_kwargs=dict(call_kwargs),
+        source=path,
+    )
+
+
+def load_preset_file(path: str | Path) -> Preset:
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as error:
+        raise PresetError(f"preset {path}: cannot be read ({error.strerror or error})") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark is not None else ""
+        raise PresetError(f"preset {path}: not valid YAML{where}: {getattr(error, 'problem', error)}") from None
+    return parse_preset(data, str(path))
+
+
+@cache
+def builtin_presets() -> dict[str, Preset]:
+    presets: dict[str, Preset] = {}
+    for entry in sorted(resources.files("teacli.presets").iterdir(), key=lambda e: e.name):
+        if entry.name.endswith((".yaml", ".yml")):
+            preset = load_preset_file(Path(str(entry)))
+            if preset.name in presets:
+                raise PresetError(f"preset {entry}: field 'name': '{preset.name}' is also used by {presets[preset.name].source}")
+            presets[preset.name] = preset
+    return presets
+
+
+def find_preset(name_or_model: str) -> Preset | None:
+    """A built-in preset by its name, or by the hub id / path in its `model` field."""
+    presets = builtin_presets()
+    if name_or_model in presets:
+        return presets[name_or_model]
+    return next((p for p in presets.values() if p.model == name_or_model), None)
+
+
+def presets_for_transformer(class_name: str) -> list[Preset]:
+    return [p for p in builtin_presets().values() if p.transformer == class_name]

@@ -1,0 +1,439 @@
+"""TeaCache on diffusers' hook system: a config, a per-branch state, the hook, and apply/remove.
+
+TeaCache (arXiv 2411.19108) skips the transformer blocks on calls whose modulated input barely
+moved since the last computed one, adding the cached block residual instead. The hook replaces the
+transformer's forward through `HookRegistry`; an extractor (see teacli.extractors) supplies every
+model-specific piece, so nothing here names a model.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+import weakref
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from diffusers.hooks.hooks import BaseState, HookRegistry, ModelHook, StateManager
+from diffusers.utils.torch_utils import unwrap_module
+
+from .context import CacheContext
+from .decision import Decision, decide, rel_l1
+from .registry import Extractor, get_extractor
+from .stats import StepRecord, TeaCacheStats
+
+logger = logging.getLogger("teacli")
+
+TEACACHE_HOOK = "teacli_teacache"
+DEFAULT_BRANCH = "default"
+# Pipeline components that hold a denoiser; two-expert pipelines (Wan 2.2) have both.
+DENOISER_COMPONENTS = ("transformer", "transformer_2")
+
+
+class TeaCacheError(ValueError):
+    """A TeaCache setup the user can fix: the message says what was wrong and what to do."""
+
+
+@dataclass
+class TeaCacheConfig:
+    """How TeaCache decides.
+
+    Args:
+        thresh: reuse the cached residual while the accumulated rescaled distance stays below this.
+            0 computes every call. Published sweet spots are 0.1-0.6 depending on the model.
+        coefficients: the rescaling polynomial, highest power first (numpy.poly1d order).
+        ret_steps: force the first N steps of every generation (some references warm up longer).
+        cutoff_steps: force every step from this index on (None: only the last step is forced).
+        num_inference_steps: the number of steps, only needed on a bare transformer with no
+            scheduler to read it from, so the last step can be forced.
+        rel_l1_range: the calibrated range of rel_l1; inputs are clamped to it before rescaling.
+        coefficients_source: where the coefficients come from, for logs and reports.
+    """
+
+    thresh: float = 0.2
+    coefficients: Sequence[float] = field(default_factory=list)
+    ret_steps: int = 0
+    cutoff_steps: int | None = None
+    num_inference_steps: int | None = None
+    rel_l1_range: tuple[float, float] | None = None
+    coefficients_source: str = "user"
+
+    def __post_init__(self) -> None:
+        if isinstance(self.thresh, bool) or not isinstance(self.thresh, (int, float)):
+            raise TeaCacheError(f"thresh must be a number, got {self.thresh!r}")
+        if not math.isfinite(self.thresh) or self.thresh < 0:
+            raise TeaCacheError(f"thresh must be a finite number >= 0 (0 computes every step), got {self.thresh}")
+        self.thresh = float(self.thresh)
+        try:
+            self.coefficients = [float(c) for c in self.coefficients]
+        except (TypeError, ValueError):
+            raise TeaCacheError(f"coefficients must be numbers, got {self.coefficients!r}") from None
+        if not self.coefficients:
+            raise TeaCacheError(
+                "coefficients are required: use a preset's (teacli list-models) or fit them (teacli calibrate)"
+            )
+        if not all(math.isfinite(c) for c in self.coefficients):
+            raise TeaCacheError(f"coefficients must be finite, got {self.coefficients}")
+        for name in ("ret_steps", "cutoff_steps", "num_inference_steps"):
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
+                raise TeaCacheError(f"{name} must be a non-negative integer, got {value!r}")
+        if self.rel_l1_range is not None:
+            low, high = (float(v) for v in self.rel_l1_range)
+            if not low <= high:
+                raise TeaCacheError(f"rel_l1_range must be (low, high) with low <= high, got {self.rel_l1_range}")
+            self.rel_l1_range = (low, high)
+
+
+class TeaCacheState(BaseState):
+    """What one CFG branch of one denoiser remembers between calls."""
+
+    def __init__(self) -> None:
+        self.reset()
+
+    def reset(self) -> None:
+        self.previous_modulated_input: torch.Tensor | None = None
+        self.cached_residuals: tuple[torch.Tensor, ...] | None = None
+        self.accumulated = 0.0
+        self.calls = 0
+        self.last_step: int | None = None
+        self.last_timestep: float | None = None
+
+    def residuals_fit(self, streams: tuple[torch.Tensor, ...]) -> bool:
+        residuals = self.cached_residuals
+        return residuals is not None and len(residuals) == len(streams) and all(
+            r.shape == s.shape for r, s in zip(residuals, streams)
+        )
+
+
+class _BranchStates(StateManager):
+    """A StateManager that falls back to one default state when no cache_context is set.
+
+    Not every pipeline wraps its calls in `cache_context`, and not every transformer has one
+    (only those mixing in CacheMixin). diffusers finds this manager through the hook's attributes
+    and sets the context on it, which gives every CFG branch its own state.
+    """
+
+    def branch(self) -> str:
+        return self._context.name if self._context is not None else DEFAULT_BRANCH
+
+    def loop_position(self) -> tuple[int | None, int | None]:
+        """(step_index, num_inference_steps) when the pipeline put them in the context (Wan does)."""
+        if self._context is None:
+            return None, None
+        return getattr(self._context, "step_index", None), getattr(self._context, "num_inference_steps", None)
+
+    def get_state(self) -> TeaCacheState:
+        name = self.branch()
+        if name not in self._state_cache:
+            self._state_cache[name] = TeaCacheState()
+        return self._state_cache[name]
+
+    def clear_states(self) -> None:
+        """Forget every branch but keep the active context (StateManager.reset would drop it mid-call)."""
+        self._state_cache.clear()
+
+
+@dataclass(frozen=True)
+class _Position:
+    step: int
+    total: int | None
+    new_generation: bool
+
+
+class TeaCacheHook(ModelHook):
+    _is_stateful = True
+
+    def __init__(
+        self,
+        extractor: Extractor,
+        config: TeaCacheConfig,
+        stats: TeaCacheStats,
+        module_name: str,
+        scheduler: Callable[[], Any] | None,
+    ) -> None:
+        super().__init__()
+        self.extractor = extractor
+        self.config = config
+        self.stats = stats
+        self.module_name = module_name
+        self.state_manager = _BranchStates(TeaCacheState)
+        self._scheduler = scheduler
+        self._schedule: torch.Tensor | None = None  # the scheduler.timesteps object seen last
+        self.generation = -1
+        self._had_instance_forward = False
+
+    def initialize_hook(self, module: torch.nn.Module) -> torch.nn.Module:
+        self._had_instance_forward = "forward" in vars(module)
+        return module
+
+    def reset_state(self, module: torch.nn.Module) -> torch.nn.Module:
+        self.state_manager.clear_states()
+        self._schedule = None
+        return module
+
+    def new_forward(self, module: torch.nn.Module, *args: Any, **kwargs: Any) -> Any:
+        started = time.perf_counter()
+        with _lora_scope(module, self.extractor, kwargs) as kwargs:
+            context = self.extractor(module, *args, **kwargs)
+            context.validate()
+            position = self._locate(context)
+            if position.new_generation:
+                self.generation += 1
+                self.state_manager.clear_states()
+            state = self.state_manager.get_state()
+            output, record = self._step(context, state, position)
+        _synchronize(context.hidden_states.device)
+        record = StepRecord(**record, seconds=time.perf_counter() - started)
+        self.stats.add(record)
+        logger.debug(
+            "%s %s step %d: rel_l1=%s acc=%.4f %s",
+            self.module_name,
+            record.branch,
+            record.step,
+            "-" if record.rel_l1 is None else f"{record.rel_l1:.4f}",
+            record.accumulated,
+            record.decision,
+        )
+        return output
+
+    def _step(self, context: CacheContext, state: TeaCacheState, position: _Position) -> tuple[Any, dict]:
+        config = self.config
+        modulated = context.modulated_input.detach()
+        previous = state.previous_modulated_input
+        distance = rel_l1(modulated, previous) if previous is not None and previous.shape == modulated.shape else None
+        streams = context.streams
+        forced = (
+            position.step == 0
+            or (position.total is not None and position.step >= position.total - 1)
+            or position.step < config.ret_steps
+            or (config.cutoff_steps is not None and position.step >= config.cutoff_steps)
+            or not state.residuals_fit(streams)
+        )
+        verdict = decide(
+            distance=distance,
+            accumulated=state.accumulated,
+            coefficients=config.coefficients,
+            thresh=config.thresh,
+            forced=forced,
+            x_range=config.rel_l1_range,
+        )
+        if verdict.decision is Decision.CACHED:
+            outputs = tuple(stream + residual for stream, residual in zip(streams, state.cached_residuals))
+        else:
+            outputs = context.check_block_outputs(context.run_transformer_blocks())
+            state.cached_residuals = tuple(out - stream for out, stream in zip(outputs, streams))
+        state.previous_modulated_input = modulated
+        state.accumulated = verdict.carried
+        state.calls += 1
+        state.last_step = position.step
+        state.last_timestep = context.timestep
+        record = dict(
+            generation=self.generation,
+            module=self.module_name,
+            branch=self.state_manager.branch(),
+            step=position.step,
+            timestep=context.timestep,
+            rel_l1=distance,
+            accumulated=verdict.accumulated,
+            decision=verdict.decision,
+        )
+        return context.postprocess(*outputs), record
+
+    def _locate(self, context: CacheContext) -> _Position:
+        """Where this call sits in its generation, from the best source there is.
+
+        1. the pipeline's cache_context (step_index, num_inference_steps), where it passes them;
+        2. the pipeline's scheduler: its step index and schedule length, and a new schedule
+           (set_timesteps made a new tensor) marks a new generation;
+        3. on a bare transformer: this branch's call count, with a new generation when the
+           timestep goes back up or the configured number of steps has passed.
+        """
+        state = self.state_manager.get_state() if self.generation >= 0 else None
+        first_call = state is None
+        last_step = state.last_step if state is not None else None
+
+        step, total = self.state_manager.loop_position()
+        if step is not None:
+            new = first_call or (last_step is not None and step < last_step)
+            return _Position(step, total or self.config.num_inference_steps, new)
+
+        scheduler = self._scheduler() if self._scheduler is not None else None
+        schedule = getattr(scheduler, "timesteps", None)
+        if schedule is not None and hasattr(scheduler, "step_index"):
+            begin = getattr(scheduler, "begin_index", None) or 0
+            index = scheduler.step_index if scheduler.step_index is not None else begin
+            new = first_call or schedule is not self._schedule
+            self._schedule = schedule
+            step = index - begin
+            return _Position(step, len(schedule) - begin, new or (last_step is not None and step < last_step))
+
+        total = self.config.num_inference_steps
+        if state is None:
+            return _Position(0, total, True)
+        timestep_rose = (
+            context.timestep is not None and state.last_timestep is not None and context.timestep > state.last_timestep
+        )
+        if timestep_rose or (total is not None and state.calls >= total):
+            return _Position(0, total, True)
+        return _Position(state.calls, total, False)
+
+
+@contextmanager
+def _lora_scope(module: torch.nn.Module, extractor: Extractor, kwargs: dict) -> Iterator[dict]:
+    """Scale LoRA layers around the call, as diffusers' `apply_lora_scale` on the replaced forward does."""
+    name = getattr(extractor, "lora_kwargs", None)
+    if name is None or kwargs.get(name) is None:
+        yield kwargs
+        return
+    from diffusers.utils import USE_PEFT_BACKEND, scale_lora_layers, unscale_lora_layers
+
+    attention_kwargs = dict(kwargs[name])
+    scale = attention_kwargs.pop("scale", 1.0)
+    if USE_PEFT_BACKEND:
+        scale_lora_layers(module, scale)
+    try:
+        yield {**kwargs, name: attention_kwargs}
+    finally:
+        if USE_PEFT_BACKEND:
+            unscale_lora_layers(module, scale)
+
+
+def _synchronize(device: torch.device) -> None:
+    # The next call's rel_l1 .item() waits for this one anyway, so waiting here costs nothing and
+    # makes the per-call seconds true on GPUs.
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    elif device.type == "mps":
+        torch.mps.synchronize()
+
+
+class TeaCacheHandle:
+    """What apply_teacache returns: the per-call records and a way to undo it."""
+
+    def __init__(self, target: Any, modules: dict[str, torch.nn.Module], config: TeaCacheConfig, stats: TeaCacheStats):
+        self.target = target
+        self.modules = modules
+        self.config = config
+        self.stats = stats
+
+    @property
+    def hooks(self) -> list[TeaCacheHook]:
+        return [hook for module in self.modules.values() if (hook := _find_hook(module)) is not None]
+
+    def reset(self) -> None:
+        """Forget every branch state and every record, as before the first generation."""
+        for hook in self.hooks:
+            hook.reset_state(None)
+            hook.generation = -1
+        self.stats.clear()
+
+    def remove(self) -> None:
+        for module in self.modules.values():
+            _remove_hook(module)
+
+    @property
+    def active(self) -> bool:
+        return bool(self.hooks)
+
+    def __enter__(self) -> TeaCacheHandle:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.remove()
+
+
+def denoisers(pipe_or_transformer: Any) -> dict[str, torch.nn.Module]:
+    """The transformer(s) TeaCache hooks: the module itself, or a pipeline's transformer components."""
+    if isinstance(pipe_or_transformer, torch.nn.Module):
+        return {"transformer": pipe_or_transformer}
+    found = {
+        name: module
+        for name in DENOISER_COMPONENTS
+        if isinstance(module := getattr(pipe_or_transformer, name, None), torch.nn.Module)
+    }
+    if not found:
+        raise TeaCacheError(
+            f"{type(pipe_or_transformer).__name__} has no transformer component; TeaCache hooks diffusion "
+            "transformers (pass a pipeline with `.transformer` or the transformer module itself)"
+        )
+    return found
+
+
+def apply_teacache(pipe_or_transformer: Any, config: TeaCacheConfig) -> TeaCacheHandle:
+    """Hook TeaCache onto a diffusers pipeline's transformer(s) or onto a bare transformer.
+
+    Every transformer call then goes through the extractor registered for its class. On a pipeline
+    the scheduler tells the hook where the denoising loop is, so the first and last steps are
+    always computed; each `cache_context` name (the CFG branch) keeps its own state.
+    """
+    if not isinstance(config, TeaCacheConfig):
+        raise TypeError(f"config must be a TeaCacheConfig, got {type(config).__name__}")
+    modules = denoisers(pipe_or_transformer)
+    extractors = {name: get_extractor(type(unwrap_module(m)).__name__) for name, m in modules.items()}
+    for name, module in modules.items():
+        _check_can_hook(name, module)
+
+    if isinstance(pipe_or_transformer, torch.nn.Module):
+        scheduler = None
+    else:
+        pipe_ref = weakref.ref(pipe_or_transformer)
+        scheduler = lambda: getattr(pipe_ref(), "scheduler", None)  # noqa: E731
+
+    stats = TeaCacheStats()
+    for name, module in modules.items():
+        hook = TeaCacheHook(extractors[name], config, stats, name, scheduler)
+        registry = HookRegistry.check_if_exists_or_initialize(module)
+        registry.register_hook(hook, TEACACHE_HOOK)
+        registry.invalidate_child_registries_cache()
+        logger.info(
+            "TeaCache enabled on %s (%s): thresh %g, coefficients from %s",
+            name,
+            type(unwrap_module(module)).__name__,
+            config.thresh,
+            config.coefficients_source,
+        )
+    return TeaCacheHandle(pipe_or_transformer, modules, config, stats)
+
+
+def remove_teacache(pipe_or_transformer: Any) -> None:
+    """Undo apply_teacache: the transformer(s) behave exactly as before they were hooked."""
+    for module in denoisers(pipe_or_transformer).values():
+        _remove_hook(module)
+
+
+def _check_can_hook(name: str, module: torch.nn.Module) -> None:
+    if _find_hook(module) is not None:
+        raise TeaCacheError(f"TeaCache is already applied to {name}; call remove_teacache() before applying it again")
+    if getattr(module, "is_cache_enabled", False):
+        raise TeaCacheError(
+            f"{name} already has a diffusers cache enabled ({type(module._cache_config).__name__}); "
+            "call disable_cache() on it first, caches do not stack"
+        )
+    if hasattr(module, "_hf_hook"):
+        raise TeaCacheError(
+            f"{name} has an accelerate offload hook; apply TeaCache before enable_model_cpu_offload() "
+            "or enable_sequential_cpu_offload()"
+        )
+
+
+def _find_hook(module: torch.nn.Module) -> TeaCacheHook | None:
+    registry = getattr(module, "_diffusers_hook", None)
+    return registry.get_hook(TEACACHE_HOOK) if registry is not None else None
+
+
+def _remove_hook(module: torch.nn.Module) -> None:
+    hook = _find_hook(module)
+    if hook is None:
+        return
+    registry = module._diffusers_hook
+    registry.remove_hook(TEACACHE_HOOK, recurse=False)
+    registry.invalidate_child_registries_cache()
+    # The registry leaves the original bound method as an instance attribute; drop it so the
+    # module's forward is the class's again, as it was.
+    if not registry._hook_order and not hook._had_instance_forward:
+        vars(module).pop("forward", None)

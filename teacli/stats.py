@@ -1,0 +1,101 @@
+"""One record per transformer call; every total is derived from the records, never counted twice."""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+
+from .decision import Decision
+
+
+@dataclass(frozen=True)
+class StepRecord:
+    generation: int  # counts generations seen by this handle, from 0
+    module: str  # which denoiser: "transformer", "transformer_2", ...
+    branch: str  # the cache_context name ("cond", "uncond", "cond_uncond") or "default"
+    step: int  # denoising step index within the generation
+    timestep: float | None
+    rel_l1: float | None  # None on a branch's first call
+    accumulated: float  # the accumulated distance compared with the threshold
+    decision: Decision
+    seconds: float
+
+    def to_dict(self) -> dict:
+        data = asdict(self)
+        data["decision"] = str(self.decision)
+        return data
+
+
+@dataclass(frozen=True)
+class Totals:
+    computed: int = 0
+    cached: int = 0
+    forced: int = 0
+
+    @property
+    def calls(self) -> int:
+        return self.computed + self.cached + self.forced
+
+    @property
+    def executed(self) -> int:
+        """Calls that ran the transformer blocks (computed or forced)."""
+        return self.computed + self.forced
+
+    def to_dict(self) -> dict:
+        return {"computed": self.computed, "cached": self.cached, "forced": self.forced, "calls": self.calls}
+
+
+def _totals(records: list[StepRecord]) -> Totals:
+    counts = Counter(record.decision for record in records)
+    return Totals(counts[Decision.COMPUTED], counts[Decision.CACHED], counts[Decision.FORCED])
+
+
+@dataclass
+class TeaCacheStats:
+    records: list[StepRecord] = field(default_factory=list)
+
+    def add(self, record: StepRecord) -> None:
+        self.records.append(record)
+
+    def clear(self) -> None:
+        self.records.clear()
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    @property
+    def totals(self) -> Totals:
+        return _totals(self.records)
+
+    @property
+    def computed(self) -> int:
+        """Calls that ran the blocks, forced ones included."""
+        return self.totals.executed
+
+    @property
+    def cached(self) -> int:
+        return self.totals.cached
+
+    def branches(self) -> list[tuple[str, str]]:
+        """(module, branch) pairs in order of first appearance."""
+        return list(dict.fromkeys((record.module, record.branch) for record in self.records))
+
+    def by_branch(self) -> dict[tuple[str, str], Totals]:
+        return {
+            key: _totals([r for r in self.records if (r.module, r.branch) == key]) for key in self.branches()
+        }
+
+    def timeline(self, module: str, branch: str) -> list[Decision]:
+        return [r.decision for r in self.records if (r.module, r.branch) == (module, branch)]
+
+    def seconds(self, decisions: tuple[Decision, ...] = tuple(Decision)) -> float:
+        return sum(r.seconds for r in self.records if r.decision in decisions)
+
+    def to_dict(self) -> dict:
+        return {
+            "totals": self.totals.to_dict(),
+            "branches": {
+                f"{module}/{branch}": totals.to_dict() for (module, branch), totals in self.by_branch().items()
+            },
+            "records": [record.to_dict() for record in self.records],
+        }
