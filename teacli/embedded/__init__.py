@@ -1,0 +1,101 @@
+"""Embedded models: tiny pipelines built offline on first use and cached on disk.
+
+They let teacli's tests, demos and smoke runs go end to end without a model hub. Callers
+always load the saved copy with `from_pretrained` rather than using the freshly built
+modules: a newly constructed module is in train mode (T5 dropout would be live), while
+`from_pretrained` returns it in eval mode exactly as a downloaded checkpoint would be.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+from teacli.embedded.tiny_flux import build_tiny_flux
+
+__all__ = [
+    "BUILD_VERSION",
+    "EMBEDDED_MODELS",
+    "UnknownEmbeddedModel",
+    "cache_root",
+    "embedded_model_path",
+]
+
+# Part of every cached directory's name: bump it whenever a builder's output changes, so
+# caches built by an older teacli are ignored instead of silently reused.
+BUILD_VERSION = 1
+
+# Name -> function that writes the model into an (empty) directory.
+EMBEDDED_MODELS: dict[str, Callable[[Path], None]] = {
+    "tiny-flux": build_tiny_flux,
+}
+
+
+class UnknownEmbeddedModel(KeyError, ValueError):
+    """Raised for a name that is not in `EMBEDDED_MODELS`.
+
+    A KeyError because it is a failed registry lookup, a ValueError because to a CLI user
+    it is a bad argument value; callers may catch either.
+    """
+
+    def __init__(self, name: str) -> None:
+        known = ", ".join(sorted(EMBEDDED_MODELS))
+        super().__init__(f"unknown embedded model {name!r}; known: {known}")
+
+    def __str__(self) -> str:
+        # KeyError's own __str__ would show the message as a quoted repr.
+        return str(self.args[0])
+
+
+def cache_root() -> Path:
+    """Where teacli caches what it builds: $TEACLI_CACHE_DIR, else the XDG cache dir."""
+    explicit = os.environ.get("TEACLI_CACHE_DIR")
+    if explicit:
+        return Path(explicit).expanduser()
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    base = Path(xdg).expanduser() if xdg else Path.home() / ".cache"
+    return base / "teacli"
+
+
+def embedded_model_path(name: str) -> Path:
+    """Return the directory of embedded model `name`, building it the first time."""
+    builder = _builder(name)
+    target = cache_root() / "models" / f"{name}-v{BUILD_VERSION}"
+    # A directory under its final name is always complete: builds only ever appear there
+    # through the atomic rename below.
+    if not target.is_dir():
+        _build_atomically(builder, target)
+    return target
+
+
+def _builder(name: str) -> Callable[[Path], None]:
+    try:
+        return EMBEDDED_MODELS[name]
+    except KeyError:
+        raise UnknownEmbeddedModel(name) from None
+
+
+def _build_atomically(builder: Callable[[Path], None], target: Path) -> None:
+    """Build into a sibling temporary directory, then rename it into place.
+
+    The temporary directory sits next to the target so the rename stays on one filesystem
+    (and is therefore atomic): a concurrent reader sees either nothing or a complete model.
+    """
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".partial", dir=target.parent))
+    try:
+        builder(staging)
+        try:
+            os.replace(staging, target)
+        except OSError:
+            # Another process renamed its build into place first. Builds are deterministic,
+            # so its copy is as good as ours; anything else is a real error.
+            if not target.is_dir():
+                raise
+    finally:
+        # After a successful rename this is a no-op; otherwise it removes the half-written
+        # or losing copy.
+        shutil.rmtree(staging, ignore_errors=True)
