@@ -391,7 +391,7 @@ def apply_teacache(pipe_or_transformer: Any, config: TeaCacheConfig) -> TeaCache
         registry.register_hook(hook, TEACACHE_HOOK)
         registry.invalidate_child_registries_cache()
         logger.info(
-            "TeaCache enabled on %s (%s): thresh %g, coefficients from %s",
+            "TeaCache enabled on %s (%s): thresh %g, coefficients: %s",
             name,
             type(unwrap_module(module)).__name__,
             config.thresh,

@@ -1,0 +1,84 @@
+"""Errors a user can cause become one line on stderr and an exit code, never a traceback."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from typing import Any
+
+import click
+from rich.console import Console
+from typer.core import TyperGroup
+
+EXIT_USER_ERROR = 1
+EXIT_INTERRUPTED = 130
+
+stderr = Console(stderr=True)
+
+
+class CLIError(click.ClickException):
+    """Anything the user can fix; its message is printed as one line."""
+
+    exit_code = EXIT_USER_ERROR
+
+
+def user_error_types() -> tuple[type[Exception], ...]:
+    from ..catalog import PresetError
+    from ..embedded import UnknownEmbeddedModel
+    from ..hook import TeaCacheError
+    from ..loading import ModelError
+    from ..output import OutputError
+    from ..registry import UnknownTransformerError
+    from ..runner import GenerationError
+
+    return (PresetError, ModelError, OutputError, TeaCacheError, UnknownTransformerError, GenerationError,
+            UnknownEmbeddedModel)
+
+
+def print_error(message: str) -> None:
+    one_line = " ".join(str(message).split())
+    stderr.print(f"[bold red]error:[/] {one_line}", highlight=False, markup=True, soft_wrap=True)
+
+
+class OneLineErrorsGroup(TyperGroup):
+    def main(self, args: Any = None, prog_name: str | None = None, complete_var: str | None = None,
+             standalone_mode: bool = True, **extra: Any) -> Any:
+        try:
+            code = super().main(args=args, prog_name=prog_name, complete_var=complete_var,
+                                standalone_mode=False, **extra)
+        except click.ClickException as error:
+            print_error(error.format_message())
+            code = error.exit_code
+        except click.exceptions.Abort:
+            print_error("aborted")
+            code = EXIT_INTERRUPTED
+        except user_error_types() as error:
+            print_error(str(error))
+            code = EXIT_USER_ERROR
+        code = code if isinstance(code, int) else 0
+        if standalone_mode:
+            sys.exit(code)
+        return code
+
+
+def setup_logging(verbose: bool) -> None:
+    """teacli's own lines through Rich on stderr; the libraries' chatter only when verbose."""
+    from rich.logging import RichHandler
+
+    logger = logging.getLogger("teacli")
+    logger.handlers[:] = [RichHandler(console=stderr, show_time=False, show_path=False, markup=False)]
+    logger.setLevel(logging.DEBUG if verbose else logging.INFO)
+    logger.propagate = False
+    quiet_libraries(verbose)
+
+
+def quiet_libraries(verbose: bool = False) -> None:
+    """diffusers' and transformers' progress bars and notices would drown the report."""
+    import diffusers
+    import transformers
+
+    diffusers.utils.logging.disable_progress_bar()
+    transformers.utils.logging.disable_progress_bar()
+    if not verbose:
+        diffusers.utils.logging.set_verbosity_error()
+        transformers.utils.logging.set_verbosity_error()

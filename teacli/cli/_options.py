@@ -1,0 +1,68 @@
+"""Options shared by several commands, declared once."""
+
+from __future__ import annotations
+
+import math
+from enum import Enum
+from typing import Annotated
+
+import typer
+
+from ._app import CLIError
+
+
+class Device(str, Enum):
+    auto = "auto"
+    cpu = "cpu"
+    cuda = "cuda"
+    mps = "mps"
+
+
+class DType(str, Enum):
+    auto = "auto"
+    float32 = "float32"
+    float16 = "float16"
+    bfloat16 = "bfloat16"
+
+
+ModelOpt = Annotated[
+    str | None,
+    typer.Option("--model", "-m", help="Preset name, hub id, local pipeline path or preset .yaml [default: tiny-flux]"),
+]
+StepsOpt = Annotated[int | None, typer.Option("--steps", help="Denoising steps [default: the preset's]")]
+SeedOpt = Annotated[int, typer.Option("--seed", help="Random seed for the starting noise")]
+GuidanceOpt = Annotated[float | None, typer.Option("--guidance", help="Guidance scale [default: the preset's]")]
+HeightOpt = Annotated[int | None, typer.Option("--height", help="Image height [default: the preset's]")]
+WidthOpt = Annotated[int | None, typer.Option("--width", help="Image width [default: the preset's]")]
+DeviceOpt = Annotated[Device, typer.Option("--device", help="Where to run")]
+DTypeOpt = Annotated[DType, typer.Option("--dtype", help="Weights dtype (auto: bfloat16 on CUDA, float32 elsewhere)")]
+VerboseOpt = Annotated[bool, typer.Option("--verbose", "-v", help="Log a line per transformer call")]
+
+
+def check_thresh(value: float) -> float:
+    if math.isnan(value) or math.isinf(value) or value < 0:
+        raise CLIError(f"--thresh must be a finite number >= 0 (0 disables caching), got {value}")
+    return value
+
+
+def parse_thresholds(text: str) -> list[float]:
+    values = []
+    for part in text.split(","):
+        try:
+            value = float(part)
+        except ValueError:
+            raise CLIError(f"--thresh takes comma-separated numbers like 0.1,0.2,0.4; '{part.strip()}' is not a number") from None
+        values.append(check_thresh(value))
+    return values
+
+
+def check_steps(steps: int | None) -> int | None:
+    if steps is not None and steps < 2:
+        raise CLIError(f"--steps must be at least 2 (the first and last steps are always computed), got {steps}")
+    return steps
+
+
+def check_positive(name: str, value: int | None) -> int | None:
+    if value is not None and value <= 0:
+        raise CLIError(f"{name} must be positive, got {value}")
+    return value

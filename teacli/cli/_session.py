@@ -1,0 +1,60 @@
+"""What generate and bench share: resolving the model, loading it, and the TeaCache config."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from ..catalog import Preset
+from ..hook import TeaCacheConfig
+from ..loading import check_extractor, load_pipeline, pick_device, pick_dtype, resolve_preset
+from ..runner import GenerationRequest, GenerationResult, generate
+from ._app import stderr
+from ._options import Device, DType
+
+
+@dataclass
+class Session:
+    preset: Preset
+    pipe: Any
+
+    def config(self, thresh: float) -> TeaCacheConfig:
+        preset = self.preset
+        return TeaCacheConfig(
+            thresh=thresh,
+            coefficients=preset.coefficients,
+            ret_steps=preset.ret_steps,
+            cutoff_steps=preset.cutoff_steps,
+            rel_l1_range=preset.rel_l1_range,
+            coefficients_source=preset.coefficients_source,
+        )
+
+
+def resolve(model: str | None) -> Preset:
+    preset = resolve_preset(model)
+    check_extractor(preset)
+    return preset
+
+
+def open_session(preset: Preset, device: Device, dtype: DType) -> Session:
+    torch_device = pick_device(device.value)
+    with stderr.status(f"loading {preset.name} ..."):
+        pipe = load_pipeline(preset, torch_device, pick_dtype(dtype.value, torch_device))
+    return Session(preset, pipe)
+
+
+@contextmanager
+def step_progress(description: str, total: int) -> Iterator[Progress]:
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    with Progress(*columns, console=stderr, transient=True) as progress:
+        yield progress
+
+
+def run_with_progress(session: Session, request: GenerationRequest, description: str) -> GenerationResult:
+    with step_progress(description, request.steps) as progress:
+        task = progress.add_task(description, total=request.steps)
+        return generate(session.pipe, request, on_step=lambda step: progress.update(task, completed=step + 1))

@@ -1,0 +1,122 @@
+"""From what the user typed after --model to a loaded diffusers pipeline."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import replace
+from pathlib import Path
+
+import torch
+
+from .catalog import DEFAULT_PRESET, Preset, PresetError, builtin_presets, find_preset, load_preset_file
+from .registry import has_extractor
+
+logger = logging.getLogger("teacli")
+
+DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+
+
+class ModelError(ValueError):
+    """The model could not be resolved or loaded; the message says what to do."""
+
+
+def resolve_preset(model: str | None) -> Preset:
+    """A preset name, a preset file, a hub id or local path of a preset, or any pipeline whose
+    transformer has an extractor (its coefficients are then borrowed from a preset of that class)."""
+    if model is None:
+        return builtin_presets()[DEFAULT_PRESET]
+    if model.endswith((".yaml", ".yml")):
+        if not Path(model).is_file():
+            raise ModelError(f"preset file {model} does not exist")
+        return load_preset_file(model)
+    preset = find_preset(model)
+    if preset is not None:
+        return preset
+    return _borrowed_preset(model)
+
+
+def _borrowed_preset(model: str) -> Preset:
+    from diffusers import DiffusionPipeline
+
+    known = ", ".join(builtin_presets())
+    try:
+        index = DiffusionPipeline.load_config(model)
+    except Exception as error:  # noqa: BLE001 - hub/IO errors come in many types; all mean "not found"
+        raise ModelError(
+            f"unknown model '{model}': not a preset ({known}), a preset file, a local pipeline directory "
+            f"or a reachable hub id ({type(error).__name__}); see `teacli list-models`"
+        ) from None
+    transformer = index.get("transformer")
+    class_name = transformer[1] if isinstance(transformer, (list, tuple)) and len(transformer) == 2 else None
+    if class_name is None:
+        raise ModelError(f"model '{model}' has no transformer component; TeaCache needs a diffusion transformer")
+    donors = [p for p in builtin_presets().values() if p.transformer == class_name]
+    if not donors or not has_extractor(class_name):
+        raise ModelError(
+            f"model '{model}' uses {class_name}, which has no TeaCache extractor or preset yet; "
+            "see `teacli list-models` for the supported ones"
+        )
+    donor = donors[0]
+    logger.info("No preset for %s: borrowing %s's coefficients and defaults", model, donor.name)
+    return replace(
+        donor,
+        name=model,
+        model=model,
+        pipeline=index.get("_class_name", donor.pipeline),
+        coefficients_source=f"borrowed from {donor.name} ({donor.coefficients_source})",
+        source="",
+    )
+
+
+def check_extractor(preset: Preset) -> None:
+    if not has_extractor(preset.transformer):
+        raise PresetError(
+            f"preset {preset.source or preset.name}: field 'transformer': no extractor is registered for "
+            f"{preset.transformer}; see `teacli list-models`"
+        )
+
+
+def pick_device(device: str) -> torch.device:
+    if device == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise ModelError("--device cuda was asked for but no CUDA GPU is available; use --device cpu or auto")
+    if device == "mps" and not torch.backends.mps.is_available():
+        raise ModelError("--device mps was asked for but MPS is not available; use --device cpu or auto")
+    return torch.device(device)
+
+
+def pick_dtype(dtype: str, device: torch.device) -> torch.dtype:
+    if dtype == "auto":
+        return torch.bfloat16 if device.type == "cuda" else torch.float32
+    return DTYPES[dtype]
+
+
+def load_pipeline(preset: Preset, device: torch.device, dtype: torch.dtype):
+    """Load with from_pretrained, the same path for hub models, local copies and embedded models."""
+    import diffusers
+
+    pipeline_class = getattr(diffusers, preset.pipeline, None)
+    if pipeline_class is None:
+        raise PresetError(
+            f"preset {preset.source or preset.name}: field 'pipeline': {preset.pipeline} is not in the installed "
+            f"diffusers {diffusers.__version__}"
+        )
+    if preset.embedded is not None:
+        from .embedded import embedded_model_path
+
+        location = str(embedded_model_path(preset.embedded))
+    else:
+        location = preset.model
+    try:
+        pipe = pipeline_class.from_pretrained(location, dtype=dtype)
+    except (OSError, ValueError) as error:
+        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise ModelError(f"could not load {preset.model} with {preset.pipeline}: {first_line}") from None
+    pipe.to(device)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
