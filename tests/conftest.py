@@ -1,0 +1,59 @@
+"""Offline, CPU, fp32: every test builds its tiny models locally and never reaches a hub."""
+
+from __future__ import annotations
+
+import os
+
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def teacli_cache(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """One cache directory for the whole session, so tiny-flux is built once."""
+    path = str(tmp_path_factory.mktemp("teacli-cache"))
+    previous = os.environ.get("TEACLI_CACHE_DIR")
+    os.environ["TEACLI_CACHE_DIR"] = path
+    yield path
+    if previous is None:
+        os.environ.pop("TEACLI_CACHE_DIR", None)
+    else:
+        os.environ["TEACLI_CACHE_DIR"] = previous
+
+
+@pytest.fixture(scope="session")
+def tiny_flux_pipe(teacli_cache: str):
+    from teacli.catalog import builtin_presets
+    from teacli.loading import load_pipeline
+
+    return load_pipeline(builtin_presets()["tiny-flux"], torch.device("cpu"), torch.float32)
+
+
+@pytest.fixture
+def flux_transformer():
+    """A tiny FluxTransformer2DModel (the real class), fp32, eval mode, fixed seed."""
+    from diffusers import FluxTransformer2DModel
+
+    torch.manual_seed(0)
+    model = FluxTransformer2DModel(
+        patch_size=1, in_channels=16, num_layers=2, num_single_layers=2, attention_head_dim=16,
+        num_attention_heads=2, joint_attention_dim=32, pooled_projection_dim=32, guidance_embeds=True,
+        axes_dims_rope=(4, 6, 6),
+    )
+    return model.eval()
+
+
+def flux_inputs(seed: int, timestep: float = 0.7, batch: int = 1) -> dict:
+    generator = torch.Generator().manual_seed(seed)
+    return dict(
+        hidden_states=torch.randn(batch, 16, 16, generator=generator),
+        encoder_hidden_states=torch.randn(batch, 8, 32, generator=generator),
+        pooled_projections=torch.randn(batch, 32, generator=generator),
+        timestep=torch.full((batch,), timestep),
+        img_ids=torch.randn(16, 3, generator=generator),
+        txt_ids=torch.zeros(8, 3),
+        guidance=torch.full((batch,), 3.5),
+    )

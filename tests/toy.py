@@ -1,0 +1,61 @@
+"""A toy transformer and extractor whose modulated input the test scripts, to drive the hook."""
+
+from __future__ import annotations
+
+import torch
+from diffusers.models.cache_utils import CacheMixin
+
+from teacli import CacheContext, register_extractor
+
+
+class ToyTransformer(torch.nn.Module, CacheMixin):
+    """Dual-stream: the blocks add a learned offset to both streams and count their runs."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.offset = torch.nn.Parameter(torch.tensor(1.5))
+        self.block_runs = 0
+
+    def blocks(self, image: torch.Tensor, text: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        self.block_runs += 1
+        return image * 2 + self.offset, text - self.offset
+
+    def forward(self, image, text, modulated, timestep=None):
+        out_image, out_text = self.blocks(image, text)
+        return out_image, out_text
+
+
+class BareToyTransformer(ToyTransformer.__bases__[0]):
+    """The same without CacheMixin, so it has no cache_context."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.offset = torch.nn.Parameter(torch.tensor(1.5))
+        self.block_runs = 0
+
+    blocks = ToyTransformer.blocks
+    forward = ToyTransformer.forward
+
+
+def extract_toy(module, image, text, modulated, timestep=None):
+    return CacheContext(
+        modulated_input=modulated,
+        hidden_states=image,
+        encoder_hidden_states=text,
+        temb=torch.zeros(1),
+        run_transformer_blocks=lambda: module.blocks(image, text),
+        postprocess=lambda out_image, out_text: (out_image, out_text),
+        timestep=timestep,
+    )
+
+
+register_extractor("ToyTransformer", extract_toy)
+register_extractor("BareToyTransformer", extract_toy)
+
+
+def modulated_sequence(distances: list[float]) -> list[torch.Tensor]:
+    """Constant tensors whose consecutive rel_l1 equals the given distances."""
+    values = [1.0]
+    for distance in distances:
+        values.append(values[-1] * (1 + distance))
+    return [torch.full((4,), value) for value in values]
