@@ -18,6 +18,9 @@ EMBEDDED_PREFIX = "embedded:"
 DEFAULT_PRESET = "tiny-flux"
 
 
+REQUIRED_STRINGS = ("name", "model", "pipeline", "transformer", "extractor", "coefficients_source")
+
+
 class PresetError(ValueError):
     """A preset file is missing, malformed or has an invalid field."""
 
@@ -70,6 +73,12 @@ def _string(data: dict, path: str, name: str, required: bool = True, default: st
 
 
 def _number(value: Any, path: str, name: str, *, minimum: float | None = None, integer: bool = False) -> Any:
+    if isinstance(value, str) and not integer:
+        # YAML 1.1 reads 1e-3 (no dot) as a string; accept what is plainly a number.
+        try:
+            value = float(value)
+        except ValueError:
+            pass
     if isinstance(value, bool) or not isinstance(value, (int, float)) or (integer and not isinstance(value, int)):
         raise _fail(path, name, f"expected {'an integer' if integer else 'a number'}, got {value!r}")
     if not math.isfinite(value):
@@ -79,9 +88,9 @@ def _number(value: Any, path: str, name: str, *, minimum: float | None = None, i
     return value
 
 
-def _optional(data: dict, path: str, name: str, **checks: Any) -> Any:
+def _optional(data: dict, path: str, name: str, prefix: str = "", **checks: Any) -> Any:
     value = data.get(name)
-    return None if value is None else _number(value, path, name, **checks)
+    return None if value is None else _number(value, path, prefix + name, **checks)
 
 
 def parse_preset(data: Any, path: str) -> Preset:
@@ -92,6 +101,8 @@ def parse_preset(data: Any, path: str) -> Preset:
     unknown = sorted(set(data) - known)
     if unknown:
         raise _fail(path, unknown[0], f"unknown field; known fields: {', '.join(sorted(known))}")
+
+    strings = {name: _string(data, path, name) for name in REQUIRED_STRINGS}
 
     coefficients = data.get("coefficients")
     if not isinstance(coefficients, list) or not 2 <= len(coefficients) <= 7:
@@ -108,10 +119,10 @@ def parse_preset(data: Any, path: str) -> Preset:
         raise _fail(path, "defaults.steps", "missing")
     parsed_defaults = Defaults(
         steps=_number(defaults["steps"], path, "defaults.steps", minimum=2, integer=True),
-        guidance=_optional(defaults, path, "guidance", minimum=0),
-        height=_optional(defaults, path, "height", minimum=8, integer=True),
-        width=_optional(defaults, path, "width", minimum=8, integer=True),
-        true_cfg=_optional(defaults, path, "true_cfg", minimum=0),
+        guidance=_optional(defaults, path, "guidance", prefix="defaults.", minimum=0),
+        height=_optional(defaults, path, "height", prefix="defaults.", minimum=8, integer=True),
+        width=_optional(defaults, path, "width", prefix="defaults.", minimum=8, integer=True),
+        true_cfg=_optional(defaults, path, "true_cfg", prefix="defaults.", minimum=0),
     )
 
     rel_l1_range = data.get("rel_l1_range")
@@ -123,18 +134,14 @@ def parse_preset(data: Any, path: str) -> Preset:
             raise _fail(path, "rel_l1_range", f"low {low} is above high {high}")
         rel_l1_range = (low, high)
 
-    call_kwargs = data.get("call_kwargs") or {}
+    call_kwargs = data.get("call_kwargs")
+    call_kwargs = {} if call_kwargs is None else call_kwargs
     if not isinstance(call_kwargs, dict) or not all(isinstance(k, str) for k in call_kwargs):
         raise _fail(path, "call_kwargs", "expected a mapping of pipeline argument names to values")
 
     return Preset(
-        name=_string(data, path, "name"),
-        model=_string(data, path, "model"),
-        pipeline=_string(data, path, "pipeline"),
-        transformer=_string(data, path, "transformer"),
-        extractor=_string(data, path, "extractor"),
+        **strings,
         coefficients=coefficients,
-        coefficients_source=_string(data, path, "coefficients_source"),
         thresh=float(_number(data.get("thresh"), path, "thresh", minimum=0)),
         defaults=parsed_defaults,
         description=_string(data, path, "description", required=False),
@@ -152,6 +159,8 @@ def load_preset_file(path: str | Path) -> Preset:
         text = path.read_text(encoding="utf-8")
     except OSError as error:
         raise PresetError(f"preset {path}: cannot be read ({error.strerror or error})") from None
+    except UnicodeDecodeError:
+        raise PresetError(f"preset {path}: is not UTF-8 text; save it as UTF-8") from None
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as error:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import warnings
 from dataclasses import replace
 from pathlib import Path
 
@@ -40,7 +41,9 @@ def _borrowed_preset(model: str) -> Preset:
 
     known = ", ".join(builtin_presets())
     try:
-        index = DiffusionPipeline.load_config(model)
+        with warnings.catch_warnings():  # hub client deprecation notices are not the user's concern
+            warnings.simplefilter("ignore")
+            index = DiffusionPipeline.load_config(model)
     except Exception as error:  # noqa: BLE001 - hub/IO errors come in many types; all mean "not found"
         raise ModelError(
             f"unknown model '{model}': not a preset ({known}), a preset file, a local pipeline directory "

@@ -211,26 +211,19 @@ def test_invalid_field_names_file_and_field(tmp_path, changes, field):
 
 
 @pytest.mark.parametrize("key", ["guidance", "height", "width", "true_cfg"])
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="bug: catalog.parse_preset validates defaults.guidance/height/width/true_cfg via "
-    "_optional(defaults, path, NAME), so the error says field 'height' instead of 'defaults.height' "
-    "(unlike defaults.steps)",
-)
 def test_invalid_optional_default_is_named_with_its_defaults_prefix(tmp_path, key):
     path = write_preset(tmp_path, {"defaults": {"steps": 20, key: -1}})
     with pytest.raises(PresetError, match=rf"field 'defaults\.{key}'"):
         load_preset_file(path)
 
 
+def test_yaml_exponent_without_a_dot_is_read_as_a_number(tmp_path):
+    # YAML 1.1 resolves 1e-3 to a string; a preset author means the number.
+    path = write_preset(tmp_path, {"thresh": "1e-3"})
+    assert load_preset_file(path).thresh == 0.001
+
+
 @pytest.mark.parametrize("value", [[], False, 0, ""], ids=["empty-list", "false", "zero", "empty-string"])
-@pytest.mark.xfail(
-    strict=True,
-    raises=pytest.fail.Exception,  # "DID NOT RAISE"
-    reason="bug: catalog.parse_preset reads `data.get('call_kwargs') or {}`, so falsy non-mappings "
-    "([], false, 0, '') are silently accepted as {} instead of raising PresetError",
-)
 def test_falsy_call_kwargs_that_is_not_a_mapping_is_rejected(tmp_path, value):
     path = write_preset(tmp_path, {"call_kwargs": value})
     with pytest.raises(PresetError, match="field 'call_kwargs'"):
@@ -285,12 +278,6 @@ def test_directory_cannot_be_read(tmp_path):
     assert str(path) in str(raised.value)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=UnicodeDecodeError,
-    reason="bug: catalog.load_preset_file catches only OSError around read_text; a non-UTF-8 file raises "
-    "a raw UnicodeDecodeError (a ValueError, not OSError) instead of PresetError",
-)
 def test_non_utf8_file_is_a_preset_error(tmp_path):
     path = tmp_path / "latin1.yaml"
     path.write_bytes("description: caf\xe9\n".encode("latin-1"))

@@ -6,7 +6,7 @@ import logging
 import sys
 from typing import Any
 
-import click
+import typer
 from rich.console import Console
 from typer.core import TyperGroup
 
@@ -16,10 +16,13 @@ EXIT_INTERRUPTED = 130
 stderr = Console(stderr=True)
 
 
-class CLIError(click.ClickException):
+class CLIError(typer.TyperException):
     """Anything the user can fix; its message is printed as one line."""
 
     exit_code = EXIT_USER_ERROR
+
+    def format_message(self) -> str:
+        return str(self)
 
 
 def user_error_types() -> tuple[type[Exception], ...]:
@@ -46,10 +49,10 @@ class OneLineErrorsGroup(TyperGroup):
         try:
             code = super().main(args=args, prog_name=prog_name, complete_var=complete_var,
                                 standalone_mode=False, **extra)
-        except click.ClickException as error:
-            print_error(error.format_message())
-            code = error.exit_code
-        except click.exceptions.Abort:
+        except typer.TyperException as error:  # usage errors from parsing, and CLIError
+            print_error(error.format_message() if hasattr(error, "format_message") else str(error))
+            code = getattr(error, "exit_code", EXIT_USER_ERROR)
+        except typer.Abort:
             print_error("aborted")
             code = EXIT_INTERRUPTED
         except user_error_types() as error:

@@ -1,0 +1,158 @@
+"""The CLI through Typer's runner, the installed console script, and every bad input."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+from PIL import Image
+from typer.testing import CliRunner
+
+from teacli.cli import app
+
+PROMPT = "a red circle on a blue background"
+FAST = ["--steps", "6", "--device", "cpu"]
+
+
+@pytest.fixture
+def runner(teacli_cache, monkeypatch, tmp_path):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("COLUMNS", "200")  # Rich wraps at the terminal width; keep report lines whole
+    return CliRunner()
+
+
+def invoke(runner, *args):
+    return runner.invoke(app, list(args), catch_exceptions=False)
+
+
+def test_generate_writes_an_image_and_reports(runner, tmp_path):
+    result = invoke(runner, "generate", PROMPT, "--thresh", "0.25", *FAST, "--out", "fox.png")
+    assert result.exit_code == 0, result.output
+    image = Image.open(tmp_path / "fox.png")
+    assert image.size == (64, 64)
+    assert "computed" in result.output and "cached" in result.output and "total" in result.output
+    assert "estimated speedup" in result.output
+    assert "wrote fox.png" in result.output
+
+
+def test_generate_default_output_is_numbered_and_never_overwrites(runner, tmp_path):
+    for _ in range(2):
+        assert invoke(runner, "generate", PROMPT, *FAST).exit_code == 0
+    assert sorted(p.name for p in tmp_path.glob("*.png")) == ["teacli-0001.png", "teacli-0002.png"]
+
+
+def test_generate_compare_baseline_reports_measured_speedup_and_psnr(runner):
+    result = invoke(runner, "generate", PROMPT, "--thresh", "0", *FAST, "--compare-baseline", "-o", "a.png")
+    assert result.exit_code == 0, result.output
+    assert "measured speedup" in result.output
+    assert "inf (identical)" in result.output  # thresh 0 computes every step: same image
+
+
+def test_generate_with_negative_prompt_reports_both_branches(runner):
+    result = invoke(runner, "generate", PROMPT, *FAST, "--negative-prompt", "a green square", "-o", "b.png")
+    assert result.exit_code == 0, result.output
+    assert "cond" in result.output and "uncond" in result.output
+
+
+def test_bench_rows_and_json(runner, tmp_path):
+    result = invoke(runner, "bench", "--thresh", "0,0.3", "--steps", "6", "--runs", "2", "--warmup", "1",
+                    "--compare-baseline", "--json", "bench.json", "--device", "cpu")
+    assert result.exit_code == 0, result.output
+    data = json.loads((tmp_path / "bench.json").read_text())
+    assert data["baseline"]["computed"] == 6 and len(data["baseline"]["seconds"]) == 2
+    rows = {row["label"]: row for row in data["rows"]}
+    assert set(rows) == {"teacache@0", "teacache@0.3"}
+    assert rows["teacache@0"]["computed"] == 6 and rows["teacache@0"]["identical_to_baseline"]
+    assert rows["teacache@0.3"]["computed"] < 6 and rows["teacache@0.3"]["speedup"] > 0
+    assert "baseline" in result.output and "teacache@0.3" in result.output
+
+
+def test_list_models(runner):
+    result = invoke(runner, "list-models")
+    assert result.exit_code == 0
+    for name in ("flux-dev", "flux-schnell", "tiny-flux"):
+        assert name in result.output
+
+
+def test_console_script_runs_in_a_subprocess(teacli_cache, tmp_path):
+    executable = shutil.which("teacli")
+    assert executable, "the teacli console script is not installed"
+    env = dict(os.environ, TEACLI_CACHE_DIR=teacli_cache, HF_HUB_OFFLINE="1", COLUMNS="200")
+    done = subprocess.run([executable, "generate", PROMPT, *FAST, "-o", str(tmp_path / "c.png")],
+                          capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "c.png").is_file() and "cached" in done.stdout
+    module = subprocess.run([sys.executable, "-m", "teacli", "--help"], capture_output=True, text=True, env=env)
+    assert module.returncode == 0 and "generate" in module.stdout
+
+
+BAD_INPUTS = [
+    (["generate", PROMPT, "--model", "no-such-model"], "unknown model 'no-such-model'"),
+    (["generate", PROMPT, "--thresh", "-0.1"], "--thresh must be a finite number >= 0"),
+    (["generate", PROMPT, "--thresh", "nan"], "--thresh must be a finite number >= 0"),
+    (["generate", PROMPT, "--thresh", "abc"], "Invalid value for '--thresh'"),
+    (["generate", PROMPT, "--steps", "1"], "--steps must be at least 2"),
+    (["generate", PROMPT, "--out", "missing-dir/x.png"], "does not exist"),
+    (["generate", PROMPT, "--out", "x.unknownext"], "cannot write an image as '.unknownext'"),
+    (["generate", PROMPT, "--model", "missing.yaml"], "preset file missing.yaml does not exist"),
+    (["bench", "--thresh", "0.1,abc"], "'abc' is not a number"),
+    (["bench", "--thresh", "0.1,-1"], "--thresh must be a finite number >= 0"),
+    (["bench", "--runs", "0"], "--runs must be positive"),
+]
+
+
+@pytest.mark.parametrize("args, message", BAD_INPUTS, ids=[" ".join(a[2:] or a) for a, _ in BAD_INPUTS])
+def test_bad_input_is_one_line_without_traceback_or_output(runner, tmp_path, args, message):
+    result = runner.invoke(app, args)
+    assert result.exit_code != 0
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("error:") and message in lines[0]
+    assert "Traceback" not in result.output + result.stderr
+    assert list(tmp_path.iterdir()) == []  # nothing written, not even a temporary file
+
+
+def test_malformed_preset_file_names_the_file_and_field(runner, tmp_path):
+    preset = tmp_path / "bad.yaml"
+    preset.write_text("name: bad\nmodel: x\n")
+    result = runner.invoke(app, ["generate", PROMPT, "--model", str(preset)])
+    assert result.exit_code == 1
+    assert f"preset {preset}: field 'pipeline': missing" in " ".join(result.stderr.split())
+
+
+def test_preset_without_extractor_is_refused(runner, tmp_path):
+    preset = tmp_path / "unet.yaml"
+    preset.write_text(
+        "name: sd15\nmodel: x/y\npipeline: StableDiffusionPipeline\ntransformer: UNet2DConditionModel\n"
+        "extractor: unet\ncoefficients: [1, 0]\ncoefficients_source: none\nthresh: 0.1\ndefaults: {steps: 20}\n"
+    )
+    result = runner.invoke(app, ["generate", PROMPT, "--model", str(preset)])
+    assert result.exit_code == 1
+    assert "no extractor is registered for UNet2DConditionModel" in result.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["unet.yaml"]
+
+
+def test_existing_output_is_not_overwritten_without_flag(runner, tmp_path):
+    target = tmp_path / "keep.png"
+    target.write_bytes(b"the user's file")
+    result = runner.invoke(app, ["generate", PROMPT, *FAST, "--out", str(target)])
+    assert result.exit_code == 1 and "already exists" in result.stderr
+    assert target.read_bytes() == b"the user's file"
+    assert invoke(runner, "generate", PROMPT, *FAST, "--out", str(target), "--overwrite").exit_code == 0
+    assert Image.open(target).size == (64, 64)
+
+
+def test_interrupt_leaves_no_output(runner, tmp_path, monkeypatch):
+    import teacli.runner
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(teacli.runner, "generate", interrupted)
+    monkeypatch.setattr("teacli.cli._session.generate", interrupted)
+    result = runner.invoke(app, ["generate", PROMPT, *FAST, "--out", "never.png"])
+    assert result.exit_code == 130
+    assert "interrupted" in result.stderr
+    assert not (tmp_path / "never.png").exists()
