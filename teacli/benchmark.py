@@ -33,8 +33,9 @@ class BenchResult:
         }
 
 
-def _run_once(pipe: Any, make_config: Callable[[float], TeaCacheConfig], request: GenerationRequest,
-              config: BenchConfig) -> tuple[Any, float, int, int]:
+def _run_once(
+    pipe: Any, make_config: Callable[[float], TeaCacheConfig], request: GenerationRequest, config: BenchConfig
+) -> tuple[Any, float, int, int]:
     """One generation; returns (image, seconds, transformer calls that ran the blocks, all calls)."""
     if config.thresh is None:
         result = generate(pipe, request)

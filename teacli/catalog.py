@@ -177,7 +177,9 @@ def builtin_presets() -> dict[str, Preset]:
         if entry.name.endswith((".yaml", ".yml")):
             preset = load_preset_file(Path(str(entry)))
             if preset.name in presets:
-                raise PresetError(f"preset {entry}: field 'name': '{preset.name}' is also used by {presets[preset.name].source}")
+                raise PresetError(
+                    f"preset {entry}: field 'name': '{preset.name}' is also used by {presets[preset.name].source}"
+                )
             presets[preset.name] = preset
     return presets
 

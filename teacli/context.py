@@ -57,9 +57,7 @@ class CacheContext:
         for name in ("modulated_input", "hidden_states", "temb"):
             value = getattr(self, name)
             if not isinstance(value, torch.Tensor):
-                raise ExtractorContractError(
-                    f"CacheContext.{name} must be a torch.Tensor, got {type(value).__name__}"
-                )
+                raise ExtractorContractError(f"CacheContext.{name} must be a torch.Tensor, got {type(value).__name__}")
         if self.encoder_hidden_states is not None and not isinstance(self.encoder_hidden_states, torch.Tensor):
             raise ExtractorContractError(
                 "CacheContext.encoder_hidden_states must be a torch.Tensor or None (single-stream), "

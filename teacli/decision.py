@@ -14,6 +14,7 @@ from enum import Enum
 
 import torch
 
+
 class Decision(str, Enum):
     """What the hook did with one transformer call."""
 

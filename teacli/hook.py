@@ -73,9 +73,7 @@ class TeaCacheConfig:
         except (TypeError, ValueError):
             raise TeaCacheError(f"coefficients must be numbers, got {self.coefficients!r}") from None
         if not self.coefficients:
-            raise TeaCacheError(
-                "coefficients are required: use a preset's (teacli list-models) or fit them (teacli calibrate)"
-            )
+            raise TeaCacheError("coefficients are required: take them from a preset (teacli list-models shows them)")
         if not all(math.isfinite(c) for c in self.coefficients):
             raise TeaCacheError(f"coefficients must be finite, got {self.coefficients}")
         for name in ("ret_steps", "cutoff_steps", "num_inference_steps"):
@@ -105,8 +103,10 @@ class TeaCacheState(BaseState):
 
     def residuals_fit(self, streams: tuple[torch.Tensor, ...]) -> bool:
         residuals = self.cached_residuals
-        return residuals is not None and len(residuals) == len(streams) and all(
-            r.shape == s.shape for r, s in zip(residuals, streams)
+        return (
+            residuals is not None
+            and len(residuals) == len(streams)
+            and all(r.shape == s.shape for r, s in zip(residuals, streams))
         )
 
 

@@ -53,7 +53,9 @@ def check_image_path(path: Path, overwrite: bool) -> Path:
 
 def write_atomic(path: Path, write: Callable[[Path], None]) -> None:
     """Write to a temporary file beside `path`, then rename it into place."""
-    descriptor, temporary = tempfile.mkstemp(dir=path.parent if str(path.parent) else ".", prefix=f".{path.name}.", suffix=path.suffix)
+    descriptor, temporary = tempfile.mkstemp(
+        dir=path.parent if str(path.parent) else ".", prefix=f".{path.name}.", suffix=path.suffix
+    )
     os.close(descriptor)
     try:
         write(Path(temporary))

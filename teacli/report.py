@@ -13,7 +13,11 @@ from rich.text import Text
 from .decision import Decision
 from .stats import TeaCacheStats
 
-TIMELINE_MARKS = {Decision.COMPUTED: ("C", "bold green"), Decision.FORCED: ("F", "bold blue"), Decision.CACHED: (".", "yellow")}
+TIMELINE_MARKS = {
+    Decision.COMPUTED: ("C", "bold green"),
+    Decision.FORCED: ("F", "bold blue"),
+    Decision.CACHED: (".", "yellow"),
+}
 
 
 def estimated_speedup(stats: TeaCacheStats, seconds: float) -> float | None:
@@ -94,12 +98,22 @@ def render_generation(summary: GenerationSummary, console: Console) -> None:
     for (module, branch), totals in stats.by_branch().items():
         label = f"{module}/{branch}" if multiple_modules else branch
         table.add_row(
-            label, str(totals.calls), str(totals.computed), str(totals.forced), str(totals.cached),
+            label,
+            str(totals.calls),
+            str(totals.computed),
+            str(totals.forced),
+            str(totals.cached),
             timeline(stats, module, branch),
         )
     totals = stats.totals
     table.add_row(
-        "total", str(totals.calls), str(totals.computed), str(totals.forced), str(totals.cached), "", style="bold"
+        "total",
+        str(totals.calls),
+        str(totals.computed),
+        str(totals.forced),
+        str(totals.cached),
+        "",
+        style="bold",
     )
     console.print(table)
     console.print(f"generation: {summary.seconds:.2f} s for {summary.steps} steps")
@@ -156,13 +170,23 @@ class BenchRow:
 
 def render_bench(rows: list[BenchRow], baseline: BenchRow | None, title: str, console: Console) -> None:
     table = Table(title=title)
-    for column, justify in (("config", "left"), ("computed/total", "right"), ("median s", "right"),
-                            ("spread s", "right"), ("speedup", "right"), ("PSNR vs baseline", "right")):
+    for column, justify in (
+        ("config", "left"),
+        ("computed/total", "right"),
+        ("median s", "right"),
+        ("spread s", "right"),
+        ("speedup", "right"),
+        ("PSNR vs baseline", "right"),
+    ):
         table.add_column(column, justify=justify)
     for row in ([baseline] if baseline else []) + rows:
         speedup = f"{baseline.median / row.median:.2f}x" if baseline else "-"
         table.add_row(
-            row.label, f"{row.computed}/{row.calls}", f"{row.median:.3f}", f"{row.spread:.3f}", speedup,
+            row.label,
+            f"{row.computed}/{row.calls}",
+            f"{row.median:.3f}",
+            f"{row.spread:.3f}",
+            speedup,
             format_psnr(row.psnr) if row is not baseline else "-",
         )
     console.print(table)

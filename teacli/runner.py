@@ -72,7 +72,9 @@ def pipeline_kwargs(pipe: Any, request: GenerationRequest) -> dict[str, Any]:
             kwargs["true_cfg_scale"] = request.true_cfg if request.true_cfg is not None else FALLBACK_TRUE_CFG
     unsupported = sorted(name for name in request.extra if name not in params)
     if unsupported:
-        raise GenerationError(f"{type(pipe).__name__} does not take {', '.join(unsupported)} (from the preset's call_kwargs)")
+        raise GenerationError(
+            f"{type(pipe).__name__} does not take {', '.join(unsupported)} (from the preset's call_kwargs)"
+        )
     kwargs.update(request.extra)
     return kwargs
 

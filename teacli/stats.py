@@ -81,9 +81,7 @@ class TeaCacheStats:
         return list(dict.fromkeys((record.module, record.branch) for record in self.records))
 
     def by_branch(self) -> dict[tuple[str, str], Totals]:
-        return {
-            key: _totals([r for r in self.records if (r.module, r.branch) == key]) for key in self.branches()
-        }
+        return {key: _totals([r for r in self.records if (r.module, r.branch) == key]) for key in self.branches()}
 
     def timeline(self, module: str, branch: str) -> list[Decision]:
         return [r.decision for r in self.records if (r.module, r.branch) == (module, branch)]

@@ -57,8 +57,23 @@ def test_generate_with_negative_prompt_reports_both_branches(runner):
 
 
 def test_bench_rows_and_json(runner, tmp_path):
-    result = invoke(runner, "bench", "--thresh", "0,0.3", "--steps", "6", "--runs", "2", "--warmup", "1",
-                    "--compare-baseline", "--json", "bench.json", "--device", "cpu")
+    result = invoke(
+        runner,
+        "bench",
+        "--thresh",
+        "0,0.3",
+        "--steps",
+        "6",
+        "--runs",
+        "2",
+        "--warmup",
+        "1",
+        "--compare-baseline",
+        "--json",
+        "bench.json",
+        "--device",
+        "cpu",
+    )
     assert result.exit_code == 0, result.output
     data = json.loads((tmp_path / "bench.json").read_text())
     assert data["baseline"]["computed"] == 6 and len(data["baseline"]["seconds"]) == 2
@@ -80,8 +95,13 @@ def test_console_script_runs_in_a_subprocess(teacli_cache, tmp_path):
     executable = shutil.which("teacli")
     assert executable, "the teacli console script is not installed"
     env = dict(os.environ, TEACLI_CACHE_DIR=teacli_cache, HF_HUB_OFFLINE="1", COLUMNS="200")
-    done = subprocess.run([executable, "generate", PROMPT, *FAST, "-o", str(tmp_path / "c.png")],
-                          capture_output=True, text=True, env=env, timeout=300)
+    done = subprocess.run(
+        [executable, "generate", PROMPT, *FAST, "-o", str(tmp_path / "c.png")],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
     assert done.returncode == 0, done.stderr
     assert (tmp_path / "c.png").is_file() and "cached" in done.stdout
     module = subprocess.run([sys.executable, "-m", "teacli", "--help"], capture_output=True, text=True, env=env)

@@ -12,8 +12,13 @@ def run(distances, thresh, coefficients=IDENTITY, forced_at=()):
     """Feed a scripted sequence of rel_l1 values through decide, carrying the accumulator."""
     accumulated, decisions = 0.0, []
     for index, distance in enumerate(distances):
-        verdict = decide(distance=distance, accumulated=accumulated, coefficients=coefficients,
-                         thresh=thresh, forced=index in forced_at)
+        verdict = decide(
+            distance=distance,
+            accumulated=accumulated,
+            coefficients=coefficients,
+            thresh=thresh,
+            forced=index in forced_at,
+        )
         accumulated = verdict.carried
         decisions.append(verdict.decision)
     return "".join({Decision.COMPUTED: "C", Decision.CACHED: ".", Decision.FORCED: "F"}[d] for d in decisions)

@@ -12,9 +12,14 @@ FLUX_COEFFICIENTS = [4.98651651e02, -2.83781631e02, 5.58554382e01, -3.82021401e0
 @torch.no_grad()
 @pytest.mark.parametrize("return_dict", [True, False])
 def test_caching_off_equals_the_unhooked_forward_in_both_cfg_branches(flux_transformer, return_dict):
-    calls = [("cond", flux_inputs(1, 0.9)), ("uncond", flux_inputs(2, 0.9)),
-             ("cond", flux_inputs(3, 0.6)), ("uncond", flux_inputs(4, 0.6)),
-             ("cond", flux_inputs(5, 0.3)), ("uncond", flux_inputs(6, 0.3))]
+    calls = [
+        ("cond", flux_inputs(1, 0.9)),
+        ("uncond", flux_inputs(2, 0.9)),
+        ("cond", flux_inputs(3, 0.6)),
+        ("uncond", flux_inputs(4, 0.6)),
+        ("cond", flux_inputs(5, 0.3)),
+        ("uncond", flux_inputs(6, 0.3)),
+    ]
 
     def sample(output):
         return output.sample if return_dict else output[0]
@@ -45,8 +50,15 @@ def test_caching_off_with_controlnet_residuals_and_no_guidance():
 
     torch.manual_seed(0)
     model = FluxTransformer2DModel(
-        patch_size=1, in_channels=16, num_layers=2, num_single_layers=2, attention_head_dim=16,
-        num_attention_heads=2, joint_attention_dim=32, pooled_projection_dim=32, guidance_embeds=False,
+        patch_size=1,
+        in_channels=16,
+        num_layers=2,
+        num_single_layers=2,
+        attention_head_dim=16,
+        num_attention_heads=2,
+        joint_attention_dim=32,
+        pooled_projection_dim=32,
+        guidance_embeds=False,
         axes_dims_rope=(4, 6, 6),
     ).eval()
     reference = model(**inputs).sample

@@ -202,8 +202,12 @@ def test_config_validation(kwargs, message):
 
 def _context(**overrides) -> CacheContext:
     fields = dict(
-        modulated_input=torch.ones(2), hidden_states=torch.ones(2), encoder_hidden_states=None,
-        temb=torch.ones(1), run_transformer_blocks=lambda: (torch.ones(2),), postprocess=lambda h: h,
+        modulated_input=torch.ones(2),
+        hidden_states=torch.ones(2),
+        encoder_hidden_states=None,
+        temb=torch.ones(1),
+        run_transformer_blocks=lambda: (torch.ones(2),),
+        postprocess=lambda h: h,
     )
     return CacheContext(**(fields | overrides))
 

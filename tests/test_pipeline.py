@@ -11,8 +11,9 @@ STEPS = 8
 
 
 def request(**overrides):
-    return GenerationRequest.from_preset(builtin_presets()["tiny-flux"], "a red circle on a blue background",
-                                         **({"steps": STEPS} | overrides))
+    return GenerationRequest.from_preset(
+        builtin_presets()["tiny-flux"], "a red circle on a blue background", **({"steps": STEPS} | overrides)
+    )
 
 
 def config(thresh):

@@ -34,8 +34,15 @@ def user_error_types() -> tuple[type[Exception], ...]:
     from ..registry import UnknownTransformerError
     from ..runner import GenerationError
 
-    return (PresetError, ModelError, OutputError, TeaCacheError, UnknownTransformerError, GenerationError,
-            UnknownEmbeddedModel)
+    return (
+        PresetError,
+        ModelError,
+        OutputError,
+        TeaCacheError,
+        UnknownTransformerError,
+        GenerationError,
+        UnknownEmbeddedModel,
+    )
 
 
 def print_error(message: str) -> None:
@@ -44,11 +51,18 @@ def print_error(message: str) -> None:
 
 
 class OneLineErrorsGroup(TyperGroup):
-    def main(self, args: Any = None, prog_name: str | None = None, complete_var: str | None = None,
-             standalone_mode: bool = True, **extra: Any) -> Any:
+    def main(
+        self,
+        args: Any = None,
+        prog_name: str | None = None,
+        complete_var: str | None = None,
+        standalone_mode: bool = True,
+        **extra: Any,
+    ) -> Any:
         try:
-            code = super().main(args=args, prog_name=prog_name, complete_var=complete_var,
-                                standalone_mode=False, **extra)
+            code = super().main(
+                args=args, prog_name=prog_name, complete_var=complete_var, standalone_mode=False, **extra
+            )
         except typer.TyperException as error:  # usage errors from parsing, and CLIError
             print_error(error.format_message() if hasattr(error, "format_message") else str(error))
             code = getattr(error, "exit_code", EXIT_USER_ERROR)

@@ -51,7 +51,9 @@ def parse_thresholds(text: str) -> list[float]:
         try:
             value = float(part)
         except ValueError:
-            raise CLIError(f"--thresh takes comma-separated numbers like 0.1,0.2,0.4; '{part.strip()}' is not a number") from None
+            raise CLIError(
+                f"--thresh takes comma-separated numbers like 0.1,0.2,0.4; '{part.strip()}' is not a number"
+            ) from None
         values.append(check_thresh(value))
     return values
 

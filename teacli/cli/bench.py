@@ -82,7 +82,12 @@ def bench(
         with step_progress("bench", total) as progress:
             task = progress.add_task("bench", total=total)
             result = run_bench(
-                session.pipe, session.config, request, configs, runs=runs, warmup=warmup,
+                session.pipe,
+                session.config,
+                request,
+                configs,
+                runs=runs,
+                warmup=warmup,
                 on_run=lambda label: progress.update(task, advance=1, description=label),
             )
     except KeyboardInterrupt:

@@ -33,16 +33,24 @@ def generate(
     prompt: Annotated[str, typer.Argument(help="What to draw")],
     model: ModelOpt = None,
     thresh: Annotated[
-        float | None, typer.Option("--thresh", "-t", help="TeaCache threshold; 0 computes every step [default: the preset's]")
+        float | None,
+        typer.Option("--thresh", "-t", help="TeaCache threshold; 0 computes every step [default: the preset's]"),
     ] = None,
     steps: StepsOpt = None,
     seed: SeedOpt = 0,
     guidance: GuidanceOpt = None,
     height: HeightOpt = None,
     width: WidthOpt = None,
-    negative_prompt: Annotated[str | None, typer.Option("--negative-prompt", help="Enables true CFG where the pipeline has it")] = None,
-    true_cfg: Annotated[float | None, typer.Option("--true-cfg", help="True-CFG scale used with --negative-prompt")] = None,
-    out: Annotated[Path | None, typer.Option("--out", "-o", help="Output file [default: teacli-NNNN.png, the first free name]")] = None,
+    negative_prompt: Annotated[
+        str | None, typer.Option("--negative-prompt", help="Enables true CFG where the pipeline has it")
+    ] = None,
+    true_cfg: Annotated[
+        float | None, typer.Option("--true-cfg", help="True-CFG scale used with --negative-prompt")
+    ] = None,
+    out: Annotated[
+        Path | None,
+        typer.Option("--out", "-o", help="Output file [default: teacli-NNNN.png, the first free name]"),
+    ] = None,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace --out if it exists")] = False,
     device: DeviceOpt = Device.auto,
     dtype: DTypeOpt = DType.auto,
@@ -70,8 +78,15 @@ def generate(
     preset = resolve(model)
     out = check_image_path(out, overwrite) if out is not None else next_free_path(Path.cwd(), "teacli", ".png")
     request = GenerationRequest.from_preset(
-        preset, prompt, steps=steps, seed=seed, guidance=guidance, height=height, width=width,
-        negative_prompt=negative_prompt, true_cfg=true_cfg,
+        preset,
+        prompt,
+        steps=steps,
+        seed=seed,
+        guidance=guidance,
+        height=height,
+        width=width,
+        negative_prompt=negative_prompt,
+        true_cfg=true_cfg,
     )
     threshold = preset.thresh if thresh is None else thresh
 

@@ -26,7 +26,12 @@ def list_models() -> None:
         else:
             available = "yes"
         table.add_row(
-            preset.name, preset.model, preset.pipeline, preset.transformer, preset.coefficients_source,
-            f"{preset.thresh:g}", available,
+            preset.name,
+            preset.model,
+            preset.pipeline,
+            preset.transformer,
+            preset.coefficients_source,
+            f"{preset.thresh:g}",
+            available,
         )
     Console().print(table)
