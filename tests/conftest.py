@@ -32,8 +32,7 @@ def tiny_flux_pipe(teacli_cache: str):
     return load_pipeline(builtin_presets()["tiny-flux"], torch.device("cpu"), torch.float32)
 
 
-@pytest.fixture
-def flux_transformer():
+def make_flux_transformer(guidance_embeds: bool = True):
     """A tiny FluxTransformer2DModel (the real class), fp32, eval mode, fixed seed."""
     from diffusers import FluxTransformer2DModel
 
@@ -47,10 +46,15 @@ def flux_transformer():
         num_attention_heads=2,
         joint_attention_dim=32,
         pooled_projection_dim=32,
-        guidance_embeds=True,
+        guidance_embeds=guidance_embeds,
         axes_dims_rope=(4, 6, 6),
     )
     return model.eval()
+
+
+@pytest.fixture
+def flux_transformer():
+    return make_flux_transformer()
 
 
 def flux_inputs(seed: int, timestep: float = 0.7, batch: int = 1) -> dict:

@@ -2,7 +2,7 @@
 
 import pytest
 import torch
-from conftest import flux_inputs
+from conftest import flux_inputs, make_flux_transformer
 
 from teacli import TeaCacheConfig, apply_teacache, get_extractor
 
@@ -45,22 +45,7 @@ def test_caching_off_with_controlnet_residuals_and_no_guidance():
     generator = torch.Generator().manual_seed(8)
     inputs["controlnet_block_samples"] = [torch.randn(1, 16, 32, generator=generator)]
     inputs["controlnet_single_block_samples"] = [torch.randn(1, 16, 32, generator=generator)] * 2
-    # A guidance-free FLUX (schnell) has a different time embedder; rebuild without guidance embeds.
-    from diffusers import FluxTransformer2DModel
-
-    torch.manual_seed(0)
-    model = FluxTransformer2DModel(
-        patch_size=1,
-        in_channels=16,
-        num_layers=2,
-        num_single_layers=2,
-        attention_head_dim=16,
-        num_attention_heads=2,
-        joint_attention_dim=32,
-        pooled_projection_dim=32,
-        guidance_embeds=False,
-        axes_dims_rope=(4, 6, 6),
-    ).eval()
+    model = make_flux_transformer(guidance_embeds=False)  # schnell-style: no guidance embedder
     reference = model(**inputs).sample
     apply_teacache(model, TeaCacheConfig(thresh=0.0, coefficients=FLUX_COEFFICIENTS))
     torch.testing.assert_close(model(**inputs).sample, reference, rtol=1e-6, atol=1e-6)
