@@ -187,7 +187,7 @@ class TeaCacheHook(ModelHook):
                 self.state_manager.clear_states()
             state = self.state_manager.get_state()
             output, record = self._step(context, state, position)
-        _synchronize(context.hidden_states.device)
+        synchronize(context.hidden_states.device)
         record = StepRecord(**record, seconds=time.perf_counter() - started)
         self.stats.add(record)
         logger.debug(
@@ -303,7 +303,8 @@ def _lora_scope(module: torch.nn.Module, extractor: Extractor, kwargs: dict) -> 
             unscale_lora_layers(module, scale)
 
 
-def _synchronize(device: torch.device) -> None:
+def synchronize(device: torch.device) -> None:
+    """Wait for the device, so wall-clock times measure finished work."""
     # The next call's rel_l1 .item() waits for this one anyway, so waiting here costs nothing and
     # makes the per-call seconds true on GPUs.
     if device.type == "cuda":

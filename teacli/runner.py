@@ -12,6 +12,7 @@ import numpy as np
 import torch
 
 from .catalog import Preset
+from .hook import synchronize
 
 FALLBACK_TRUE_CFG = 4.0
 
@@ -79,14 +80,6 @@ def pipeline_kwargs(pipe: Any, request: GenerationRequest) -> dict[str, Any]:
     return kwargs
 
 
-def _synchronize(pipe: Any) -> None:
-    device = getattr(pipe, "device", torch.device("cpu"))
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    elif device.type == "mps":
-        torch.mps.synchronize()
-
-
 @dataclass
 class GenerationResult:
     output: Any  # a PIL image for image pipelines
@@ -102,10 +95,10 @@ def generate(pipe: Any, request: GenerationRequest, on_step: Callable[[int], Non
             return {}
 
         kwargs["callback_on_step_end"] = callback
-    _synchronize(pipe)
+    synchronize(pipe.device)
     started = time.perf_counter()
     result = pipe(**kwargs)
-    _synchronize(pipe)
+    synchronize(pipe.device)
     seconds = time.perf_counter() - started
     return GenerationResult(output=result.images[0], seconds=seconds)
 
