@@ -176,3 +176,13 @@ def test_interrupt_leaves_no_output(runner, tmp_path, monkeypatch):
     assert result.exit_code == 130
     assert "interrupted" in result.stderr
     assert not (tmp_path / "never.png").exists()
+
+
+def test_verbose_logs_one_line_per_transformer_call(runner):
+    quiet = invoke(runner, "generate", PROMPT, *FAST, "-o", "q.png")
+    assert "TeaCache enabled on transformer (FluxTransformer2DModel)" in " ".join(quiet.stderr.split())
+    assert "step 3:" not in quiet.stderr
+    loud = invoke(runner, "generate", PROMPT, *FAST, "-o", "v.png", "--verbose")
+    per_call = [line for line in loud.stderr.splitlines() if "transformer cond step" in line]
+    assert len(per_call) == 6
+    assert "rel_l1=" in per_call[1] and any(d in per_call[1] for d in ("computed", "cached"))
