@@ -120,6 +120,7 @@ BAD_INPUTS = [
     (["bench", "--thresh", "0.1,abc"], "'abc' is not a number"),
     (["bench", "--thresh", "0.1,-1"], "--thresh must be a finite number >= 0"),
     (["bench", "--runs", "0"], "--runs must be positive"),
+    (["bench", "--warmup", "-1"], "--warmup must be >= 0"),
 ]
 
 

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from ._app import EXIT_INTERRUPTED, print_error, setup_logging
+from ._app import EXIT_INTERRUPTED, CLIError, print_error, setup_logging
 from ._options import (
     Device,
     DeviceOpt,
@@ -63,8 +63,7 @@ def bench(
     check_positive("--height", height)
     check_positive("--width", width)
     if warmup < 0:
-        print_error(f"--warmup must be >= 0, got {warmup}")
-        raise typer.Exit(1)
+        raise CLIError(f"--warmup must be >= 0, got {warmup}")
     if json_out is not None:
         check_writable(json_out, overwrite, kind="--json")
     setup_logging(verbose)
