@@ -187,3 +187,19 @@ def test_verbose_logs_one_line_per_transformer_call(runner):
     per_call = [line for line in loud.stderr.splitlines() if "transformer cond step" in line]
     assert len(per_call) == 6
     assert "rel_l1=" in per_call[1] and any(d in per_call[1] for d in ("computed", "cached"))
+
+
+def test_report_counts_per_branch_are_right_with_true_cfg(teacli_cache, monkeypatch, tmp_path):
+    from e2e import generate_and_check
+
+    stats, counts = generate_and_check(
+        monkeypatch,
+        tmp_path,
+        "tiny-flux",
+        "--negative-prompt",
+        "blurry",
+        steps=8,
+        thresh=0.4,
+        branches={"cond", "uncond"},
+    )
+    assert counts["total"][0] == 16 and stats.totals.cached > 0

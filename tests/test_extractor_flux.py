@@ -79,3 +79,13 @@ def test_modulated_input_is_the_first_block_norm1_output(flux_transformer):
     expected, *_ = flux_transformer.transformer_blocks[0].norm1(hidden, emb=context.temb)
     assert torch.equal(context.modulated_input, expected)
     assert context.timestep == pytest.approx(0.7)
+
+
+def test_shared_fidelity_proofs_hold_for_flux(flux_transformer):
+    from fidelity import assert_cached_call_is_input_plus_residual, assert_caching_off_matches_unhooked
+
+    calls = [("cond", flux_inputs(1, 0.9)), ("uncond", flux_inputs(2, 0.9)), (None, flux_inputs(3, 0.5))]
+    assert_caching_off_matches_unhooked(flux_transformer, calls)
+    (residual,) = assert_cached_call_is_input_plus_residual(flux_transformer, flux_inputs(1, 0.9), flux_inputs(2, 0.8))
+    assert residual.shape == (1, 16, 32)
+    assert_cached_call_is_input_plus_residual(flux_transformer, flux_inputs(1, 0.9), flux_inputs(2, 0.8), "cond")

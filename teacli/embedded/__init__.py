@@ -8,17 +8,18 @@ modules: a newly constructed module is in train mode (T5 dropout would be live),
 
 from __future__ import annotations
 
+import importlib
 import os
 import shutil
 import tempfile
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
-
-from teacli.embedded.tiny_flux import build_tiny_flux
 
 __all__ = [
     "BUILD_VERSION",
     "EMBEDDED_MODELS",
+    "LazyBuilder",
     "UnknownEmbeddedModel",
     "cache_root",
     "embedded_model_path",
@@ -28,9 +29,25 @@ __all__ = [
 # caches built by an older teacli are ignored instead of silently reused.
 BUILD_VERSION = 1
 
+
+@dataclass(frozen=True)
+class LazyBuilder:
+    """`module.function(directory)`, imported on first call so listing models stays cheap."""
+
+    module: str
+    function: str
+
+    def __call__(self, directory: Path) -> None:
+        getattr(importlib.import_module(self.module), self.function)(directory)
+
+
 # Name -> function that writes the model into an (empty) directory.
 EMBEDDED_MODELS: dict[str, Callable[[Path], None]] = {
-    "tiny-flux": build_tiny_flux,
+    "tiny-flux": LazyBuilder("teacli.embedded.tiny_flux", "build_tiny_flux"),
+    "tiny-flux2-klein": LazyBuilder("teacli.embedded.tiny_flux2_klein", "build_tiny_flux2_klein"),
+    "tiny-qwen-image": LazyBuilder("teacli.embedded.tiny_qwen_image", "build_tiny_qwen_image"),
+    "tiny-z-image": LazyBuilder("teacli.embedded.tiny_z_image", "build_tiny_z_image"),
+    "tiny-sd3": LazyBuilder("teacli.embedded.tiny_sd3", "build_tiny_sd3"),
 }
 
 

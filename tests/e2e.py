@@ -1,0 +1,95 @@
+"""End to end through the CLI on an embedded tiny pipeline, with the report's counts proven right.
+
+`generate_and_check` runs `teacli generate` in-process, captures the statistics the report was
+rendered from, and checks three things: the table shows exactly those per-branch counts; every
+branch made one call per step, with the first and last forced; and replaying the decision rule on
+the recorded distances with the preset's coefficients and threshold gives the recorded decisions.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import defaultdict
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from teacli.catalog import builtin_presets
+from teacli.cli import app
+from teacli.decision import Decision, decide
+from teacli.stats import TeaCacheStats
+
+ROW = re.compile(r"^\W*(?P<label>[\w/]+)\s*│\s*(\d+)\s*│\s*(\d+)\s*│\s*(\d+)\s*│\s*(\d+)\s*│", re.MULTILINE)
+
+
+def table_counts(output: str) -> dict[str, tuple[int, int, int, int]]:
+    """The report table as {branch: (calls, computed, forced, cached)}, 'total' included."""
+    return {m["label"]: tuple(int(m.group(i)) for i in range(2, 6)) for m in ROW.finditer(output)}
+
+
+def replay(stats: TeaCacheStats, coefficients, thresh: float, x_range=None) -> None:
+    """Recompute every non-forced decision from the recorded distance and the running accumulator."""
+    accumulated: dict[tuple, float] = defaultdict(float)
+    for record in stats.records:
+        key = (record.generation, record.module, record.branch)
+        verdict = decide(
+            distance=record.rel_l1,
+            accumulated=accumulated[key],
+            coefficients=coefficients,
+            thresh=thresh,
+            forced=record.decision is Decision.FORCED,
+            x_range=x_range,
+        )
+        assert verdict.decision is record.decision, f"{key} step {record.step}: replay says {verdict.decision}"
+        accumulated[key] = verdict.carried
+
+
+def generate_and_check(
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    preset_name: str,
+    *args: str,
+    steps: int,
+    thresh: float,
+    branches: set[str],
+) -> tuple[TeaCacheStats, dict[str, tuple[int, int, int, int]]]:
+    """Run `teacli generate --model preset_name`, check the report, return (stats, table counts)."""
+    import teacli.report
+
+    captured = []
+    render = teacli.report.render_generation
+
+    def capture(summary, console):
+        captured.append(summary)
+        render(summary, console)
+
+    monkeypatch.setattr(teacli.report, "render_generation", capture)
+    monkeypatch.setenv("COLUMNS", "200")
+    monkeypatch.chdir(tmp_path)
+    out = tmp_path / f"{preset_name}.png"
+    result = CliRunner().invoke(
+        app,
+        ["generate", "an owl on a tree", "--model", preset_name, "--steps", str(steps), "--thresh", str(thresh)]
+        + ["--device", "cpu", "--out", str(out), *args],
+        catch_exceptions=False,
+    )
+    assert result.exit_code == 0, result.output
+    assert out.is_file()
+    (summary,) = captured
+    stats = summary.stats
+    counts = table_counts(result.output)
+
+    by_branch = {branch: totals for (_, branch), totals in stats.by_branch().items()}
+    assert set(by_branch) == branches
+    for branch, totals in by_branch.items():
+        assert counts[branch] == (totals.calls, totals.computed, totals.forced, totals.cached)
+        assert totals.calls == steps, f"{branch}: one transformer call per step"
+        decisions = [r.decision for r in stats.records if r.branch == branch]
+        assert decisions[0] is Decision.FORCED and decisions[-1] is Decision.FORCED
+    total = stats.totals
+    assert counts["total"] == (total.calls, total.computed, total.forced, total.cached)
+
+    preset = builtin_presets()[preset_name]
+    replay(stats, preset.coefficients, thresh, preset.rel_l1_range)
+    return stats, counts
