@@ -50,11 +50,26 @@ class Preset:
     cutoff_steps: int | None = None
     rel_l1_range: tuple[float, float] | None = None
     call_kwargs: dict[str, Any] = field(default_factory=dict)  # extra pipeline arguments, e.g. max_sequence_length
+    needs_image: bool = False  # editing pipelines (Qwen-Image-Edit, ...) cannot run without an input image
     source: str = ""  # the file it came from
 
     @property
     def embedded(self) -> str | None:
         return self.model[len(EMBEDDED_PREFIX) :] if self.model.startswith(EMBEDDED_PREFIX) else None
+
+    @property
+    def is_test_model(self) -> bool:
+        """Embedded tiny pipelines teacli builds offline: for tests and smoke runs, not for pictures."""
+        return self.embedded is not None
+
+    @property
+    def coefficients_kind(self) -> str:
+        """published, borrowed (from another model) or calibrated (by teacli calibrate)."""
+        source = self.coefficients_source.lower()
+        for kind in ("borrowed", "calibrated"):
+            if source.startswith(kind):
+                return kind
+        return "published"
 
 
 def _fail(path: str, field_name: str, message: str) -> PresetError:
@@ -85,6 +100,13 @@ def _number(value: Any, path: str, name: str, *, minimum: float | None = None, i
         raise _fail(path, name, f"expected a finite number, got {value!r}")
     if minimum is not None and value < minimum:
         raise _fail(path, name, f"must be >= {minimum}, got {value!r}")
+    return value
+
+
+def _flag(data: dict, path: str, name: str) -> bool:
+    value = data.get(name, False)
+    if not isinstance(value, bool):
+        raise _fail(path, name, f"expected true or false, got {value!r}")
     return value
 
 
@@ -149,6 +171,7 @@ def parse_preset(data: Any, path: str) -> Preset:
         cutoff_steps=_optional(data, path, "cutoff_steps", minimum=1, integer=True),
         rel_l1_range=rel_l1_range,
         call_kwargs=dict(call_kwargs),
+        needs_image=_flag(data, path, "needs_image"),
         source=path,
     )
 

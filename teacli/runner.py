@@ -6,6 +6,7 @@ import inspect
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -31,6 +32,7 @@ class GenerationRequest:
     width: int | None = None
     negative_prompt: str | None = None
     true_cfg: float | None = None
+    image: Any = None  # a PIL image for editing pipelines (FLUX.1 Kontext, Qwen-Image-Edit, ...)
     extra: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
@@ -71,6 +73,10 @@ def pipeline_kwargs(pipe: Any, request: GenerationRequest) -> dict[str, Any]:
         kwargs["negative_prompt"] = request.negative_prompt
         if "true_cfg_scale" in params:
             kwargs["true_cfg_scale"] = request.true_cfg if request.true_cfg is not None else FALLBACK_TRUE_CFG
+    if request.image is not None:
+        if "image" not in params:
+            raise GenerationError(f"{type(pipe).__name__} takes no input image; drop --image")
+        kwargs["image"] = request.image
     unsupported = sorted(name for name in request.extra if name not in params)
     if unsupported:
         raise GenerationError(
@@ -101,6 +107,20 @@ def generate(pipe: Any, request: GenerationRequest, on_step: Callable[[int], Non
     synchronize(pipe.device)
     seconds = time.perf_counter() - started
     return GenerationResult(output=result.images[0], seconds=seconds)
+
+
+def open_image(path: str | Path) -> Any:
+    """An input image as RGB, read fully now so a bad file fails before the model loads."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as image:
+            return image.convert("RGB")
+    except FileNotFoundError:
+        raise GenerationError(f"--image {path} does not exist") from None
+    except (UnidentifiedImageError, OSError) as error:
+        reason = "not an image Pillow can read" if isinstance(error, UnidentifiedImageError) else str(error)
+        raise GenerationError(f"--image {path}: {reason}; give a PNG, JPEG or WebP file") from None
 
 
 def image_array(image: Any) -> np.ndarray:

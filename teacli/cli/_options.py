@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from enum import Enum
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -36,6 +37,10 @@ HeightOpt = Annotated[int | None, typer.Option("--height", help="Image height [d
 WidthOpt = Annotated[int | None, typer.Option("--width", help="Image width [default: the preset's]")]
 DeviceOpt = Annotated[Device, typer.Option("--device", help="Where to run")]
 DTypeOpt = Annotated[DType, typer.Option("--dtype", help="Weights dtype (auto: bfloat16 on CUDA, float32 elsewhere)")]
+ImageOpt = Annotated[
+    Path | None,
+    typer.Option("--image", help="Input image for editing models (FLUX.1 Kontext, Qwen-Image-Edit, ...)"),
+]
 VerboseOpt = Annotated[bool, typer.Option("--verbose", "-v", help="Log a line per transformer call")]
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -13,7 +14,7 @@ from ..catalog import Preset
 from ..hook import TeaCacheConfig
 from ..loading import check_extractor, load_pipeline, pick_device, pick_dtype, resolve_preset
 from ..runner import GenerationRequest, GenerationResult, generate
-from ._app import stderr
+from ._app import CLIError, stderr
 from ._options import Device, DType
 
 
@@ -38,6 +39,24 @@ def resolve(model: str | None) -> Preset:
     preset = resolve_preset(model)
     check_extractor(preset)
     return preset
+
+
+def input_image(preset: Preset, path: Path | None) -> Any:
+    """The --image the user gave, read now; editing models without one are refused before loading."""
+    from ..runner import open_image
+
+    if path is None:
+        if preset.needs_image:
+            raise CLIError(f"{preset.name} edits an input image: pass --image PATH (a PNG, JPEG or WebP)")
+        return None
+    import inspect
+
+    import diffusers
+
+    pipeline_class = getattr(diffusers, preset.pipeline, None)
+    if pipeline_class is not None and "image" not in inspect.signature(pipeline_class.__call__).parameters:
+        raise CLIError(f"{preset.name} ({preset.pipeline}) takes no input image; drop --image")
+    return open_image(path)
 
 
 def open_session(preset: Preset, device: Device, dtype: DType) -> Session:

@@ -15,6 +15,7 @@ from ._options import (
     DTypeOpt,
     GuidanceOpt,
     HeightOpt,
+    ImageOpt,
     ModelOpt,
     SeedOpt,
     StepsOpt,
@@ -37,6 +38,7 @@ def bench(
     height: HeightOpt = None,
     width: WidthOpt = None,
     prompt: Annotated[str, typer.Option("--prompt", help="Prompt for every run")] = BENCH_PROMPT,
+    image: ImageOpt = None,
     runs: Annotated[int, typer.Option("--runs", help="Measured runs per configuration")] = 3,
     warmup: Annotated[int, typer.Option("--warmup", help="Unmeasured rounds before measuring")] = 1,
     compare_baseline: Annotated[
@@ -55,7 +57,7 @@ def bench(
     from ..output import check_writable, save_json
     from ..report import render_bench
     from ..runner import GenerationRequest
-    from ._session import open_session, resolve, step_progress
+    from ._session import input_image, open_session, resolve, step_progress
 
     thresholds = parse_thresholds(thresh)
     check_steps(steps)
@@ -69,7 +71,14 @@ def bench(
     setup_logging(verbose)
     preset = resolve(model)
     request = GenerationRequest.from_preset(
-        preset, prompt, steps=steps, seed=seed, guidance=guidance, height=height, width=width
+        preset,
+        prompt,
+        steps=steps,
+        seed=seed,
+        guidance=guidance,
+        height=height,
+        width=width,
+        image=input_image(preset, image),
     )
     configs = ([BenchConfig("baseline", None)] if compare_baseline else []) + [
         BenchConfig(f"teacache@{value:g}", value) for value in thresholds

@@ -16,6 +16,7 @@ from ._options import (
     DTypeOpt,
     GuidanceOpt,
     HeightOpt,
+    ImageOpt,
     ModelOpt,
     SeedOpt,
     StepsOpt,
@@ -41,6 +42,7 @@ def generate(
     guidance: GuidanceOpt = None,
     height: HeightOpt = None,
     width: WidthOpt = None,
+    image: ImageOpt = None,
     negative_prompt: Annotated[
         str | None, typer.Option("--negative-prompt", help="Enables true CFG where the pipeline has it")
     ] = None,
@@ -66,7 +68,7 @@ def generate(
     from ..output import check_image_path, next_free_path, save_image
     from ..report import GenerationSummary, render_generation
     from ..runner import GenerationRequest, psnr
-    from ._session import open_session, resolve, run_with_progress
+    from ._session import input_image, open_session, resolve, run_with_progress
 
     # Everything the user typed is checked before the model is loaded.
     if thresh is not None:
@@ -76,6 +78,7 @@ def generate(
     check_positive("--width", width)
     setup_logging(verbose)
     preset = resolve(model)
+    source_image = input_image(preset, image)
     out = check_image_path(out, overwrite) if out is not None else next_free_path(Path.cwd(), "teacli", ".png")
     request = GenerationRequest.from_preset(
         preset,
@@ -87,6 +90,7 @@ def generate(
         width=width,
         negative_prompt=negative_prompt,
         true_cfg=true_cfg,
+        image=source_image,
     )
     threshold = preset.thresh if thresh is None else thresh
 
