@@ -1,0 +1,45 @@
+"""End to end through the CLI on the embedded tiny FLUX.2 [klein] pipeline (non-distilled, so CFG runs)."""
+
+import json
+
+from e2e import generate_and_check
+
+from teacli.decision import Decision
+
+# On the tiny model each step's rescaled distance is about 0.18, so 0.25 caches every other step.
+THRESH = 0.25
+
+
+def test_cfg_caches_in_both_branches_with_the_same_decisions(monkeypatch, tmp_path, teacli_cache):
+    stats, counts = generate_and_check(
+        monkeypatch, tmp_path, "tiny-flux2-klein", steps=6, thresh=THRESH, branches={"cond", "uncond"}
+    )
+    assert stats.totals.cached > 0
+    for branch in ("cond", "uncond"):
+        assert counts[branch][3] > 0, f"{branch}: nothing was cached"
+    # Both branches see the same latents and timestep, so the same modulated input and the same decisions.
+    decisions = {b: [r.decision for r in stats.records if r.branch == b] for b in ("cond", "uncond")}
+    assert decisions["cond"] == decisions["uncond"]
+    assert Decision.CACHED in decisions["cond"]
+
+
+def test_without_cfg_only_the_cond_branch_runs(monkeypatch, tmp_path, teacli_cache):
+    stats, _ = generate_and_check(
+        monkeypatch, tmp_path, "tiny-flux2-klein", "--guidance", "1.0", steps=5, thresh=THRESH, branches={"cond"}
+    )
+    assert stats.totals.cached > 0
+
+
+def test_the_build_is_deterministic_small_and_a_non_distilled_klein(tmp_path):
+    from teacli.embedded.tiny_flux2_klein import build_tiny_flux2_klein
+
+    first, second = tmp_path / "first", tmp_path / "second"
+    build_tiny_flux2_klein(first)
+    build_tiny_flux2_klein(second)
+    files = sorted(p.relative_to(first) for p in first.rglob("*") if p.is_file())
+    assert files == sorted(p.relative_to(second) for p in second.rglob("*") if p.is_file())
+    for name in files:
+        assert (first / name).read_bytes() == (second / name).read_bytes(), f"{name} differs between builds"
+    assert sum((first / name).stat().st_size for name in files if name.suffix == ".safetensors") < 5_000_000
+    index = json.loads((first / "model_index.json").read_text())
+    assert index["_class_name"] == "Flux2KleinPipeline" and index["is_distilled"] is False
