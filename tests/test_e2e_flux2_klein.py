@@ -43,3 +43,43 @@ def test_the_build_is_deterministic_small_and_a_non_distilled_klein(tmp_path):
     assert sum((first / name).stat().st_size for name in files if name.suffix == ".safetensors") < 5_000_000
     index = json.loads((first / "model_index.json").read_text())
     assert index["_class_name"] == "Flux2KleinPipeline" and index["is_distilled"] is False
+
+
+def test_the_klein_kv_pipeline_caches_right_after_its_kv_extract_step(teacli_cache):
+    """Flux2KleinKVPipeline on the same components: step 0 extracts the reference K/V (always computed),
+    later steps run in "cached" KV mode, and the step-0 residual of the noisy tokens is reusable at step 1."""
+    import numpy as np
+    import torch
+    from diffusers import Flux2KleinKVPipeline
+    from PIL import Image
+
+    from teacli import TeaCacheConfig, apply_teacache
+    from teacli.catalog import builtin_presets
+    from teacli.embedded import embedded_model_path
+
+    preset = builtin_presets()["tiny-flux2-klein"]
+    pipe = Flux2KleinKVPipeline.from_pretrained(str(embedded_model_path("tiny-flux2-klein")), dtype=torch.float32)
+    pipe.set_progress_bar_config(disable=True)
+    reference = Image.fromarray((np.random.RandomState(0).rand(64, 64, 3) * 255).astype("uint8"))
+
+    def run():
+        return pipe(
+            prompt="an owl on a tree",
+            image=reference,
+            num_inference_steps=4,
+            height=64,
+            width=64,
+            output_type="np",
+            generator=torch.Generator().manual_seed(0),
+            **preset.call_kwargs,
+        ).images
+
+    baseline = run()
+    with apply_teacache(pipe, TeaCacheConfig(thresh=0.0, coefficients=preset.coefficients)) as handle:
+        assert np.array_equal(run(), baseline)
+    assert handle.stats.totals.cached == 0
+    with apply_teacache(pipe, TeaCacheConfig(thresh=THRESH, coefficients=preset.coefficients)) as handle:
+        run()
+    decisions = [r.decision for r in handle.stats.records]
+    assert decisions[:2] == [Decision.FORCED, Decision.CACHED]
+    assert handle.stats.records[1].rel_l1 is not None  # step 0's modulated input excluded the reference tokens
