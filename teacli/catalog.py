@@ -212,7 +212,9 @@ def find_preset(name_or_model: str) -> Preset | None:
     presets = builtin_presets()
     if name_or_model in presets:
         return presets[name_or_model]
-    return next((p for p in presets.values() if p.model == name_or_model), None)
+    matches = [p for p in presets.values() if p.model == name_or_model]
+    # Several presets may share weights (tiny-flux and tiny-flux-kontext): the plain generation one wins.
+    return min(matches, key=lambda p: (p.needs_image, p.name), default=None)
 
 
 def presets_for_transformer(class_name: str) -> list[Preset]:

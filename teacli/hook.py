@@ -118,8 +118,18 @@ class _BranchStates(StateManager):
     and sets the context on it, which gives every CFG branch its own state.
     """
 
+    # Which call of the current step this is, for pipelines that run CFG branches as separate calls
+    # without naming them (Lumina2): the n-th call of every step shares one state.
+    slot = 0
+
     def branch(self) -> str:
-        return self._context.name if self._context is not None else DEFAULT_BRANCH
+        if self._context is not None:
+            return self._context.name
+        return DEFAULT_BRANCH if self.slot == 0 else f"{DEFAULT_BRANCH}#{self.slot + 1}"
+
+    @property
+    def has_context(self) -> bool:
+        return self._context is not None
 
     def loop_position(self) -> tuple[int | None, int | None]:
         """(step_index, num_inference_steps) when the pipeline put them in the context (Wan does)."""
@@ -143,6 +153,7 @@ class _Position:
     step: int
     total: int | None
     new_generation: bool
+    counted: bool = False  # the step is this branch's own call count, not told by the pipeline
 
 
 class TeaCacheHook(ModelHook):
@@ -166,6 +177,8 @@ class TeaCacheHook(ModelHook):
         self._schedule: torch.Tensor | None = None  # the scheduler.timesteps object seen last
         self.generation = -1
         self._had_instance_forward = False
+        self._slot_step: int | None = None  # the step whose unnamed calls are being counted
+        self._slot_calls = 0
 
     def initialize_hook(self, module: torch.nn.Module) -> torch.nn.Module:
         self._had_instance_forward = "forward" in vars(module)
@@ -174,6 +187,7 @@ class TeaCacheHook(ModelHook):
     def reset_state(self, module: torch.nn.Module) -> torch.nn.Module:
         self.state_manager.clear_states()
         self._schedule = None
+        self._slot_step = None
         return module
 
     def new_forward(self, module: torch.nn.Module, *args: Any, **kwargs: Any) -> Any:
@@ -181,10 +195,13 @@ class TeaCacheHook(ModelHook):
         with _lora_scope(module, self.extractor, kwargs) as kwargs:
             context = self.extractor(module, *args, **kwargs)
             context.validate()
+            self.state_manager.slot = 0
             position = self._locate(context)
             if position.new_generation:
                 self.generation += 1
                 self.state_manager.clear_states()
+                self._slot_step = None
+            self.state_manager.slot = self._call_slot(position)
             state = self.state_manager.get_state()
             output, record = self._step(context, state, position)
         synchronize(context.hidden_states.device)
@@ -244,6 +261,20 @@ class TeaCacheHook(ModelHook):
         )
         return context.postprocess(*outputs), record
 
+    def _call_slot(self, position: _Position) -> int:
+        """0 for the first call of a step, 1 for the second... when no cache_context names the branch.
+
+        A pipeline that runs cond and uncond as two calls per step without a cache_context would
+        otherwise mix both branches in one state: their modulated inputs (and often shapes) differ.
+        """
+        if self.state_manager.has_context or position.counted:
+            return 0
+        if position.step != self._slot_step:
+            self._slot_step, self._slot_calls = position.step, 0
+        else:
+            self._slot_calls += 1
+        return self._slot_calls
+
     def _locate(self, context: CacheContext) -> _Position:
         """Where this call sits in its generation, from the best source there is.
 
@@ -274,13 +305,13 @@ class TeaCacheHook(ModelHook):
 
         total = self.config.num_inference_steps
         if state is None:
-            return _Position(0, total, True)
+            return _Position(0, total, True, counted=True)
         timestep_rose = (
             context.timestep is not None and state.last_timestep is not None and context.timestep > state.last_timestep
         )
         if timestep_rose or (total is not None and state.calls >= total):
-            return _Position(0, total, True)
-        return _Position(state.calls, total, False)
+            return _Position(0, total, True, counted=True)
+        return _Position(state.calls, total, False, counted=True)
 
 
 @contextmanager

@@ -10,7 +10,7 @@ from pathlib import Path
 import torch
 
 from .catalog import DEFAULT_PRESET, Preset, PresetError, builtin_presets, find_preset, load_preset_file
-from .registry import has_extractor
+from .registry import has_extractor, unsupported_message
 
 logger = logging.getLogger("teacli")
 
@@ -53,11 +53,13 @@ def _borrowed_preset(model: str) -> Preset:
     class_name = transformer[1] if isinstance(transformer, (list, tuple)) and len(transformer) == 2 else None
     if class_name is None:
         raise ModelError(f"model '{model}' has no transformer component; TeaCache needs a diffusion transformer")
-    donors = [p for p in builtin_presets().values() if p.transformer == class_name]
-    if not donors or not has_extractor(class_name):
+    if not has_extractor(class_name):
+        raise ModelError(f"model '{model}' uses {class_name}: {unsupported_message(class_name)}")
+    donors = [p for p in builtin_presets().values() if p.transformer == class_name and not p.is_test_model]
+    if not donors:
         raise ModelError(
-            f"model '{model}' uses {class_name}, which has no TeaCache extractor or preset yet; "
-            "see `teacli list-models` for the supported ones"
+            f"model '{model}' uses {class_name}, which has an extractor but no preset to take coefficients "
+            "and defaults from; write a preset file for it (README, 'Adding a model') and pass it to --model"
         )
     donor = donors[0]
     logger.info("No preset for %s: borrowing %s's coefficients and defaults", model, donor.name)
@@ -74,9 +76,18 @@ def _borrowed_preset(model: str) -> Preset:
 def check_extractor(preset: Preset) -> None:
     if not has_extractor(preset.transformer):
         raise PresetError(
-            f"preset {preset.source or preset.name}: field 'transformer': no extractor is registered for "
-            f"{preset.transformer}; see `teacli list-models`"
+            f"preset {preset.source or preset.name}: field 'transformer': {unsupported_message(preset.transformer)}"
         )
+
+
+def check_loaded_transformers(preset: Preset, pipe) -> None:
+    """The classes actually loaded must have extractors too: a preset may name the wrong one."""
+    from .hook import denoisers
+
+    for name, module in denoisers(pipe).items():
+        class_name = type(module).__name__
+        if not has_extractor(class_name):
+            raise ModelError(f"{preset.model}: its {name} is a {class_name}: {unsupported_message(class_name)}")
 
 
 def pick_device(device: str) -> torch.device:
@@ -120,6 +131,7 @@ def load_pipeline(preset: Preset, device: torch.device, dtype: torch.dtype):
     except (OSError, ValueError) as error:
         first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise ModelError(f"could not load {preset.model} with {preset.pipeline}: {first_line}") from None
+    check_loaded_transformers(preset, pipe)
     pipe.to(device)
     pipe.set_progress_bar_config(disable=True)
     return pipe

@@ -63,12 +63,17 @@ def has_extractor(class_name: str) -> bool:
     return class_name in EXTRACTOR_REGISTRY
 
 
+def unsupported_message(class_name: str) -> str:
+    """What to tell a user whose transformer class has no extractor: which, what is, and what to do."""
+    return (
+        f"TeaCache has no extractor for {class_name}; supported: {', '.join(supported_classes())}. "
+        "To add one, write an extractor and a preset (README, 'Adding a model')"
+    )
+
+
 def get_extractor(class_name: str) -> Extractor:
     load_builtin_extractors()
     try:
         return EXTRACTOR_REGISTRY[class_name]
     except KeyError:
-        raise UnknownTransformerError(
-            f"TeaCache has no extractor for {class_name}; supported: {', '.join(supported_classes())}. "
-            "Add one with teacli.register_extractor (see README, 'Adding a model')."
-        ) from None
+        raise UnknownTransformerError(unsupported_message(class_name)) from None

@@ -151,7 +151,7 @@ def test_preset_without_extractor_is_refused(runner, tmp_path):
     )
     result = runner.invoke(app, ["generate", PROMPT, "--model", str(preset)])
     assert result.exit_code == 1
-    assert "no extractor is registered for UNet2DConditionModel" in result.stderr
+    assert "no extractor for UNet2DConditionModel" in result.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["unet.yaml"]
 
 
@@ -203,3 +203,39 @@ def test_report_counts_per_branch_are_right_with_true_cfg(teacli_cache, monkeypa
         branches={"cond", "uncond"},
     )
     assert counts["total"][0] == 16 and stats.totals.cached > 0
+
+
+def test_unsupported_transformer_is_refused_before_loading_with_what_to_do(runner, tmp_path):
+    pipeline_dir = tmp_path / "dit-pipeline"
+    pipeline_dir.mkdir()
+    (pipeline_dir / "model_index.json").write_text(
+        json.dumps({"_class_name": "DiTPipeline", "transformer": ["diffusers", "DiTTransformer2DModel"]})
+    )
+    result = runner.invoke(app, ["generate", PROMPT, "--model", str(pipeline_dir), "-o", "x.png"])
+    assert result.exit_code == 1
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, result.stderr
+    assert "DiTTransformer2DModel" in lines[0] and "no extractor" in lines[0]
+    assert "FluxTransformer2DModel" in lines[0]  # the supported classes are listed
+    assert "Adding a model" in lines[0]
+    assert not (tmp_path / "x.png").exists()
+
+
+def test_preset_naming_the_wrong_transformer_class_is_caught_after_loading(runner, tmp_path):
+    from teacli.catalog import builtin_presets
+    from teacli.registry import EXTRACTOR_REGISTRY
+
+    # A preset that claims a class with an extractor, for a pipeline whose transformer has none.
+    text = open(builtin_presets()["tiny-flux"].source).read()
+    saved = EXTRACTOR_REGISTRY.pop("FluxTransformer2DModel")
+    try:
+        EXTRACTOR_REGISTRY["SomethingElse"] = saved
+        wrong = tmp_path / "claims-other.yaml"
+        wrong.write_text(text.replace("transformer: FluxTransformer2DModel", "transformer: SomethingElse"))
+        result = runner.invoke(app, ["generate", PROMPT, "--model", str(wrong), "-o", "y.png", *FAST])
+    finally:
+        EXTRACTOR_REGISTRY.pop("SomethingElse", None)
+        EXTRACTOR_REGISTRY["FluxTransformer2DModel"] = saved
+    assert result.exit_code == 1, result.output
+    assert "its transformer is a FluxTransformer2DModel" in result.stderr
+    assert not (tmp_path / "y.png").exists()

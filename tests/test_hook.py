@@ -236,3 +236,40 @@ def test_block_outputs_must_match_the_streams():
         context.check_block_outputs((torch.ones(2), torch.ones(4)))
     with pytest.raises(ExtractorContractError, match="tuple of tensors"):
         context.check_block_outputs(torch.ones(2))
+
+
+class _UnnamedCfgPipeline:
+    """Runs cond and uncond as two calls per step without cache_context, as Lumina2Pipeline does."""
+
+    def __init__(self) -> None:
+        from diffusers import FlowMatchEulerDiscreteScheduler
+
+        self.transformer = BareToyTransformer()
+        self.scheduler = FlowMatchEulerDiscreteScheduler()
+
+    def __call__(self, steps: int, cond: list[float], uncond: list[float]) -> list[tuple]:
+        self.scheduler.set_timesteps(steps)
+        latents, outputs = torch.zeros(1, 4), []
+        for index, t in enumerate(self.scheduler.timesteps):
+            # The two branches have different shapes (caption lengths) and different trajectories.
+            outputs.append(self.transformer(torch.ones(2, 3), torch.ones(5), modulated_sequence(cond)[index]))
+            outputs.append(self.transformer(torch.ones(4, 3), torch.ones(7), modulated_sequence(uncond)[index]))
+            latents = self.scheduler.step(torch.zeros(1, 4), t, latents).prev_sample
+        return outputs
+
+
+@torch.no_grad()
+def test_unnamed_calls_in_one_step_get_a_state_each():
+    pipe = _UnnamedCfgPipeline()
+    handle = apply_teacache(pipe, TeaCacheConfig(thresh=0.25, coefficients=IDENTITY))
+    pipe(6, cond=[0.1] * 5, uncond=[0.3] * 5)
+    by_branch = {branch: totals for (_, branch), totals in handle.stats.by_branch().items()}
+    assert set(by_branch) == {DEFAULT_BRANCH, f"{DEFAULT_BRANCH}#2"}
+    assert pattern(r for r in handle.stats.records if r.branch == DEFAULT_BRANCH) == "F..C.F"
+    assert pattern(r for r in handle.stats.records if r.branch != DEFAULT_BRANCH) == "FCCCCF"
+    # A second generation starts both slots afresh.
+    pipe(6, cond=[0.1] * 5, uncond=[0.3] * 5)
+    assert [r.generation for r in handle.stats.records].count(1) == 12
+    assert pattern(r for r in handle.stats.records if r.generation == 1) == pattern(
+        r for r in handle.stats.records if r.generation == 0
+    )
