@@ -24,13 +24,19 @@ Call = tuple[str | None, dict[str, Any]]  # (cache_context branch or None, forwa
 
 
 def output_tensors(output: Any) -> tuple[torch.Tensor, ...]:
-    """Every tensor a forward returned, whether a BaseOutput, a tuple or a bare tensor."""
+    """Every tensor a forward returned: a BaseOutput, a tuple, a bare tensor, or lists of per-image
+    tensors inside them (Z-Image returns those)."""
     if isinstance(output, torch.Tensor):
         return (output,)
     values = output.values() if isinstance(output, BaseOutput) else output
-    tensors = tuple(value for value in values if isinstance(value, torch.Tensor))
+    tensors: list[torch.Tensor] = []
+    for value in values:
+        if isinstance(value, torch.Tensor):
+            tensors.append(value)
+        elif isinstance(value, (list, tuple)):
+            tensors.extend(output_tensors(value))
     assert tensors, f"the forward returned no tensor: {type(output).__name__}"
-    return tensors
+    return tuple(tensors)
 
 
 def _call(model: torch.nn.Module, branch: str | None, kwargs: dict[str, Any]) -> Any:
