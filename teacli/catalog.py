@@ -35,6 +35,16 @@ class Defaults:
 
 
 @dataclass(frozen=True)
+class Component:
+    """A pipeline component loaded separately: `class_name.from_pretrained(model, subfolder=..., **kwargs)`."""
+
+    class_name: str  # a transformers or diffusers class, e.g. LlamaForCausalLM
+    model: str
+    subfolder: str | None = None
+    kwargs: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
 class Preset:
     name: str
     model: str  # a hub id, a local path, or "embedded:NAME" for a model teacli builds offline
@@ -50,6 +60,8 @@ class Preset:
     cutoff_steps: int | None = None
     rel_l1_range: tuple[float, float] | None = None
     call_kwargs: dict[str, Any] = field(default_factory=dict)  # extra pipeline arguments, e.g. max_sequence_length
+    # Components the checkpoint does not ship, loaded from elsewhere (HiDream's Llama text encoder).
+    components: dict[str, Component] = field(default_factory=dict)
     needs_image: bool = False  # editing pipelines (Qwen-Image-Edit, ...) cannot run without an input image
     source: str = ""  # the file it came from
 
@@ -163,6 +175,7 @@ def parse_preset(data: Any, path: str) -> Preset:
 
     return Preset(
         **strings,
+        components=_components(data.get("components"), path),
         coefficients=coefficients,
         thresh=float(_number(data.get("thresh"), path, "thresh", minimum=0)),
         defaults=parsed_defaults,
@@ -174,6 +187,30 @@ def parse_preset(data: Any, path: str) -> Preset:
         needs_image=_flag(data, path, "needs_image"),
         source=path,
     )
+
+
+def _components(value: Any, path: str) -> dict[str, Component]:
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise _fail(path, "components", "expected a mapping of component names to {class, model}")
+    components = {}
+    for name, spec in value.items():
+        where = f"components.{name}"
+        if not isinstance(spec, dict):
+            raise _fail(path, where, "expected a mapping with 'class' and 'model'")
+        unknown = sorted(set(spec) - {"class", "model", "subfolder", "kwargs"})
+        if unknown:
+            raise _fail(path, f"{where}.{unknown[0]}", "unknown field; known: class, model, subfolder, kwargs")
+        kwargs = spec.get("kwargs") or {}
+        if not isinstance(kwargs, dict):
+            raise _fail(path, f"{where}.kwargs", "expected a mapping of from_pretrained arguments")
+        fields = {key: spec.get(key) for key in ("class", "model", "subfolder")}
+        for key, text in fields.items():
+            if (text is None and key != "subfolder") or (text is not None and (not isinstance(text, str) or not text)):
+                raise _fail(path, f"{where}.{key}", f"expected a non-empty string, got {text!r}")
+        components[name] = Component(fields["class"], fields["model"], fields["subfolder"], dict(kwargs))
+    return components
 
 
 def load_preset_file(path: str | Path) -> Preset:

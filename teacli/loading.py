@@ -9,7 +9,7 @@ from pathlib import Path
 
 import torch
 
-from .catalog import DEFAULT_PRESET, Preset, PresetError, builtin_presets, find_preset, load_preset_file
+from .catalog import DEFAULT_PRESET, Component, Preset, PresetError, builtin_presets, find_preset, load_preset_file
 from .registry import has_extractor, unsupported_message
 
 logger = logging.getLogger("teacli")
@@ -110,6 +110,25 @@ def pick_dtype(dtype: str, device: torch.device) -> torch.dtype:
     return DTYPES[dtype]
 
 
+def _load_component(preset: Preset, name: str, spec: Component, dtype: torch.dtype):
+    """One component the checkpoint does not ship, from its own repository (as the model card shows)."""
+    import diffusers
+    import transformers
+
+    component_class = getattr(transformers, spec.class_name, None) or getattr(diffusers, spec.class_name, None)
+    if component_class is None:
+        raise PresetError(
+            f"preset {preset.source or preset.name}: field 'components.{name}.class': {spec.class_name} is in "
+            "neither transformers nor diffusers"
+        )
+    kwargs = dict(spec.kwargs)
+    if spec.subfolder:
+        kwargs["subfolder"] = spec.subfolder
+    if isinstance(component_class, type) and issubclass(component_class, torch.nn.Module):
+        kwargs.setdefault("dtype", dtype)
+    return component_class.from_pretrained(spec.model, **kwargs)
+
+
 def load_pipeline(preset: Preset, device: torch.device, dtype: torch.dtype):
     """Load with from_pretrained, the same path for hub models, local copies and embedded models."""
     import diffusers
@@ -127,7 +146,10 @@ def load_pipeline(preset: Preset, device: torch.device, dtype: torch.dtype):
     else:
         location = preset.model
     try:
-        pipe = pipeline_class.from_pretrained(location, dtype=dtype)
+        components = {name: _load_component(preset, name, spec, dtype) for name, spec in preset.components.items()}
+        pipe = pipeline_class.from_pretrained(location, dtype=dtype, **components)
+    except PresetError:
+        raise
     except (OSError, ValueError) as error:
         first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise ModelError(f"could not load {preset.model} with {preset.pipeline}: {first_line}") from None

@@ -197,6 +197,17 @@ INVALID = [
     pytest.param({"rel_l1_range": [-0.1, 0.2]}, "rel_l1_range", id="rel_l1_range-negative"),
     pytest.param({"call_kwargs": ["max_sequence_length"]}, "call_kwargs", id="call_kwargs-list"),
     pytest.param({"call_kwargs": {1: 2}}, "call_kwargs", id="call_kwargs-non-string-key"),
+    pytest.param({"needs_image": "yes"}, "needs_image", id="needs_image-not-a-bool"),
+    pytest.param({"components": ["text_encoder"]}, "components", id="components-list"),
+    pytest.param({"components": {"te": "x/y"}}, "components.te", id="components-entry-not-a-mapping"),
+    pytest.param({"components": {"te": {"model": "x/y"}}}, "components.te.class", id="components-class-missing"),
+    pytest.param({"components": {"te": {"class": "A"}}}, "components.te.model", id="components-model-missing"),
+    pytest.param(
+        {"components": {"te": {"class": "A", "model": "m", "x": 1}}}, "components.te.x", id="components-unknown"
+    ),
+    pytest.param(
+        {"components": {"te": {"class": "A", "model": "m", "kwargs": [1]}}}, "components.te.kwargs", id="components-kw"
+    ),
 ]
 
 
@@ -399,3 +410,36 @@ def test_pick_device_cpu():
 def test_pick_device_cuda_without_cuda():
     with pytest.raises(ModelError, match="no CUDA GPU"):
         pick_device("cuda")
+
+
+def test_components_are_loaded_separately_and_passed_to_the_pipeline(teacli_cache, tmp_path, monkeypatch):
+    import transformers
+
+    from teacli.embedded import embedded_model_path
+    from teacli.loading import load_pipeline
+
+    tiny = embedded_model_path("tiny-flux")
+    calls = []
+    original = transformers.CLIPTextModel.from_pretrained.__func__
+
+    def spy(cls, location, **kwargs):
+        calls.append((location, kwargs))
+        return original(cls, location, **kwargs)
+
+    monkeypatch.setattr(transformers.CLIPTextModel, "from_pretrained", classmethod(spy))
+    component = {"class": "CLIPTextModel", "model": str(tiny), "subfolder": "text_encoder"}
+    preset = load_preset_file(
+        write_preset(tmp_path, {"model": str(tiny), "components": {"text_encoder": {**component, "kwargs": {}}}})
+    )
+    pipe = load_pipeline(preset, torch.device("cpu"), torch.float32)
+    assert type(pipe.text_encoder).__name__ == "CLIPTextModel"
+    # Ours is the only load: from_pretrained of the pipeline took the component as given.
+    assert calls == [(str(tiny), {"subfolder": "text_encoder", "dtype": torch.float32})]
+
+
+def test_component_class_that_does_not_exist_names_the_field(tmp_path):
+    from teacli.loading import load_pipeline
+
+    preset = load_preset_file(write_preset(tmp_path, {"components": {"text_encoder": {"class": "Nope", "model": "m"}}}))
+    with pytest.raises(PresetError, match=r"field 'components.text_encoder.class': Nope is in neither"):
+        load_pipeline(preset, torch.device("cpu"), torch.float32)
