@@ -85,10 +85,18 @@ def test_bench_rows_and_json(runner, tmp_path):
 
 
 def test_list_models(runner):
+    from teacli.catalog import builtin_presets
+
     result = invoke(runner, "list-models")
     assert result.exit_code == 0
-    for name in ("flux-dev", "flux-schnell", "tiny-flux"):
-        assert name in result.output
+    rows = {line.split("│")[1].strip(): line for line in result.output.splitlines() if line.count("│") > 5}
+    for preset in builtin_presets().values():
+        label = f"{preset.name} (test)" if preset.is_test_model else preset.name
+        assert label in rows, f"{label} missing from list-models"
+        assert f"│ {preset.coefficients_kind}" in rows[label]
+    assert "tiny-flux (test)" in rows and "flux-dev" in rows
+    assert "published" in rows["flux-dev"] and "borrowed" in rows["flux-kontext-dev"]
+    assert "Lumina2Transformer2DModel" in result.output.split("have an extractor:")[1]
 
 
 def test_console_script_runs_in_a_subprocess(teacli_cache, tmp_path):
