@@ -1,4 +1,4 @@
-"""Editing pipelines take --image: FLUX.1 Kontext on the tiny FLUX weights, and every bad --image."""
+"""Editing pipelines take --image (Kontext on the tiny FLUX weights); bad --image and options a pipeline lacks."""
 
 import pytest
 from e2e import generate_and_check
@@ -42,10 +42,13 @@ def test_the_input_image_changes_the_output(teacli_cache, monkeypatch, tmp_path)
         (["-m", "tiny-flux-kontext"], "edits an input image: pass --image PATH"),
         (["-m", "tiny-flux-kontext", "--image", "missing.png"], "--image missing.png does not exist"),
         (["-m", "tiny-flux-kontext", "--image", "not-an-image.png"], "not an image Pillow can read"),
-        (["-m", "tiny-flux", "--image", "input.png"], "takes no input image; drop --image"),
+        (["-m", "tiny-flux", "--image", "input.png"], "(FluxPipeline) takes no image; drop --image"),
+        # Options a pipeline has no argument for are refused before loading, not silently dropped.
+        (["-m", "tiny-flux2-klein", "--negative-prompt", "x"], "takes no negative_prompt; drop --negative-prompt"),
+        (["-m", "hunyuanimage-2.1", "--guidance", "3"], "takes no guidance_scale; drop --guidance"),
     ],
 )
-def test_bad_image_input_is_one_line_and_writes_nothing(teacli_cache, monkeypatch, tmp_path, picture, args, message):
+def test_bad_image_or_option_is_one_line_writing_nothing(teacli_cache, monkeypatch, tmp_path, picture, args, message):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "not-an-image.png").write_text("hello")
     result = CliRunner().invoke(app, ["generate", "x", "-o", "out.png", *args])

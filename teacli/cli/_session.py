@@ -41,6 +41,31 @@ def resolve(model: str | None) -> Preset:
     return preset
 
 
+# Option -> the pipeline argument it sets; an option the pipeline cannot take is an error, not ignored.
+OPTION_ARGUMENTS = {
+    "--guidance": "guidance_scale",
+    "--height": "height",
+    "--width": "width",
+    "--negative-prompt": "negative_prompt",
+    "--image": "image",
+}
+
+
+def check_pipeline_takes(preset: Preset, **given: Any) -> None:
+    """Refuse, before loading, an option the user gave that this pipeline has no argument for."""
+    import inspect
+
+    import diffusers
+
+    pipeline_class = getattr(diffusers, preset.pipeline, None)
+    if pipeline_class is None:
+        return  # load_pipeline says which class is missing
+    parameters = inspect.signature(pipeline_class.__call__).parameters
+    for option, argument in OPTION_ARGUMENTS.items():
+        if given.get(option.lstrip("-").replace("-", "_")) is not None and argument not in parameters:
+            raise CLIError(f"{preset.name} ({preset.pipeline}) takes no {argument}; drop {option}")
+
+
 def input_image(preset: Preset, path: Path | None) -> Any:
     """The --image the user gave, read now; editing models without one are refused before loading."""
     from ..runner import open_image
@@ -49,13 +74,6 @@ def input_image(preset: Preset, path: Path | None) -> Any:
         if preset.needs_image:
             raise CLIError(f"{preset.name} edits an input image: pass --image PATH (a PNG, JPEG or WebP)")
         return None
-    import inspect
-
-    import diffusers
-
-    pipeline_class = getattr(diffusers, preset.pipeline, None)
-    if pipeline_class is not None and "image" not in inspect.signature(pipeline_class.__call__).parameters:
-        raise CLIError(f"{preset.name} ({preset.pipeline}) takes no input image; drop --image")
     return open_image(path)
 
 

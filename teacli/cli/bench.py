@@ -57,7 +57,7 @@ def bench(
     from ..output import check_writable, save_json
     from ..report import render_bench
     from ..runner import GenerationRequest
-    from ._session import input_image, open_session, resolve, step_progress
+    from ._session import check_pipeline_takes, input_image, open_session, resolve, step_progress
 
     thresholds = parse_thresholds(thresh)
     check_steps(steps)
@@ -70,6 +70,7 @@ def bench(
         check_writable(json_out, overwrite, kind="--json")
     setup_logging(verbose)
     preset = resolve(model)
+    check_pipeline_takes(preset, guidance=guidance, height=height, width=width, image=image)
     request = GenerationRequest.from_preset(
         preset,
         prompt,

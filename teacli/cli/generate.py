@@ -44,7 +44,7 @@ def generate(
     width: WidthOpt = None,
     image: ImageOpt = None,
     negative_prompt: Annotated[
-        str | None, typer.Option("--negative-prompt", help="Enables true CFG where the pipeline has it")
+        str | None, typer.Option("--negative-prompt", help="Negative prompt (true CFG: see --true-cfg)")
     ] = None,
     true_cfg: Annotated[
         float | None, typer.Option("--true-cfg", help="True-CFG scale used with --negative-prompt")
@@ -68,7 +68,7 @@ def generate(
     from ..output import check_image_path, next_free_path, save_image
     from ..report import GenerationSummary, render_generation
     from ..runner import GenerationRequest, psnr
-    from ._session import input_image, open_session, resolve, run_with_progress
+    from ._session import check_pipeline_takes, input_image, open_session, resolve, run_with_progress
 
     # Everything the user typed is checked before the model is loaded.
     if thresh is not None:
@@ -78,6 +78,9 @@ def generate(
     check_positive("--width", width)
     setup_logging(verbose)
     preset = resolve(model)
+    check_pipeline_takes(
+        preset, guidance=guidance, height=height, width=width, negative_prompt=negative_prompt, image=image
+    )
     source_image = input_image(preset, image)
     out = check_image_path(out, overwrite) if out is not None else next_free_path(Path.cwd(), "teacli", ".png")
     request = GenerationRequest.from_preset(
