@@ -34,6 +34,9 @@ class CacheContext:
             into the transformer's usual return value.
         extra_states: anything else an extractor wants to carry (not read by the hook).
         timestep: the scalar timestep of this call, for the per-call record (optional).
+        modulated_alternatives: other tensors the decision may be measured on, by name, for models
+            whose published coefficients were fitted on a different input (Wan's ret-steps mode
+            uses the time projection); a preset's `modulated_input` picks one.
     """
 
     modulated_input: torch.Tensor
@@ -44,6 +47,20 @@ class CacheContext:
     postprocess: Callable[..., Any]
     extra_states: dict[str, Any] | None = None
     timestep: float | None = None
+    modulated_alternatives: dict[str, torch.Tensor] | None = None
+
+    def select_modulated_input(self, name: str | None) -> torch.Tensor:
+        """The tensor the decision is measured on: `modulated_input`, or the named alternative."""
+        if name is None:
+            return self.modulated_input
+        alternatives = self.modulated_alternatives or {}
+        if name not in alternatives:
+            offered = ", ".join(sorted(alternatives)) or "none"
+            raise ExtractorContractError(
+                f"this extractor offers no modulated input named {name!r} (offered: {offered}); "
+                "fix the preset's modulated_input"
+            )
+        return alternatives[name]
 
     @property
     def streams(self) -> tuple[torch.Tensor, ...]:

@@ -12,7 +12,7 @@ import logging
 import math
 import time
 import weakref
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -52,6 +52,8 @@ class TeaCacheConfig:
             scheduler to read it from, so the last step can be forced.
         rel_l1_range: the calibrated range of rel_l1; inputs are clamped to it before rescaling.
         coefficients_source: where the coefficients come from, for logs and reports.
+        modulated_input: measure the decision on this named alternative the extractor offers
+            (CacheContext.modulated_alternatives) instead of its default modulated input.
     """
 
     thresh: float = 0.2
@@ -61,6 +63,7 @@ class TeaCacheConfig:
     num_inference_steps: int | None = None
     rel_l1_range: tuple[float, float] | None = None
     coefficients_source: str = "user"
+    modulated_input: str | None = None  # an extractor's named alternative (Wan: "time_projection")
 
     def __post_init__(self) -> None:
         if isinstance(self.thresh, bool) or not isinstance(self.thresh, (int, float)):
@@ -220,7 +223,7 @@ class TeaCacheHook(ModelHook):
 
     def _step(self, context: CacheContext, state: TeaCacheState, position: _Position) -> tuple[Any, dict]:
         config = self.config
-        modulated = context.modulated_input.detach()
+        modulated = context.select_modulated_input(config.modulated_input).detach()
         previous = state.previous_modulated_input
         distance = rel_l1(modulated, previous) if previous is not None and previous.shape == modulated.shape else None
         streams = context.streams
@@ -347,11 +350,22 @@ def synchronize(device: torch.device) -> None:
 class TeaCacheHandle:
     """What apply_teacache returns: the per-call records and a way to undo it."""
 
-    def __init__(self, target: Any, modules: dict[str, torch.nn.Module], config: TeaCacheConfig, stats: TeaCacheStats):
+    def __init__(
+        self,
+        target: Any,
+        modules: dict[str, torch.nn.Module],
+        configs: dict[str, TeaCacheConfig],
+        stats: TeaCacheStats,
+    ):
         self.target = target
         self.modules = modules
-        self.config = config
+        self.configs = configs  # per denoiser name
         self.stats = stats
+
+    @property
+    def config(self) -> TeaCacheConfig:
+        """The config of the first denoiser (the only one, except on two-expert pipelines)."""
+        return next(iter(self.configs.values()))
 
     @property
     def hooks(self) -> list[TeaCacheHook]:
@@ -396,16 +410,18 @@ def denoisers(pipe_or_transformer: Any) -> dict[str, torch.nn.Module]:
     return found
 
 
-def apply_teacache(pipe_or_transformer: Any, config: TeaCacheConfig) -> TeaCacheHandle:
+def apply_teacache(pipe_or_transformer: Any, config: TeaCacheConfig | Mapping[str, TeaCacheConfig]) -> TeaCacheHandle:
     """Hook TeaCache onto a diffusers pipeline's transformer(s) or onto a bare transformer.
 
     Every transformer call then goes through the extractor registered for its class. On a pipeline
     the scheduler tells the hook where the denoising loop is, so the first and last steps are
     always computed; each `cache_context` name (the CFG branch) keeps its own state.
+
+    `config` is one TeaCacheConfig for every denoiser, or one per denoiser name for pipelines with
+    two experts (Wan 2.2: {"transformer": ..., "transformer_2": ...}), each with its own coefficients.
     """
-    if not isinstance(config, TeaCacheConfig):
-        raise TypeError(f"config must be a TeaCacheConfig, got {type(config).__name__}")
     modules = denoisers(pipe_or_transformer)
+    configs = _configs_by_module(config, modules)
     extractors = {name: get_extractor(type(unwrap_module(m)).__name__) for name, m in modules.items()}
     for name, module in modules.items():
         _check_can_hook(name, module)
@@ -418,6 +434,7 @@ def apply_teacache(pipe_or_transformer: Any, config: TeaCacheConfig) -> TeaCache
 
     stats = TeaCacheStats()
     for name, module in modules.items():
+        config = configs[name]
         hook = TeaCacheHook(extractors[name], config, stats, name, scheduler)
         registry = HookRegistry.check_if_exists_or_initialize(module)
         registry.register_hook(hook, TEACACHE_HOOK)
@@ -429,7 +446,23 @@ def apply_teacache(pipe_or_transformer: Any, config: TeaCacheConfig) -> TeaCache
             config.thresh,
             config.coefficients_source,
         )
-    return TeaCacheHandle(pipe_or_transformer, modules, config, stats)
+    return TeaCacheHandle(pipe_or_transformer, modules, configs, stats)
+
+
+def _configs_by_module(config: Any, modules: dict[str, torch.nn.Module]) -> dict[str, TeaCacheConfig]:
+    if isinstance(config, TeaCacheConfig):
+        return dict.fromkeys(modules, config)
+    if not isinstance(config, Mapping) or not all(isinstance(c, TeaCacheConfig) for c in config.values()):
+        raise TypeError(
+            f"config must be a TeaCacheConfig or a mapping of denoiser name to one, got {type(config).__name__}"
+        )
+    missing, unknown = sorted(set(modules) - set(config)), sorted(set(config) - set(modules))
+    if missing or unknown:
+        raise TeaCacheError(
+            f"per-denoiser configs must match the denoisers {sorted(modules)}: "
+            + "; ".join(filter(None, [missing and f"missing {missing}", unknown and f"unknown {unknown}"]))
+        )
+    return dict(config)
 
 
 def remove_teacache(pipe_or_transformer: Any) -> None:

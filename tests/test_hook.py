@@ -2,7 +2,7 @@ import math
 
 import pytest
 import torch
-from toy import BareToyTransformer, ToyTransformer, modulated_sequence
+from toy import BareToyTransformer, ToyTransformer, extract_toy, modulated_sequence
 
 from teacli import (
     CacheContext,
@@ -273,3 +273,57 @@ def test_unnamed_calls_in_one_step_get_a_state_each():
     assert pattern(r for r in handle.stats.records if r.generation == 1) == pattern(
         r for r in handle.stats.records if r.generation == 0
     )
+
+
+def _toy_with_alternative(module, image, text, modulated, timestep=None):
+    context = extract_toy(module, image, text, modulated, timestep)
+    # The alternative never moves: measured on it, every middle call is cached.
+    context.modulated_alternatives = {"still": torch.ones(3)}
+    return context
+
+
+@torch.no_grad()
+def test_a_preset_can_measure_on_a_named_alternative_modulated_input():
+    from teacli import register_extractor
+
+    class AltToy(BareToyTransformer):
+        pass
+
+    register_extractor("AltToy", _toy_with_alternative)
+    default = apply_teacache(model := AltToy(), TeaCacheConfig(thresh=0.25, coefficients=IDENTITY))
+    drive(model, [0.3, 0.3, 0.3])
+    assert pattern(default.stats.records) == "FCCC"
+    remove_teacache(model)
+    config = TeaCacheConfig(thresh=0.25, coefficients=IDENTITY, modulated_input="still", num_inference_steps=4)
+    alternative = apply_teacache(model, config)
+    drive(model, [0.3, 0.3, 0.3])
+    assert pattern(alternative.stats.records) == "F..F"
+    remove_teacache(model)
+    apply_teacache(model, TeaCacheConfig(thresh=0.25, coefficients=IDENTITY, modulated_input="nope"))
+    with pytest.raises(ExtractorContractError, match=r"no modulated input named 'nope' \(offered: still\)"):
+        drive(model, [0.3])
+
+
+class _TwoExperts:
+    def __init__(self) -> None:
+        self.transformer, self.transformer_2 = BareToyTransformer(), BareToyTransformer()
+
+
+@torch.no_grad()
+def test_each_expert_gets_its_own_config():
+    pipe = _TwoExperts()
+    configs = {
+        "transformer": TeaCacheConfig(thresh=0.25, coefficients=IDENTITY, num_inference_steps=4),
+        "transformer_2": TeaCacheConfig(thresh=0.0, coefficients=IDENTITY, num_inference_steps=4),
+    }
+    handle = apply_teacache(pipe, configs)
+    drive(pipe.transformer, [0.1, 0.1, 0.1])
+    drive(pipe.transformer_2, [0.1, 0.1, 0.1])
+    by_module = {module: [r for r in handle.stats.records if r.module == module] for module in configs}
+    assert pattern(by_module["transformer"]) == "F..F" and pattern(by_module["transformer_2"]) == "FCCF"
+    assert handle.configs == configs and handle.config is configs["transformer"]
+    remove_teacache(pipe)
+    with pytest.raises(TeaCacheError, match=r"missing \['transformer_2'\]; unknown \['transformer_3'\]"):
+        apply_teacache(pipe, {"transformer": configs["transformer"], "transformer_3": configs["transformer_2"]})
+    with pytest.raises(TypeError, match="mapping of denoiser name"):
+        apply_teacache(pipe, {"transformer": 1})
