@@ -10,6 +10,9 @@ from .hook import TeaCacheConfig, apply_teacache
 from .report import BenchRow
 from .runner import GenerationRequest, generate, psnr
 
+# A threshold -> the config for apply_teacache (one per denoiser for two-expert pipelines).
+MakeConfig = Callable[[float], TeaCacheConfig | dict[str, TeaCacheConfig]]
+
 
 @dataclass(frozen=True)
 class BenchConfig:
@@ -34,7 +37,7 @@ class BenchResult:
 
 
 def _run_once(
-    pipe: Any, make_config: Callable[[float], TeaCacheConfig], request: GenerationRequest, config: BenchConfig
+    pipe: Any, make_config: MakeConfig, request: GenerationRequest, config: BenchConfig
 ) -> tuple[Any, float, int, int]:
     """One generation; returns (image, seconds, transformer calls that ran the blocks, all calls)."""
     if config.thresh is None:
@@ -51,7 +54,7 @@ def _run_once(
 
 def run_bench(
     pipe: Any,
-    make_config: Callable[[float], TeaCacheConfig],
+    make_config: MakeConfig,
     request: GenerationRequest,
     configs: list[BenchConfig],
     *,

@@ -45,6 +45,17 @@ class Component:
 
 
 @dataclass(frozen=True)
+class ExpertOverride:
+    """What a second denoiser (Wan 2.2's transformer_2) does differently; None keeps the preset's."""
+
+    coefficients: tuple[float, ...] | None = None
+    coefficients_source: str | None = None
+    thresh: float | None = None
+    ret_steps: int | None = None
+    modulated_input: str | None = None
+
+
+@dataclass(frozen=True)
 class Preset:
     name: str
     model: str  # a hub id, a local path, or "embedded:NAME" for a model teacli builds offline
@@ -62,6 +73,8 @@ class Preset:
     call_kwargs: dict[str, Any] = field(default_factory=dict)  # extra pipeline arguments, e.g. max_sequence_length
     # Components the checkpoint does not ship, loaded from elsewhere (HiDream's Llama text encoder).
     components: dict[str, Component] = field(default_factory=dict)
+    modulated_input: str | None = None  # an extractor's named alternative, e.g. Wan's time_projection
+    experts: dict[str, ExpertOverride] = field(default_factory=dict)  # per extra denoiser, e.g. transformer_2
     needs_image: bool = False  # editing pipelines (Qwen-Image-Edit, ...) cannot run without an input image
     source: str = ""  # the file it came from
 
@@ -138,10 +151,7 @@ def parse_preset(data: Any, path: str) -> Preset:
 
     strings = {name: _string(data, path, name) for name in REQUIRED_STRINGS}
 
-    coefficients = data.get("coefficients")
-    if not isinstance(coefficients, list) or not 2 <= len(coefficients) <= 7:
-        raise _fail(path, "coefficients", "expected a list of 2-7 numbers, highest power first (usually 5)")
-    coefficients = tuple(float(_number(c, path, "coefficients")) for c in coefficients)
+    coefficients = _coefficients(data.get("coefficients"), path, "coefficients")
 
     defaults = data.get("defaults")
     if not isinstance(defaults, dict):
@@ -185,8 +195,44 @@ def parse_preset(data: Any, path: str) -> Preset:
         rel_l1_range=rel_l1_range,
         call_kwargs=dict(call_kwargs),
         needs_image=_flag(data, path, "needs_image"),
+        modulated_input=_string(data, path, "modulated_input", required=False) or None,
+        experts=_experts(data.get("experts"), path),
         source=path,
     )
+
+
+def _coefficients(value: Any, path: str, name: str) -> tuple[float, ...]:
+    if not isinstance(value, list) or not 2 <= len(value) <= 7:
+        raise _fail(path, name, "expected a list of 2-7 numbers, highest power first (usually 5)")
+    return tuple(float(_number(c, path, name)) for c in value)
+
+
+EXPERT_FIELDS = ("coefficients", "coefficients_source", "thresh", "ret_steps", "modulated_input")
+
+
+def _experts(value: Any, path: str) -> dict[str, ExpertOverride]:
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise _fail(path, "experts", "expected a mapping of denoiser names (transformer_2) to overrides")
+    experts = {}
+    for name, spec in value.items():
+        where = f"experts.{name}"
+        if not isinstance(spec, dict):
+            raise _fail(path, where, f"expected a mapping with some of: {', '.join(EXPERT_FIELDS)}")
+        unknown = sorted(set(spec) - set(EXPERT_FIELDS))
+        if unknown:
+            raise _fail(path, f"{where}.{unknown[0]}", f"unknown field; known: {', '.join(EXPERT_FIELDS)}")
+        experts[name] = ExpertOverride(
+            coefficients=_coefficients(spec["coefficients"], path, f"{where}.coefficients")
+            if "coefficients" in spec
+            else None,
+            coefficients_source=_string(spec, path, "coefficients_source", required=False) or None,
+            thresh=_optional(spec, path, "thresh", prefix=f"{where}.", minimum=0),
+            ret_steps=_optional(spec, path, "ret_steps", prefix=f"{where}.", minimum=0, integer=True),
+            modulated_input=_string(spec, path, "modulated_input", required=False) or None,
+        )
+    return experts
 
 
 def _components(value: Any, path: str) -> dict[str, Component]:

@@ -9,7 +9,16 @@ from pathlib import Path
 
 import torch
 
-from .catalog import DEFAULT_PRESET, Component, Preset, PresetError, builtin_presets, find_preset, load_preset_file
+from .catalog import (
+    DEFAULT_PRESET,
+    Component,
+    ExpertOverride,
+    Preset,
+    PresetError,
+    builtin_presets,
+    find_preset,
+    load_preset_file,
+)
 from .registry import has_extractor, unsupported_message
 
 logger = logging.getLogger("teacli")
@@ -71,6 +80,28 @@ def _borrowed_preset(model: str) -> Preset:
         coefficients_source=f"borrowed from {donor.name} ({donor.coefficients_source})",
         source="",
     )
+
+
+def teacache_configs(preset: Preset, thresh: float | None = None):
+    """TeaCacheConfig from a preset; a dict per denoiser when it has expert overrides (Wan 2.2)."""
+    from .hook import TeaCacheConfig
+
+    def config(override: ExpertOverride) -> TeaCacheConfig:
+        pick = lambda own, shared: shared if own is None else own  # noqa: E731
+        return TeaCacheConfig(
+            thresh=thresh if thresh is not None else pick(override.thresh, preset.thresh),
+            coefficients=pick(override.coefficients, preset.coefficients),
+            ret_steps=pick(override.ret_steps, preset.ret_steps),
+            cutoff_steps=preset.cutoff_steps,
+            rel_l1_range=preset.rel_l1_range,
+            coefficients_source=pick(override.coefficients_source, preset.coefficients_source),
+            modulated_input=pick(override.modulated_input, preset.modulated_input),
+        )
+
+    base = config(ExpertOverride())
+    if not preset.experts:
+        return base
+    return {"transformer": base, **{name: config(override) for name, override in preset.experts.items()}}
 
 
 def check_extractor(preset: Preset) -> None:

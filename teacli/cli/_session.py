@@ -12,7 +12,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from ..catalog import Preset
 from ..hook import TeaCacheConfig
-from ..loading import check_extractor, load_pipeline, pick_device, pick_dtype, resolve_preset
+from ..loading import check_extractor, load_pipeline, pick_device, pick_dtype, resolve_preset, teacache_configs
 from ..runner import GenerationRequest, GenerationResult, generate
 from ._app import CLIError, stderr
 from ._options import Device, DType
@@ -23,16 +23,10 @@ class Session:
     preset: Preset
     pipe: Any
 
-    def config(self, thresh: float) -> TeaCacheConfig:
-        preset = self.preset
-        return TeaCacheConfig(
-            thresh=thresh,
-            coefficients=preset.coefficients,
-            ret_steps=preset.ret_steps,
-            cutoff_steps=preset.cutoff_steps,
-            rel_l1_range=preset.rel_l1_range,
-            coefficients_source=preset.coefficients_source,
-        )
+    def config(self, thresh: float | None = None) -> TeaCacheConfig | dict[str, TeaCacheConfig]:
+        """The preset's TeaCache config; one per denoiser where the preset has expert overrides.
+        A threshold given here (the user's --thresh) applies to every denoiser."""
+        return teacache_configs(self.preset, thresh)
 
 
 def resolve(model: str | None) -> Preset:

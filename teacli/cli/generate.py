@@ -104,7 +104,7 @@ def generate(
             # One short run first, so neither measured run pays the one-time start-up costs.
             run_with_progress(session, replace(request, steps=WARMUP_STEPS), "warm-up")
             baseline = run_with_progress(session, request, "baseline (no cache)")
-        handle = apply_teacache(session.pipe, session.config(threshold))
+        handle = apply_teacache(session.pipe, session.config(thresh))
         result = run_with_progress(session, request, f"TeaCache {threshold:g}")
         handle.remove()
         save_image(result.output, out)
