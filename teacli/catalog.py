@@ -32,6 +32,8 @@ class Defaults:
     height: int | None = None
     width: int | None = None
     true_cfg: float | None = None  # pipelines with true CFG (FLUX, Qwen-Image) use it with a negative prompt
+    frames: int | None = None  # video pipelines: num_frames
+    fps: float | None = None  # video pipelines: frames per second of the written file
 
 
 @dataclass(frozen=True)
@@ -167,6 +169,8 @@ def parse_preset(data: Any, path: str) -> Preset:
         height=_optional(defaults, path, "height", prefix="defaults.", minimum=8, integer=True),
         width=_optional(defaults, path, "width", prefix="defaults.", minimum=8, integer=True),
         true_cfg=_optional(defaults, path, "true_cfg", prefix="defaults.", minimum=0),
+        frames=_optional(defaults, path, "frames", prefix="defaults.", minimum=1, integer=True),
+        fps=_optional(defaults, path, "fps", prefix="defaults.", minimum=1),
     )
 
     rel_l1_range = data.get("rel_l1_range")
