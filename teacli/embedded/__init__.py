@@ -48,6 +48,8 @@ EMBEDDED_MODELS: dict[str, Callable[[Path], None]] = {
     "tiny-qwen-image": LazyBuilder("teacli.embedded.tiny_qwen_image", "build_tiny_qwen_image"),
     "tiny-z-image": LazyBuilder("teacli.embedded.tiny_z_image", "build_tiny_z_image"),
     "tiny-sd3": LazyBuilder("teacli.embedded.tiny_sd3", "build_tiny_sd3"),
+    "tiny-wan21": LazyBuilder("teacli.embedded.tiny_wan21", "build_tiny_wan21"),
+    "tiny-wan22": LazyBuilder("teacli.embedded.tiny_wan22", "build_tiny_wan22"),
 }
 
 
