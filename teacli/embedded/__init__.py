@@ -51,6 +51,7 @@ EMBEDDED_MODELS: dict[str, Callable[[Path], None]] = {
     "tiny-wan21": LazyBuilder("teacli.embedded.tiny_wan21", "build_tiny_wan21"),
     "tiny-wan22": LazyBuilder("teacli.embedded.tiny_wan22", "build_tiny_wan22"),
     "tiny-cogvideox": LazyBuilder("teacli.embedded.tiny_cogvideox", "build_tiny_cogvideox"),
+    "tiny-ltx": LazyBuilder("teacli.embedded.tiny_ltx", "build_tiny_ltx"),
 }
 
 
