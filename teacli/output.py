@@ -44,13 +44,6 @@ def check_writable(path: Path, overwrite: bool, kind: str = "output") -> Path:
     return path
 
 
-def check_image_path(path: Path, overwrite: bool) -> Path:
-    extensions = image_extensions()
-    if path.suffix.lower() not in extensions:
-        raise OutputError(f"cannot write an image as '{path.suffix or path.name}'; use .png, .jpg or .webp")
-    return check_writable(path, overwrite)
-
-
 def write_atomic(path: Path, write: Callable[[Path], None]) -> None:
     """Write to a temporary file beside `path`, then rename it into place."""
     descriptor, temporary = tempfile.mkstemp(

@@ -57,6 +57,7 @@ class GenerationSummary:
     output: str | None = None
     baseline_seconds: float | None = None
     psnr: float | None = None
+    media: str | None = None  # frames, size and length of a video or sound
     notes: list[str] = field(default_factory=list)
 
     @property
@@ -79,6 +80,7 @@ class GenerationSummary:
             "baseline_seconds": self.baseline_seconds,
             "measured_speedup": self.measured_speedup,
             "psnr": self.psnr,
+            "media": self.media,
             "output": self.output,
             **self.stats.to_dict(),
         }
@@ -117,6 +119,8 @@ def render_generation(summary: GenerationSummary, console: Console) -> None:
     )
     console.print(table)
     console.print(f"generation: {summary.seconds:.2f} s for {summary.steps} steps")
+    if summary.media:
+        console.print(summary.media)
     estimate = summary.estimated_speedup
     if estimate is not None:
         console.print(

@@ -9,7 +9,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 from .catalog import Preset
@@ -33,6 +32,8 @@ class GenerationRequest:
     negative_prompt: str | None = None
     true_cfg: float | None = None
     image: Any = None  # a PIL image for editing pipelines (FLUX.1 Kontext, Qwen-Image-Edit, ...)
+    frames: int | None = None  # video pipelines: num_frames
+    fps: float | None = None  # video pipelines: frame rate of the file (and of the conditioning where taken)
     extra: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
@@ -46,6 +47,8 @@ class GenerationRequest:
             height=defaults.height,
             width=defaults.width,
             true_cfg=defaults.true_cfg,
+            frames=defaults.frames,
+            fps=defaults.fps,
             extra=dict(preset.call_kwargs),
         )
         values.update({key: value for key, value in overrides.items() if value is not None})
@@ -65,7 +68,15 @@ def pipeline_kwargs(pipe: Any, request: GenerationRequest) -> dict[str, Any]:
         # A CPU generator gives the same starting noise on every device.
         "generator": torch.Generator("cpu").manual_seed(request.seed),
     }
-    optional = {"guidance_scale": request.guidance, "height": request.height, "width": request.width}
+    optional = {
+        "guidance_scale": request.guidance,
+        "height": request.height,
+        "width": request.width,
+        "num_frames": request.frames,
+        # Some video models are conditioned on the frame rate (LTX: frame_rate, Cosmos: fps).
+        "frame_rate": request.fps,
+        "fps": request.fps,
+    }
     kwargs.update({name: value for name, value in optional.items() if value is not None and name in params})
     if request.negative_prompt is not None:
         if "negative_prompt" not in params:
@@ -106,7 +117,22 @@ def generate(pipe: Any, request: GenerationRequest, on_step: Callable[[int], Non
     result = pipe(**kwargs)
     synchronize(pipe.device)
     seconds = time.perf_counter() - started
-    return GenerationResult(output=result.images[0], seconds=seconds)
+    return GenerationResult(output=first_output(pipe, result, request), seconds=seconds)
+
+
+def first_output(pipe: Any, result: Any, request: GenerationRequest) -> Any:
+    """The first image (PIL), video (media.Video) or sound (media.Audio) of a pipeline's result."""
+    from .media import DEFAULT_FPS, to_audio, to_video
+
+    if getattr(result, "frames", None) is not None:
+        return to_video(result.frames[0], request.fps or DEFAULT_FPS)
+    if getattr(result, "audios", None) is not None:
+        vae = getattr(pipe, "vae", None)
+        rate = getattr(vae, "sampling_rate", None) or getattr(getattr(vae, "config", None), "sampling_rate", None)
+        if rate is None:
+            raise GenerationError(f"{type(pipe).__name__} made audio but its VAE names no sampling rate")
+        return to_audio(result.audios[0], rate)
+    return result.images[0]
 
 
 def open_image(path: str | Path) -> Any:
@@ -123,17 +149,14 @@ def open_image(path: str | Path) -> Any:
         raise GenerationError(f"--image {path}: {reason}; give a PNG, JPEG or WebP file") from None
 
 
-def image_array(image: Any) -> np.ndarray:
-    """An RGB image as a uint8 HxWx3 array."""
-    return np.array(image.convert("RGB"), dtype=np.uint8)
-
-
-def psnr(image: Any, reference: Any) -> float:
-    """PSNR in dB of `image` against `reference` (torchmetrics); inf when they are identical."""
+def psnr(output: Any, reference: Any) -> float | None:
+    """PSNR in dB of an image or video against the reference (torchmetrics); inf when identical.
+    None for sound, which has no pixels."""
     from torchmetrics.functional.image import peak_signal_noise_ratio
 
-    def to_tensor(picture: Any) -> torch.Tensor:
-        return torch.from_numpy(image_array(picture)).permute(2, 0, 1)[None].double() / 255.0
+    from .media import media_tensor
 
-    value = peak_signal_noise_ratio(to_tensor(image), to_tensor(reference), data_range=1.0)
-    return float(value)
+    ours, theirs = media_tensor(output), media_tensor(reference)
+    if ours is None or theirs is None or ours.shape != theirs.shape:
+        return None
+    return float(peak_signal_noise_ratio(ours, theirs, data_range=1.0))

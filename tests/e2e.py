@@ -20,7 +20,7 @@ from teacli.cli import app
 from teacli.decision import Decision, decide
 from teacli.stats import TeaCacheStats
 
-ROW = re.compile(r"^\W*(?P<label>[\w/]+)\s*│\s*(\d+)\s*│\s*(\d+)\s*│\s*(\d+)\s*│\s*(\d+)\s*│", re.MULTILINE)
+ROW = re.compile(r"^\W*(?P<label>[\w/#.-]+)\s*│\s*(\d+)\s*│\s*(\d+)\s*│\s*(\d+)\s*│\s*(\d+)\s*│", re.MULTILINE)
 
 
 def table_counts(output: str) -> dict[str, tuple[int, int, int, int]]:
@@ -53,8 +53,12 @@ def generate_and_check(
     steps: int,
     thresh: float,
     branches: set[str],
+    suffix: str = ".png",
 ) -> tuple[TeaCacheStats, dict[str, tuple[int, int, int, int]]]:
-    """Run `teacli generate --model preset_name`, check the report, return (stats, table counts)."""
+    """Run `teacli generate --model preset_name`, check the report, return (stats, table counts).
+
+    The output goes to tmp_path / (preset_name + suffix): .mp4 / .gif for video models, .wav for audio.
+    Branch labels are "module/branch" when several denoisers ran (Wan 2.2's two experts)."""
     import teacli.report
 
     captured = []
@@ -67,7 +71,7 @@ def generate_and_check(
     monkeypatch.setattr(teacli.report, "render_generation", capture)
     monkeypatch.setenv("COLUMNS", "200")
     monkeypatch.chdir(tmp_path)
-    out = tmp_path / f"{preset_name}.png"
+    out = tmp_path / f"{preset_name}{suffix}"
     result = CliRunner().invoke(
         app,
         ["generate", "an owl on a tree", "--model", preset_name, "--steps", str(steps), "--thresh", str(thresh)]
@@ -80,13 +84,20 @@ def generate_and_check(
     stats = summary.stats
     counts = table_counts(result.output)
 
-    by_branch = {branch: totals for (_, branch), totals in stats.by_branch().items()}
+    several_modules = len({module for module, _ in stats.branches()}) > 1
+    by_branch = {
+        f"{module}/{branch}" if several_modules else branch: ((module, branch), totals)
+        for (module, branch), totals in stats.by_branch().items()
+    }
     assert set(by_branch) == branches
-    for branch, totals in by_branch.items():
-        assert counts[branch] == (totals.calls, totals.computed, totals.forced, totals.cached)
-        assert totals.calls == steps, f"{branch}: one transformer call per step"
-        decisions = [r.decision for r in stats.records if r.branch == branch]
-        assert decisions[0] is Decision.FORCED and decisions[-1] is Decision.FORCED
+    for label, ((module, branch), totals) in by_branch.items():
+        assert counts[label] == (totals.calls, totals.computed, totals.forced, totals.cached)
+        decisions = [r.decision for r in stats.records if (r.module, r.branch) == (module, branch)]
+        assert decisions[0] is Decision.FORCED, f"{label}: a state's first call is always computed"
+        if not several_modules:
+            assert totals.calls == steps, f"{label}: one transformer call per step"
+            assert decisions[-1] is Decision.FORCED
+    assert sum(t.calls for t in stats.by_branch().values()) == len(stats.records)
     total = stats.totals
     assert counts["total"] == (total.calls, total.computed, total.forced, total.cached)
 

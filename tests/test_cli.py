@@ -123,7 +123,7 @@ BAD_INPUTS = [
     (["generate", PROMPT, "--thresh", "abc"], "Invalid value for '--thresh'"),
     (["generate", PROMPT, "--steps", "1"], "--steps must be at least 2"),
     (["generate", PROMPT, "--out", "missing-dir/x.png"], "does not exist"),
-    (["generate", PROMPT, "--out", "x.unknownext"], "cannot write an image as '.unknownext'"),
+    (["generate", PROMPT, "--out", "x.unknownext"], "this model makes images: cannot write one as '.unknownext'"),
     (["generate", PROMPT, "--model", "missing.yaml"], "preset file missing.yaml does not exist"),
     (["bench", "--thresh", "0.1,abc"], "'abc' is not a number"),
     (["bench", "--thresh", "0.1,-1"], "--thresh must be a finite number >= 0"),

@@ -42,6 +42,7 @@ OPTION_ARGUMENTS = {
     "--width": "width",
     "--negative-prompt": "negative_prompt",
     "--image": "image",
+    "--frames": "num_frames",
 }
 
 
@@ -58,6 +59,16 @@ def check_pipeline_takes(preset: Preset, **given: Any) -> None:
     for option, argument in OPTION_ARGUMENTS.items():
         if given.get(option.lstrip("-").replace("-", "_")) is not None and argument not in parameters:
             raise CLIError(f"{preset.name} ({preset.pipeline}) takes no {argument}; drop {option}")
+
+
+def pipeline_media(preset: Preset):
+    """What the preset's pipeline makes (image, video, audio), known before loading it."""
+    import diffusers
+
+    from ..media import MediaKind, media_kind
+
+    pipeline_class = getattr(diffusers, preset.pipeline, None)
+    return MediaKind.image if pipeline_class is None else media_kind(pipeline_class)
 
 
 def input_image(preset: Preset, path: Path | None) -> Any:

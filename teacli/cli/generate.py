@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from ._app import EXIT_INTERRUPTED, print_error, setup_logging
+from ._app import EXIT_INTERRUPTED, CLIError, print_error, setup_logging
 from ._options import (
     Device,
     DeviceOpt,
@@ -49,9 +49,13 @@ def generate(
     true_cfg: Annotated[
         float | None, typer.Option("--true-cfg", help="True-CFG scale used with --negative-prompt")
     ] = None,
+    frames: Annotated[int | None, typer.Option("--frames", help="Video frames [default: the preset's]")] = None,
+    fps: Annotated[float | None, typer.Option("--fps", help="Video frame rate [default: the preset's or 16]")] = None,
     out: Annotated[
         Path | None,
-        typer.Option("--out", "-o", help="Output file [default: teacli-NNNN.png, the first free name]"),
+        typer.Option(
+            "--out", "-o", help="Output file [default: teacli-NNNN.png/.mp4/.wav by what the model makes, first free]"
+        ),
     ] = None,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace --out if it exists")] = False,
     device: DeviceOpt = Device.auto,
@@ -61,14 +65,15 @@ def generate(
     ] = False,
     verbose: VerboseOpt = False,
 ) -> None:
-    """Generate an image with TeaCache and report calls computed vs cached."""
+    """Generate an image, video or sound with TeaCache and report calls computed vs cached."""
     from rich.console import Console
 
     from ..hook import apply_teacache
-    from ..output import check_image_path, next_free_path, save_image
+    from ..media import MediaKind, check_output_path, default_suffix, mp4_available, save_output
+    from ..output import next_free_path
     from ..report import GenerationSummary, render_generation
     from ..runner import GenerationRequest, psnr
-    from ._session import check_pipeline_takes, input_image, open_session, resolve, run_with_progress
+    from ._session import check_pipeline_takes, input_image, open_session, pipeline_media, resolve, run_with_progress
 
     # Everything the user typed is checked before the model is loaded.
     if thresh is not None:
@@ -76,13 +81,28 @@ def generate(
     check_steps(steps)
     check_positive("--height", height)
     check_positive("--width", width)
+    check_positive("--frames", frames)
+    if fps is not None and not fps > 0:
+        raise CLIError(f"--fps must be positive, got {fps}")
     setup_logging(verbose)
     preset = resolve(model)
     check_pipeline_takes(
-        preset, guidance=guidance, height=height, width=width, negative_prompt=negative_prompt, image=image
+        preset,
+        guidance=guidance,
+        height=height,
+        width=width,
+        negative_prompt=negative_prompt,
+        image=image,
+        frames=frames,
     )
+    kind = pipeline_media(preset)
+    if fps is not None and kind is not MediaKind.video:
+        raise CLIError(f"{preset.name} makes {kind.value}s, not videos; drop --fps")
     source_image = input_image(preset, image)
-    out = check_image_path(out, overwrite) if out is not None else next_free_path(Path.cwd(), "teacli", ".png")
+    if out is None:
+        out = next_free_path(Path.cwd(), "teacli", default_suffix(kind))
+    else:
+        out = check_output_path(out, kind, overwrite)
     request = GenerationRequest.from_preset(
         preset,
         prompt,
@@ -94,6 +114,8 @@ def generate(
         negative_prompt=negative_prompt,
         true_cfg=true_cfg,
         image=source_image,
+        frames=frames,
+        fps=fps,
     )
     threshold = preset.thresh if thresh is None else thresh
 
@@ -107,7 +129,7 @@ def generate(
         handle = apply_teacache(session.pipe, session.config(thresh))
         result = run_with_progress(session, request, f"TeaCache {threshold:g}")
         handle.remove()
-        save_image(result.output, out)
+        save_output(result.output, out)
     except KeyboardInterrupt:
         print_error("interrupted; nothing was written")
         raise typer.Exit(EXIT_INTERRUPTED) from None
@@ -123,5 +145,8 @@ def generate(
         output=str(out),
         baseline_seconds=baseline.seconds if baseline else None,
         psnr=psnr(result.output, baseline.output) if baseline else None,
+        media=None if kind is MediaKind.image else result.output.describe(),
     )
+    if kind is MediaKind.video and out.suffix.lower() == ".gif" and not mp4_available():
+        summary.notes.append("no MP4 encoder installed, so the video is a GIF: pip install 'teacli[video]' for MP4")
     render_generation(summary, Console())
