@@ -80,3 +80,27 @@ def test_caching_off_gives_the_unhooked_video(pipe):
         remove_teacache(pipe)
     assert handle.stats.totals.cached == 0
     torch.testing.assert_close(latents, expected, rtol=1e-5, atol=1e-5)
+
+
+# CogVideoXDDIMScheduler (and CogVideoXDPMScheduler) have no step_index, and the CLI's config carries no
+# step count, so the hook cannot tell the last step and may cache it. Remove the mark once it can.
+@pytest.mark.xfail(strict=True, reason="engine: the last step is not forced for schedulers without step_index")
+def test_cli_writes_the_video_and_reports_one_cond_uncond_state(teacli_cache, monkeypatch, tmp_path):
+    import imageio
+    from e2e import generate_and_check
+
+    stats, counts = generate_and_check(
+        monkeypatch,
+        tmp_path,
+        "tiny-cogvideox",
+        "--frames",
+        str(FRAMES),
+        steps=STEPS,
+        thresh=1.0,
+        branches={"cond_uncond"},
+        suffix=".mp4",
+    )
+    assert 0 < stats.totals.cached < STEPS - 2
+    reader = imageio.get_reader(tmp_path / "tiny-cogvideox.mp4")
+    assert reader.count_frames() == FRAMES
+    assert reader.get_meta_data()["size"] == (SIZE, SIZE)
