@@ -81,3 +81,26 @@ def test_python_generation_with_caching_off_equals_the_plain_pipeline(pipe):
         remove_teacache(pipe)
     assert handle.stats.totals.cached == 0
     torch.testing.assert_close(frames, reference, rtol=1e-5, atol=1e-5)
+
+
+def test_cli_writes_the_video_and_reports_one_cond_uncond_state(teacli_cache, monkeypatch, tmp_path):
+    import imageio
+    from e2e import generate_and_check
+
+    stats, counts = generate_and_check(
+        monkeypatch,
+        tmp_path,
+        "tiny-ltx",
+        "--frames",
+        str(FRAMES),
+        "--negative-prompt",
+        "blurry dark",
+        steps=STEPS,
+        thresh=THRESH,
+        branches={"cond_uncond"},
+        suffix=".mp4",
+    )
+    assert 0 < stats.totals.cached < STEPS - 2
+    reader = imageio.get_reader(tmp_path / "tiny-ltx.mp4")
+    assert reader.count_frames() == FRAMES
+    assert reader.get_meta_data()["size"] == (SIZE, SIZE)
