@@ -147,3 +147,56 @@ def test_wan22_experts_keep_their_own_states_configs_and_counts(wan22):
         (r.module, r.branch, r.step, r.decision) for r in first
     ]
     replay(handle)
+
+
+def read_video(path) -> tuple[int, tuple[int, int]]:
+    import imageio
+
+    reader = imageio.get_reader(path)
+    try:
+        return reader.count_frames(), reader.get_meta_data()["size"]
+    finally:
+        reader.close()
+
+
+def test_cli_writes_the_wan21_video_with_cond_and_uncond_states(teacli_cache, monkeypatch, tmp_path):
+    from e2e import generate_and_check
+
+    stats, counts = generate_and_check(
+        monkeypatch,
+        tmp_path,
+        "tiny-wan21",
+        "--frames",
+        "5",
+        "--negative-prompt",
+        NEGATIVE,
+        steps=8,
+        thresh=0.1,
+        branches={"cond", "uncond"},
+        suffix=".mp4",
+    )
+    assert counts["cond"][3] > 0 and counts["uncond"][3] > 0
+    assert read_video(tmp_path / "tiny-wan21.mp4") == (5, (32, 32))
+
+
+def test_cli_reports_each_expert_of_wan22_on_its_own_rows(teacli_cache, monkeypatch, tmp_path):
+    from e2e import generate_and_check
+
+    stats, counts = generate_and_check(
+        monkeypatch,
+        tmp_path,
+        "tiny-wan22",
+        "--frames",
+        "5",
+        "--negative-prompt",
+        NEGATIVE,
+        steps=10,
+        thresh=0.1,
+        branches={f"{m}/{b}" for m in ("transformer", "transformer_2") for b in ("cond", "uncond")},
+        suffix=".mp4",
+    )
+    for label in ("transformer/cond", "transformer/uncond", "transformer_2/cond", "transformer_2/uncond"):
+        calls, _, forced, cached = counts[label]
+        assert calls == 5 and forced >= 1 and cached > 0, label
+    assert counts["total"][0] == 2 * 10
+    assert read_video(tmp_path / "tiny-wan22.mp4") == (5, (32, 32))
