@@ -305,6 +305,13 @@ class TeaCacheHook(ModelHook):
             self._schedule = schedule
             step = index - begin
             return _Position(step, len(schedule) - begin, new or (last_step is not None and step < last_step))
+        if isinstance(schedule, torch.Tensor):
+            # A scheduler without step_index (CogVideoX's DDIM): count this branch's calls over its
+            # schedule, which still gives the total, so the last step is forced.
+            new = first_call or schedule is not self._schedule
+            self._schedule = schedule
+            step = 0 if new else state.calls
+            return _Position(step, len(schedule), new, counted=True)
 
         total = self.config.num_inference_steps
         if state is None:

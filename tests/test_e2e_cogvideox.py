@@ -82,9 +82,6 @@ def test_caching_off_gives_the_unhooked_video(pipe):
     torch.testing.assert_close(latents, expected, rtol=1e-5, atol=1e-5)
 
 
-# CogVideoXDDIMScheduler (and CogVideoXDPMScheduler) have no step_index, and the CLI's config carries no
-# step count, so the hook cannot tell the last step and may cache it. Remove the mark once it can.
-@pytest.mark.xfail(strict=True, reason="engine: the last step is not forced for schedulers without step_index")
 def test_cli_writes_the_video_and_reports_one_cond_uncond_state(teacli_cache, monkeypatch, tmp_path):
     import imageio
     from e2e import generate_and_check
