@@ -180,6 +180,7 @@ class TeaCacheHook(ModelHook):
         self._schedule: torch.Tensor | None = None  # the scheduler.timesteps object seen last
         self.generation = -1
         self._had_instance_forward = False
+        self._restarted = False  # reset_state ran: the next call opens a new generation
         self._slot_step: int | None = None  # the step whose unnamed calls are being counted
         self._slot_calls = 0
 
@@ -189,6 +190,7 @@ class TeaCacheHook(ModelHook):
 
     def reset_state(self, module: torch.nn.Module) -> torch.nn.Module:
         self.state_manager.clear_states()
+        self._restarted = True
         self._schedule = None
         self._slot_step = None
         return module
@@ -287,8 +289,10 @@ class TeaCacheHook(ModelHook):
         3. on a bare transformer: this branch's call count, with a new generation when the
            timestep goes back up or the configured number of steps has passed.
         """
-        state = self.state_manager.get_state() if self.generation >= 0 else None
-        first_call = state is None
+        # After reset_state (pipelines call it at the end of every run) the next call starts a generation.
+        first_call = self.generation < 0 or self._restarted
+        self._restarted = False
+        state = None if first_call else self.state_manager.get_state()
         last_step = state.last_step if state is not None else None
 
         step, total = self.state_manager.loop_position()

@@ -18,6 +18,7 @@ from typer.testing import CliRunner
 from teacli.catalog import builtin_presets
 from teacli.cli import app
 from teacli.decision import Decision, decide
+from teacli.loading import teacache_configs
 from teacli.stats import TeaCacheStats
 
 ROW = re.compile(r"^\W*(?P<label>[\w/#.-]+)\s*│\s*(\d+)\s*│\s*(\d+)\s*│\s*(\d+)\s*│\s*(\d+)\s*│", re.MULTILINE)
@@ -28,18 +29,20 @@ def table_counts(output: str) -> dict[str, tuple[int, int, int, int]]:
     return {m["label"]: tuple(int(m.group(i)) for i in range(2, 6)) for m in ROW.finditer(output)}
 
 
-def replay(stats: TeaCacheStats, coefficients, thresh: float, x_range=None) -> None:
-    """Recompute every non-forced decision from the recorded distance and the running accumulator."""
+def replay(stats: TeaCacheStats, configs) -> None:
+    """Recompute every non-forced decision from the recorded distance and the running accumulator,
+    with each denoiser's own config (`configs`: a TeaCacheConfig or one per denoiser name)."""
     accumulated: dict[tuple, float] = defaultdict(float)
     for record in stats.records:
         key = (record.generation, record.module, record.branch)
+        config = configs[record.module] if isinstance(configs, dict) else configs
         verdict = decide(
             distance=record.rel_l1,
             accumulated=accumulated[key],
-            coefficients=coefficients,
-            thresh=thresh,
+            coefficients=config.coefficients,
+            thresh=config.thresh,
             forced=record.decision is Decision.FORCED,
-            x_range=x_range,
+            x_range=config.rel_l1_range,
         )
         assert verdict.decision is record.decision, f"{key} step {record.step}: replay says {verdict.decision}"
         accumulated[key] = verdict.carried
@@ -101,6 +104,5 @@ def generate_and_check(
     total = stats.totals
     assert counts["total"] == (total.calls, total.computed, total.forced, total.cached)
 
-    preset = builtin_presets()[preset_name]
-    replay(stats, preset.coefficients, thresh, preset.rel_l1_range)
+    replay(stats, teacache_configs(builtin_presets()[preset_name], thresh))
     return stats, counts

@@ -327,3 +327,16 @@ def test_each_expert_gets_its_own_config():
         apply_teacache(pipe, {"transformer": configs["transformer"], "transformer_3": configs["transformer_2"]})
     with pytest.raises(TypeError, match="mapping of denoiser name"):
         apply_teacache(pipe, {"transformer": 1})
+
+
+@torch.no_grad()
+def test_a_reset_between_runs_opens_a_new_generation():
+    # Pipelines call reset_state at the end of every run (maybe_free_model_hooks); the records must
+    # still number the next run as a new generation even when the pipeline tells the step index.
+    model = ToyTransformer()
+    handle = apply_teacache(model, TeaCacheConfig(thresh=0.25, coefficients=IDENTITY))
+    drive(model, [0.1, 0.1])
+    handle.hooks[0].reset_state(model)
+    drive(model, [0.1, 0.1])
+    assert [r.generation for r in handle.stats.records] == [0, 0, 0, 1, 1, 1]
+    assert pattern(handle.stats.records) == "F..F.."
