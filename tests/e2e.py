@@ -106,3 +106,14 @@ def generate_and_check(
 
     replay(stats, teacache_configs(builtin_presets()[preset_name], thresh))
     return stats, counts
+
+
+def read_video(path: Path) -> tuple[int, tuple[int, int]]:
+    """(frame count, (width, height)) of a written video, read back through imageio."""
+    import imageio
+
+    reader = imageio.get_reader(path)
+    try:
+        return reader.count_frames(), reader.get_meta_data()["size"]
+    finally:
+        reader.close()

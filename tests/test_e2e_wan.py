@@ -149,18 +149,8 @@ def test_wan22_experts_keep_their_own_states_configs_and_counts(wan22):
     replay(handle)
 
 
-def read_video(path) -> tuple[int, tuple[int, int]]:
-    import imageio
-
-    reader = imageio.get_reader(path)
-    try:
-        return reader.count_frames(), reader.get_meta_data()["size"]
-    finally:
-        reader.close()
-
-
 def test_cli_writes_the_wan21_video_with_cond_and_uncond_states(teacli_cache, monkeypatch, tmp_path):
-    from e2e import generate_and_check
+    from e2e import generate_and_check, read_video
 
     stats, counts = generate_and_check(
         monkeypatch,
@@ -180,7 +170,7 @@ def test_cli_writes_the_wan21_video_with_cond_and_uncond_states(teacli_cache, mo
 
 
 def test_cli_reports_each_expert_of_wan22_on_its_own_rows(teacli_cache, monkeypatch, tmp_path):
-    from e2e import generate_and_check
+    from e2e import generate_and_check, read_video
 
     stats, counts = generate_and_check(
         monkeypatch,
