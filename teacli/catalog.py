@@ -55,6 +55,7 @@ class ExpertOverride:
     thresh: float | None = None
     ret_steps: int | None = None
     modulated_input: str | None = None
+    rel_l1_range: tuple[float, float] | None = None  # its own calibrated range (teacli calibrate)
 
 
 @dataclass(frozen=True)
@@ -78,6 +79,8 @@ class Preset:
     modulated_input: str | None = None  # an extractor's named alternative, e.g. Wan's time_projection
     experts: dict[str, ExpertOverride] = field(default_factory=dict)  # per extra denoiser, e.g. transformer_2
     needs_image: bool = False  # editing pipelines (Qwen-Image-Edit, ...) cannot run without an input image
+    # What `teacli calibrate` recorded about the fit (date, versions, prompts, R^2...); data, not read by the engine.
+    calibration: dict[str, Any] = field(default_factory=dict)
     source: str = ""  # the file it came from
 
     @property
@@ -173,14 +176,9 @@ def parse_preset(data: Any, path: str) -> Preset:
         fps=_optional(defaults, path, "fps", prefix="defaults.", minimum=1),
     )
 
-    rel_l1_range = data.get("rel_l1_range")
-    if rel_l1_range is not None:
-        if not isinstance(rel_l1_range, list) or len(rel_l1_range) != 2:
-            raise _fail(path, "rel_l1_range", "expected [low, high]")
-        low, high = (float(_number(v, path, "rel_l1_range", minimum=0)) for v in rel_l1_range)
-        if low > high:
-            raise _fail(path, "rel_l1_range", f"low {low} is above high {high}")
-        rel_l1_range = (low, high)
+    calibration = data.get("calibration")
+    if calibration is not None and not isinstance(calibration, dict):
+        raise _fail(path, "calibration", "expected a mapping (teacli calibrate writes it)")
 
     call_kwargs = data.get("call_kwargs")
     call_kwargs = {} if call_kwargs is None else call_kwargs
@@ -196,13 +194,25 @@ def parse_preset(data: Any, path: str) -> Preset:
         description=_string(data, path, "description", required=False),
         ret_steps=_optional(data, path, "ret_steps", minimum=0, integer=True) or 0,
         cutoff_steps=_optional(data, path, "cutoff_steps", minimum=1, integer=True),
-        rel_l1_range=rel_l1_range,
+        rel_l1_range=_range(data.get("rel_l1_range"), path, "rel_l1_range"),
         call_kwargs=dict(call_kwargs),
         needs_image=_flag(data, path, "needs_image"),
         modulated_input=_string(data, path, "modulated_input", required=False) or None,
         experts=_experts(data.get("experts"), path),
+        calibration=dict(calibration or {}),
         source=path,
     )
+
+
+def _range(value: Any, path: str, name: str) -> tuple[float, float] | None:
+    if value is None:
+        return None
+    if not isinstance(value, list) or len(value) != 2:
+        raise _fail(path, name, "expected [low, high]")
+    low, high = (float(_number(v, path, name, minimum=0)) for v in value)
+    if low > high:
+        raise _fail(path, name, f"low {low} is above high {high}")
+    return low, high
 
 
 def _coefficients(value: Any, path: str, name: str) -> tuple[float, ...]:
@@ -211,7 +221,7 @@ def _coefficients(value: Any, path: str, name: str) -> tuple[float, ...]:
     return tuple(float(_number(c, path, name)) for c in value)
 
 
-EXPERT_FIELDS = ("coefficients", "coefficients_source", "thresh", "ret_steps", "modulated_input")
+EXPERT_FIELDS = ("coefficients", "coefficients_source", "thresh", "ret_steps", "modulated_input", "rel_l1_range")
 
 
 def _experts(value: Any, path: str) -> dict[str, ExpertOverride]:
@@ -235,6 +245,7 @@ def _experts(value: Any, path: str) -> dict[str, ExpertOverride]:
             thresh=_optional(spec, path, "thresh", prefix=f"{where}.", minimum=0),
             ret_steps=_optional(spec, path, "ret_steps", prefix=f"{where}.", minimum=0, integer=True),
             modulated_input=_string(spec, path, "modulated_input", required=False) or None,
+            rel_l1_range=_range(spec.get("rel_l1_range"), path, f"{where}.rel_l1_range"),
         )
     return experts
 
@@ -261,6 +272,56 @@ def _components(value: Any, path: str) -> dict[str, Component]:
                 raise _fail(path, f"{where}.{key}", f"expected a non-empty string, got {text!r}")
         components[name] = Component(fields["class"], fields["model"], fields["subfolder"], dict(kwargs))
     return components
+
+
+def preset_to_dict(preset: Preset) -> dict[str, Any]:
+    """The preset as the mapping a preset file holds: parse_preset(preset_to_dict(p)) equals p."""
+
+    def plain(value: Any) -> Any:
+        if isinstance(value, tuple):
+            return [plain(v) for v in value]
+        if isinstance(value, dict):
+            return {k: plain(v) for k, v in value.items()}
+        return value
+
+    def without_none(obj: Any) -> dict[str, Any]:
+        return {name: plain(getattr(obj, name)) for name in obj.__dataclass_fields__ if getattr(obj, name) is not None}
+
+    data: dict[str, Any] = {
+        "name": preset.name,
+        "description": preset.description or None,
+        "model": preset.model,
+        "pipeline": preset.pipeline,
+        "transformer": preset.transformer,
+        "extractor": preset.extractor,
+        "coefficients": list(preset.coefficients),
+        "coefficients_source": preset.coefficients_source,
+        "thresh": preset.thresh,
+        "defaults": without_none(preset.defaults),
+        "ret_steps": preset.ret_steps or None,
+        "cutoff_steps": preset.cutoff_steps,
+        "rel_l1_range": plain(preset.rel_l1_range),
+        "modulated_input": preset.modulated_input,
+        "needs_image": preset.needs_image or None,
+        "call_kwargs": plain(preset.call_kwargs) or None,
+        "components": {
+            name: {
+                key: value
+                for key, value in {
+                    "class": c.class_name,
+                    "model": c.model,
+                    "subfolder": c.subfolder,
+                    "kwargs": plain(c.kwargs) or None,
+                }.items()
+                if value is not None
+            }
+            for name, c in preset.components.items()
+        }
+        or None,
+        "experts": {name: without_none(override) for name, override in preset.experts.items()} or None,
+        "calibration": plain(preset.calibration) or None,
+    }
+    return {key: value for key, value in data.items() if value is not None}
 
 
 def load_preset_file(path: str | Path) -> Preset:

@@ -93,7 +93,7 @@ def teacache_configs(preset: Preset, thresh: float | None = None):
             coefficients=pick(override.coefficients, preset.coefficients),
             ret_steps=pick(override.ret_steps, preset.ret_steps),
             cutoff_steps=preset.cutoff_steps,
-            rel_l1_range=preset.rel_l1_range,
+            rel_l1_range=pick(override.rel_l1_range, preset.rel_l1_range),
             coefficients_source=pick(override.coefficients_source, preset.coefficients_source),
             modulated_input=pick(override.modulated_input, preset.modulated_input),
         )
