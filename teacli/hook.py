@@ -54,6 +54,9 @@ class TeaCacheConfig:
         coefficients_source: where the coefficients come from, for logs and reports.
         modulated_input: measure the decision on this named alternative the extractor offers
             (CacheContext.modulated_alternatives) instead of its default modulated input.
+        record_output_change: also record the rel_l1 of the blocks' output (the first stream
+            `run_transformer_blocks` returns) between consecutive computed calls of a branch: the y
+            that `teacli calibrate` fits against rel_l1. Keeps one more tensor per branch.
     """
 
     thresh: float = 0.2
@@ -64,6 +67,7 @@ class TeaCacheConfig:
     rel_l1_range: tuple[float, float] | None = None
     coefficients_source: str = "user"
     modulated_input: str | None = None  # an extractor's named alternative (Wan: "time_projection")
+    record_output_change: bool = False
 
     def __post_init__(self) -> None:
         if isinstance(self.thresh, bool) or not isinstance(self.thresh, (int, float)):
@@ -99,6 +103,7 @@ class TeaCacheState(BaseState):
     def reset(self) -> None:
         self.previous_modulated_input: torch.Tensor | None = None
         self.cached_residuals: tuple[torch.Tensor, ...] | None = None
+        self.previous_output: torch.Tensor | None = None  # only with record_output_change
         self.accumulated = 0.0
         self.calls = 0
         self.last_step: int | None = None
@@ -244,11 +249,15 @@ class TeaCacheHook(ModelHook):
             forced=forced,
             x_range=config.rel_l1_range,
         )
+        output_change = None
         if verdict.decision is Decision.CACHED:
             outputs = tuple(stream + residual for stream, residual in zip(streams, state.cached_residuals))
+            state.previous_output = None  # a pair of outputs must be two computed calls in a row
         else:
             outputs = context.check_block_outputs(context.run_transformer_blocks())
             state.cached_residuals = tuple(out - stream for out, stream in zip(outputs, streams))
+            if config.record_output_change:
+                output_change = self._output_change(state, outputs[0].detach(), distance)
         state.previous_modulated_input = modulated
         state.accumulated = verdict.carried
         state.calls += 1
@@ -263,8 +272,18 @@ class TeaCacheHook(ModelHook):
             rel_l1=distance,
             accumulated=verdict.accumulated,
             decision=verdict.decision,
+            output_rel_l1=output_change,
         )
         return context.postprocess(*outputs), record
+
+    @staticmethod
+    def _output_change(state: TeaCacheState, output: torch.Tensor, distance: float | None) -> float | None:
+        """rel_l1 of the block output since this branch's previous call, when both were computed and the
+        input distance was measured too (so x and y describe the same pair of calls)."""
+        previous, state.previous_output = state.previous_output, output
+        if distance is None or previous is None or previous.shape != output.shape:
+            return None
+        return rel_l1(output, previous)
 
     def _call_slot(self, position: _Position) -> int:
         """0 for the first call of a step, 1 for the second... when no cache_context names the branch.
@@ -450,13 +469,16 @@ def apply_teacache(pipe_or_transformer: Any, config: TeaCacheConfig | Mapping[st
         registry = HookRegistry.check_if_exists_or_initialize(module)
         registry.register_hook(hook, TEACACHE_HOOK)
         registry.invalidate_child_registries_cache()
-        logger.info(
-            "TeaCache enabled on %s (%s): thresh %g, coefficients: %s",
-            name,
-            type(unwrap_module(module)).__name__,
-            config.thresh,
-            config.coefficients_source,
-        )
+        if config.record_output_change:
+            logger.debug("TeaCache recording input and output changes on %s for calibration", name)
+        else:
+            logger.info(
+                "TeaCache enabled on %s (%s): thresh %g, coefficients: %s",
+                name,
+                type(unwrap_module(module)).__name__,
+                config.thresh,
+                config.coefficients_source,
+            )
     return TeaCacheHandle(pipe_or_transformer, modules, configs, stats)
 
 

@@ -194,3 +194,43 @@ def render_bench(rows: list[BenchRow], baseline: BenchRow | None, title: str, co
             format_psnr(row.psnr) if row is not baseline else "-",
         )
     console.print(table)
+
+
+def render_calibration(result: Any, console: Console) -> None:
+    """The fit per denoiser (and per branch where several ran), then what the data statistics warn of."""
+    settings = result.settings
+    table = Table(
+        title=f"calibration: {settings.prompts} prompts x {settings.steps} steps, order {settings.order}",
+        caption="x: rel_l1 of the modulated input, y: rel_l1 of the block output, per consecutive pair of calls",
+    )
+    for column in ("denoiser", "branch", "pairs", "x range", "y range", "Pearson r", "R^2"):
+        table.add_column(column, justify="left" if column in ("denoiser", "branch") else "right")
+
+    def add(module: str, branch: str, fit: Any, style: str = "") -> None:
+        r = "-" if math.isnan(fit.correlation) else f"{fit.correlation:.3f}"
+        table.add_row(
+            module,
+            branch,
+            str(fit.pairs),
+            f"{fit.x_range[0]:.4f} - {fit.x_range[1]:.4f}",
+            f"{fit.y_range[0]:.4f} - {fit.y_range[1]:.4f}",
+            r,
+            f"{fit.r2:.4f}",
+            style=style,
+        )
+
+    for module, fitted in result.fits.items():
+        add(
+            module, "all" if fitted.branches else next(b for m, b in result.pairs if m == module), fitted.pooled, "bold"
+        )
+        for branch, fit in fitted.branches.items():
+            add(module, branch, fit, "dim")
+    console.print(table)
+    for module, fitted in result.fits.items():
+        values = ", ".join(f"{c:.6g}" for c in fitted.pooled.coefficients)
+        console.print(f"coefficients ({module}): [{values}]", highlight=False)
+    warnings = result.warnings()
+    for warning in warnings:
+        console.print(f"[yellow]warning:[/] {warning}", highlight=False)
+    if not warnings:
+        console.print("[green]data statistics: no warnings[/] (pairs, x scale, correlation, coefficient size)")

@@ -55,13 +55,13 @@ class GenerationRequest:
         return cls(**values)
 
 
-def _call_parameters(pipe: Any) -> dict[str, inspect.Parameter]:
+def call_parameters(pipe: Any) -> dict[str, inspect.Parameter]:
     return dict(inspect.signature(pipe.__call__).parameters)
 
 
 def pipeline_kwargs(pipe: Any, request: GenerationRequest) -> dict[str, Any]:
     """The keyword arguments for `pipe(...)`, using only the names this pipeline takes."""
-    params = _call_parameters(pipe)
+    params = call_parameters(pipe)
     kwargs: dict[str, Any] = {
         "prompt": request.prompt,
         "num_inference_steps": request.steps,
@@ -105,7 +105,7 @@ class GenerationResult:
 
 def generate(pipe: Any, request: GenerationRequest, on_step: Callable[[int], None] | None = None) -> GenerationResult:
     kwargs = pipeline_kwargs(pipe, request)
-    if on_step is not None and "callback_on_step_end" in _call_parameters(pipe):
+    if on_step is not None and "callback_on_step_end" in call_parameters(pipe):
 
         def callback(_pipe: Any, step: int, _timestep: Any, _tensors: dict) -> dict:
             on_step(step)

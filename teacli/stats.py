@@ -19,6 +19,7 @@ class StepRecord:
     accumulated: float  # the accumulated distance compared with the threshold
     decision: Decision
     seconds: float
+    output_rel_l1: float | None = None  # rel_l1 of the block output, with TeaCacheConfig.record_output_change
 
     def to_dict(self) -> dict:
         data = asdict(self)

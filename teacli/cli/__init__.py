@@ -1,4 +1,4 @@
-"""The teacli command line: generate, bench and list-models, each a thin layer over the library."""
+"""The teacli command line: generate, bench, calibrate and list-models, each a thin layer over the library."""
 
 from __future__ import annotations
 
@@ -14,10 +14,11 @@ app = typer.Typer(
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 
-from . import bench, generate, list_models  # noqa: E402
+from . import bench, calibrate, generate, list_models  # noqa: E402
 
 app.command("generate")(generate.generate)
 app.command("bench")(bench.bench)
+app.command("calibrate")(calibrate.calibrate)
 app.command("list-models")(list_models.list_models)
 
 

@@ -26,11 +26,13 @@ class CLIError(typer.TyperException):
 
 
 def user_error_types() -> tuple[type[Exception], ...]:
+    from ..calibration import CalibrationError
     from ..catalog import PresetError
     from ..embedded import UnknownEmbeddedModel
     from ..hook import TeaCacheError
     from ..loading import ModelError
     from ..output import OutputError
+    from ..prompts import PromptsError
     from ..registry import UnknownTransformerError
     from ..runner import GenerationError
 
@@ -42,6 +44,8 @@ def user_error_types() -> tuple[type[Exception], ...]:
         UnknownTransformerError,
         GenerationError,
         UnknownEmbeddedModel,
+        CalibrationError,
+        PromptsError,
     )
 
 
