@@ -1,11 +1,14 @@
 """Model presets: one YAML file per model, validated field by field.
 
-Built-in presets ship in the teacli.presets package. Every error names the file and the field.
+Built-in presets ship in the teacli.presets package. User presets live in the directories named by
+TEACLI_PRESETS and in the user config directory (~/.config/teacli/presets on Linux); a user preset with
+a built-in's name replaces it. Every error names the file and the field.
 """
 
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass, field
 from functools import cache
 from importlib import resources
@@ -16,6 +19,8 @@ import yaml
 
 EMBEDDED_PREFIX = "embedded:"
 DEFAULT_PRESET = "tiny-flux"
+PRESETS_ENV = "TEACLI_PRESETS"
+PRESET_SUFFIXES = (".yaml", ".yml")
 
 
 REQUIRED_STRINGS = ("name", "model", "pipeline", "transformer", "extractor", "coefficients_source")
@@ -91,6 +96,16 @@ class Preset:
     def is_test_model(self) -> bool:
         """Embedded tiny pipelines teacli builds offline: for tests and smoke runs, not for pictures."""
         return self.embedded is not None
+
+    @property
+    def is_user(self) -> bool:
+        """Read from a file outside the built-in presets: a user preset directory or a --model file."""
+        return bool(self.source) and Path(self.source).resolve().parent != _builtin_dir()
+
+    @property
+    def overrides(self) -> Preset | None:
+        """The built-in preset this user preset replaces (same name), if any."""
+        return builtin_presets().get(self.name) if self.is_user else None
 
     @property
     def coefficients_kind(self) -> str:
@@ -337,15 +352,23 @@ def load_preset_file(path: str | Path) -> Preset:
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark is not None else ""
-        raise PresetError(f"preset {path}: not valid YAML{where}: {getattr(error, 'problem', error)}") from None
+        problem = getattr(error, "problem", None) or error
+        if isinstance(error, yaml.constructor.ConstructorError):
+            problem = f"{problem} (presets are plain YAML: tags such as !!python/object are not allowed)"
+        raise PresetError(f"preset {path}: not valid YAML{where}: {problem}") from None
     return parse_preset(data, str(path))
+
+
+@cache
+def _builtin_dir() -> Path:
+    return Path(str(resources.files("teacli.presets"))).resolve()
 
 
 @cache
 def builtin_presets() -> dict[str, Preset]:
     presets: dict[str, Preset] = {}
     for entry in sorted(resources.files("teacli.presets").iterdir(), key=lambda e: e.name):
-        if entry.name.endswith((".yaml", ".yml")):
+        if entry.name.endswith(PRESET_SUFFIXES):
             preset = load_preset_file(Path(str(entry)))
             if preset.name in presets:
                 raise PresetError(
@@ -355,14 +378,80 @@ def builtin_presets() -> dict[str, Preset]:
     return presets
 
 
+def user_config_presets_dir() -> Path:
+    """The presets folder in the user's config directory (~/.config/teacli/presets on Linux); may not exist."""
+    import platformdirs
+
+    return Path(platformdirs.user_config_dir("teacli", appauthor=False)) / "presets"
+
+
+def user_preset_dirs() -> list[Path]:
+    """The directories searched for user presets, first wins: TEACLI_PRESETS in order, then the config one.
+
+    A directory TEACLI_PRESETS names must exist (a typo there would otherwise hide the user's presets);
+    the config directory is searched only when it exists.
+    """
+    dirs: list[Path] = []
+    for entry in os.environ.get(PRESETS_ENV, "").split(os.pathsep):
+        if not entry.strip():
+            continue
+        directory = Path(entry).expanduser()
+        if not directory.is_dir():
+            raise PresetError(
+                f"{PRESETS_ENV} names {entry}, which is not a directory; create it or fix {PRESETS_ENV} "
+                f"(directories separated by '{os.pathsep}')"
+            )
+        dirs.append(directory)
+    config_dir = user_config_presets_dir()
+    if config_dir.is_dir():
+        dirs.append(config_dir)
+    unique: dict[Path, Path] = {}
+    for directory in dirs:
+        unique.setdefault(directory.resolve(), directory)
+    return list(unique.values())
+
+
+def _presets_in(directory: Path) -> dict[str, Preset]:
+    presets: dict[str, Preset] = {}
+    files = [p for p in directory.iterdir() if p.name.endswith(PRESET_SUFFIXES) and not p.name.startswith(".")]
+    for path in sorted(files, key=lambda p: p.name):
+        preset = load_preset_file(path)
+        if preset.name in presets:
+            raise PresetError(
+                f"preset {path}: field 'name': '{preset.name}' is also used by {presets[preset.name].source} "
+                "in the same directory; rename one or move it elsewhere"
+            )
+        presets[preset.name] = preset
+    return presets
+
+
+def user_presets() -> dict[str, Preset]:
+    """Every *.yaml / *.yml in the user preset directories, by name; the first directory with a name wins.
+
+    Read afresh on every call (the directories and TEACLI_PRESETS may change); a broken file is an error,
+    not skipped: ignoring a file the user wrote would silently run the built-in preset instead.
+    """
+    presets: dict[str, Preset] = {}
+    for directory in user_preset_dirs():
+        for name, preset in _presets_in(directory).items():
+            presets.setdefault(name, preset)
+    return presets
+
+
+def all_presets() -> dict[str, Preset]:
+    """Built-in presets with user presets replacing those of the same name, then new user presets."""
+    return {**builtin_presets(), **user_presets()}
+
+
 def find_preset(name_or_model: str) -> Preset | None:
-    """A built-in preset by its name, or by the hub id / path in its `model` field."""
-    presets = builtin_presets()
+    """A preset (user or built-in) by its name, or by the hub id / path in its `model` field."""
+    presets = all_presets()
     if name_or_model in presets:
         return presets[name_or_model]
     matches = [p for p in presets.values() if p.model == name_or_model]
-    # Several presets may share weights (tiny-flux and tiny-flux-kontext): the plain generation one wins.
-    return min(matches, key=lambda p: (p.needs_image, p.name), default=None)
+    # Several presets may share weights (tiny-flux and tiny-flux-kontext): the plain generation one wins,
+    # then a user preset (a calibrated one) over a built-in.
+    return min(matches, key=lambda p: (p.needs_image, not p.is_user, p.name), default=None)
 
 
 def presets_for_transformer(class_name: str) -> list[Preset]:

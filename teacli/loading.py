@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import warnings
+from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 
@@ -15,7 +16,7 @@ from .catalog import (
     ExpertOverride,
     Preset,
     PresetError,
-    builtin_presets,
+    all_presets,
     find_preset,
     load_preset_file,
 )
@@ -31,14 +32,18 @@ class ModelError(ValueError):
 
 
 def resolve_preset(model: str | None) -> Preset:
-    """A preset name, a preset file, a hub id or local path of a preset, or any pipeline whose
-    transformer has an extractor (its coefficients are then borrowed from a preset of that class)."""
+    """A preset name (user presets first), a preset file, a hub id or local path of a preset, or any pipeline
+    whose transformer has an extractor (its coefficients are then borrowed from a preset of that class)."""
     if model is None:
-        return builtin_presets()[DEFAULT_PRESET]
-    if model.endswith((".yaml", ".yml")):
-        if not Path(model).is_file():
-            raise ModelError(f"preset file {model} does not exist")
-        return load_preset_file(model)
+        return all_presets()[DEFAULT_PRESET]
+    if model.lower().endswith((".yaml", ".yml")):
+        path = Path(model).expanduser()
+        if not path.exists():
+            where = "" if path.is_absolute() else f" (relative to {Path.cwd()})"
+            raise ModelError(f"preset file {model} does not exist{where}")
+        if not path.is_file():
+            raise ModelError(f"preset file {model} is not a file")
+        return load_preset_file(path)
     preset = find_preset(model)
     if preset is not None:
         return preset
@@ -48,7 +53,8 @@ def resolve_preset(model: str | None) -> Preset:
 def _borrowed_preset(model: str) -> Preset:
     from diffusers import DiffusionPipeline
 
-    known = ", ".join(builtin_presets())
+    presets = all_presets()
+    known = ", ".join(presets)
     try:
         with warnings.catch_warnings():  # hub client deprecation notices are not the user's concern
             warnings.simplefilter("ignore")
@@ -64,7 +70,8 @@ def _borrowed_preset(model: str) -> Preset:
         raise ModelError(f"model '{model}' has no transformer component; TeaCache needs a diffusion transformer")
     if not has_extractor(class_name):
         raise ModelError(f"model '{model}' uses {class_name}: {unsupported_message(class_name)}")
-    donors = [p for p in builtin_presets().values() if p.transformer == class_name and not p.is_test_model]
+    # A user preset replacing a built-in (a calibrated flux-dev) lends its coefficients in the built-in's place.
+    donors = [p for p in presets.values() if p.transformer == class_name and not p.is_test_model]
     if not donors:
         raise ModelError(
             f"model '{model}' uses {class_name}, which has an extractor but no preset to take coefficients "
@@ -82,19 +89,31 @@ def _borrowed_preset(model: str) -> Preset:
     )
 
 
-def teacache_configs(preset: Preset, thresh: float | None = None):
-    """TeaCacheConfig from a preset; a dict per denoiser when it has expert overrides (Wan 2.2)."""
+def teacache_configs(
+    preset: Preset,
+    thresh: float | None = None,
+    coefficients: Sequence[float] | None = None,
+    coefficients_source: str = "user",
+):
+    """TeaCacheConfig from a preset; a dict per denoiser when it has expert overrides (Wan 2.2).
+
+    `thresh` and `coefficients` given here apply to every denoiser. Given coefficients drop the preset's
+    calibrated rel_l1_range too: that range belongs to the fit it came with, not to these.
+    """
     from .hook import TeaCacheConfig
 
     def config(override: ExpertOverride) -> TeaCacheConfig:
         pick = lambda own, shared: shared if own is None else own  # noqa: E731
+        own_fit = coefficients is None
         return TeaCacheConfig(
             thresh=thresh if thresh is not None else pick(override.thresh, preset.thresh),
-            coefficients=pick(override.coefficients, preset.coefficients),
+            coefficients=pick(override.coefficients, preset.coefficients) if own_fit else tuple(coefficients),
             ret_steps=pick(override.ret_steps, preset.ret_steps),
             cutoff_steps=preset.cutoff_steps,
-            rel_l1_range=pick(override.rel_l1_range, preset.rel_l1_range),
-            coefficients_source=pick(override.coefficients_source, preset.coefficients_source),
+            rel_l1_range=pick(override.rel_l1_range, preset.rel_l1_range) if own_fit else None,
+            coefficients_source=pick(override.coefficients_source, preset.coefficients_source)
+            if own_fit
+            else coefficients_source,
             modulated_input=pick(override.modulated_input, preset.modulated_input),
         )
 

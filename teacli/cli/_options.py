@@ -42,6 +42,18 @@ ImageOpt = Annotated[
     typer.Option("--image", help="Input image for editing models (FLUX.1 Kontext, Qwen-Image-Edit, ...)"),
 ]
 VerboseOpt = Annotated[bool, typer.Option("--verbose", "-v", help="Log a line per transformer call")]
+CoefficientsOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--coefficients",
+        help="Rescaling polynomial a,b,c,d,e (2-7 numbers, highest power first) for every denoiser, "
+        "instead of the preset's [default: the preset's]",
+    ),
+]
+
+# What reports and logs say about coefficients given with --coefficients.
+COEFFICIENTS_OPTION_SOURCE = "user (--coefficients)"
+COEFFICIENTS_FORM = "2-7 comma-separated numbers, highest power first, e.g. 498.65,-283.78,55.86,-3.82,0.264"
 
 
 def check_thresh(value: float) -> float:
@@ -73,3 +85,22 @@ def check_positive(name: str, value: int | None) -> int | None:
     if value is not None and value <= 0:
         raise CLIError(f"{name} must be positive, got {value}")
     return value
+
+
+def parse_coefficients(text: str | None) -> tuple[float, ...] | None:
+    """--coefficients a,b,c,d,e: the polynomial TeaCache rescales rel_l1 with, as presets write it."""
+    if text is None:
+        return None
+    parts = text.split(",")
+    values = []
+    for part in parts:
+        try:
+            values.append(float(part))
+        except ValueError:
+            raise CLIError(f"--coefficients takes {COEFFICIENTS_FORM}; '{part.strip()}' is not a number") from None
+    if not 2 <= len(values) <= 7:
+        raise CLIError(f"--coefficients takes {COEFFICIENTS_FORM}; got {len(values)} number(s)")
+    bad = next((part.strip() for part, value in zip(parts, values) if not math.isfinite(value)), None)
+    if bad is not None:
+        raise CLIError(f"--coefficients takes {COEFFICIENTS_FORM}; '{bad}' is not finite")
+    return tuple(values)

@@ -15,18 +15,31 @@ from ..hook import TeaCacheConfig
 from ..loading import check_extractor, load_pipeline, pick_device, pick_dtype, resolve_preset, teacache_configs
 from ..runner import GenerationRequest, GenerationResult, generate
 from ._app import CLIError, stderr
-from ._options import Device, DType
+from ._options import COEFFICIENTS_OPTION_SOURCE, Device, DType
 
 
 @dataclass
 class Session:
     preset: Preset
     pipe: Any
+    coefficients: tuple[float, ...] | None = None  # the user's --coefficients, for every denoiser
 
-    def config(self, thresh: float | None = None) -> TeaCacheConfig | dict[str, TeaCacheConfig]:
+    def config(
+        self, thresh: float | None = None, coefficients: tuple[float, ...] | None = None
+    ) -> TeaCacheConfig | dict[str, TeaCacheConfig]:
         """The preset's TeaCache config; one per denoiser where the preset has expert overrides.
-        A threshold given here (the user's --thresh) applies to every denoiser."""
-        return teacache_configs(self.preset, thresh)
+        A threshold (the user's --thresh) and coefficients (--coefficients, else the session's) given here
+        apply to every denoiser."""
+        return teacache_configs(
+            self.preset,
+            thresh,
+            coefficients=coefficients if coefficients is not None else self.coefficients,
+            coefficients_source=COEFFICIENTS_OPTION_SOURCE,
+        )
+
+    @property
+    def coefficients_source(self) -> str:
+        return COEFFICIENTS_OPTION_SOURCE if self.coefficients is not None else self.preset.coefficients_source
 
 
 def resolve(model: str | None) -> Preset:
@@ -82,11 +95,13 @@ def input_image(preset: Preset, path: Path | None) -> Any:
     return open_image(path)
 
 
-def open_session(preset: Preset, device: Device, dtype: DType) -> Session:
+def open_session(
+    preset: Preset, device: Device, dtype: DType, coefficients: tuple[float, ...] | None = None
+) -> Session:
     torch_device = pick_device(device.value)
     with stderr.status(f"loading {preset.name} ..."):
         pipe = load_pipeline(preset, torch_device, pick_dtype(dtype.value, torch_device))
-    return Session(preset, pipe)
+    return Session(preset, pipe, coefficients)
 
 
 @contextmanager

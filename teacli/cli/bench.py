@@ -9,6 +9,7 @@ import typer
 
 from ._app import EXIT_INTERRUPTED, CLIError, print_error, setup_logging
 from ._options import (
+    CoefficientsOpt,
     Device,
     DeviceOpt,
     DType,
@@ -23,6 +24,7 @@ from ._options import (
     WidthOpt,
     check_positive,
     check_steps,
+    parse_coefficients,
     parse_thresholds,
 )
 
@@ -32,6 +34,7 @@ BENCH_PROMPT = "a red circle on a blue background"
 def bench(
     model: ModelOpt = None,
     thresh: Annotated[str, typer.Option("--thresh", "-t", help="Comma-separated thresholds")] = "0.1,0.2,0.4",
+    coefficients: CoefficientsOpt = None,
     steps: StepsOpt = None,
     seed: SeedOpt = 0,
     guidance: GuidanceOpt = None,
@@ -60,6 +63,7 @@ def bench(
     from ._session import check_pipeline_takes, input_image, open_session, resolve, step_progress
 
     thresholds = parse_thresholds(thresh)
+    user_coefficients = parse_coefficients(coefficients)
     check_steps(steps)
     check_positive("--runs", runs)
     check_positive("--height", height)
@@ -86,7 +90,7 @@ def bench(
     ]
 
     try:
-        session = open_session(preset, device, dtype)
+        session = open_session(preset, device, dtype, user_coefficients)
         total = (warmup + runs) * len(configs)
         with step_progress("bench", total) as progress:
             task = progress.add_task("bench", total=total)
@@ -103,8 +107,15 @@ def bench(
         print_error("interrupted; nothing was written")
         raise typer.Exit(EXIT_INTERRUPTED) from None
 
-    title = f"bench {preset.name}: {request.steps} steps, {runs} runs, warm-up {warmup}, device {session.pipe.device}"
+    title = (
+        f"bench {preset.name}: {request.steps} steps, {runs} runs, warm-up {warmup}, device {session.pipe.device}, "
+        f"coefficients: {session.coefficients_source}"
+    )
     render_bench(result.rows, result.baseline, title, Console())
     if json_out is not None:
-        save_json(result.to_dict(preset.name, request.steps, str(session.pipe.device)), json_out)
+        data = result.to_dict(preset.name, request.steps, str(session.pipe.device))
+        data["coefficients_source"] = session.coefficients_source
+        if user_coefficients is not None:
+            data["coefficients"] = list(user_coefficients)
+        save_json(data, json_out)
         Console().print(f"wrote {json_out}")

@@ -10,6 +10,7 @@ import typer
 
 from ._app import EXIT_INTERRUPTED, CLIError, print_error, setup_logging
 from ._options import (
+    CoefficientsOpt,
     Device,
     DeviceOpt,
     DType,
@@ -25,6 +26,7 @@ from ._options import (
     check_positive,
     check_steps,
     check_thresh,
+    parse_coefficients,
 )
 
 WARMUP_STEPS = 2
@@ -37,6 +39,7 @@ def generate(
         float | None,
         typer.Option("--thresh", "-t", help="TeaCache threshold; 0 computes every step [default: the preset's]"),
     ] = None,
+    coefficients: CoefficientsOpt = None,
     steps: StepsOpt = None,
     seed: SeedOpt = 0,
     guidance: GuidanceOpt = None,
@@ -78,6 +81,7 @@ def generate(
     # Everything the user typed is checked before the model is loaded.
     if thresh is not None:
         check_thresh(thresh)
+    user_coefficients = parse_coefficients(coefficients)
     check_steps(steps)
     check_positive("--height", height)
     check_positive("--width", width)
@@ -120,7 +124,7 @@ def generate(
     threshold = preset.thresh if thresh is None else thresh
 
     try:
-        session = open_session(preset, device, dtype)
+        session = open_session(preset, device, dtype, user_coefficients)
         baseline = None
         if compare_baseline:
             # One short run first, so neither measured run pays the one-time start-up costs.
@@ -138,7 +142,7 @@ def generate(
         model=preset.name,
         transformer=preset.transformer,
         thresh=threshold,
-        coefficients_source=preset.coefficients_source,
+        coefficients_source=session.coefficients_source,
         steps=request.steps,
         seconds=result.seconds,
         stats=handle.stats,
@@ -147,6 +151,11 @@ def generate(
         psnr=psnr(result.output, baseline.output) if baseline else None,
         media=None if kind is MediaKind.image else result.output.describe(),
     )
+    if user_coefficients is not None:
+        summary.notes.append(
+            f"coefficients: {session.coefficients_source} {', '.join(f'{c:g}' for c in user_coefficients)} "
+            f"in place of the preset's ({preset.coefficients_source})"
+        )
     if kind is MediaKind.video and out.suffix.lower() == ".gif" and not mp4_available():
         summary.notes.append("no MP4 encoder installed, so the video is a GIF: pip install 'teacli[video]' for MP4")
     render_generation(summary, Console())

@@ -13,23 +13,24 @@ def list_models() -> None:
     from rich.console import Console
     from rich.table import Table
 
-    from ..catalog import builtin_presets
+    from ..catalog import all_presets
     from ..registry import supported_classes
     from ._app import quiet_libraries
 
     quiet_libraries()
-    presets = sorted(builtin_presets().values(), key=lambda p: (p.is_test_model, p.transformer, p.name))
+    presets = sorted(all_presets().values(), key=lambda p: (p.is_test_model, p.transformer, p.name))
     table = Table(
         title=f"teacli presets (diffusers {diffusers.__version__})",
         caption="coefficients: published (fitted for the model), borrowed (from a similar model: "
-        "teacli calibrate fits your own), calibrated. test: a tiny offline pipeline for tests, not for pictures",
+        "teacli calibrate fits your own), calibrated. test: a tiny offline pipeline for tests, not for pictures. "
+        "user: from a user preset file (listed below)",
     )
     for column in ("name", "model", "pipeline", "transformer", "coefficients", "thresh", "available"):
         table.add_column(column, overflow="fold")
     for preset in presets:
         kind = preset.coefficients_kind
         table.add_row(
-            f"{preset.name} [dim](test)[/]" if preset.is_test_model else preset.name,
+            label(preset),
             preset.model,
             preset.pipeline,
             preset.transformer,
@@ -40,7 +41,33 @@ def list_models() -> None:
         )
     console = Console()
     console.print(table)
+    print_user_presets([p for p in presets if p.is_user], console)
     console.print(f"{len(supported_classes())} transformer classes have an extractor: {', '.join(supported_classes())}")
+
+
+def label(preset: Any) -> str:
+    marks = [mark for mark, shown in (("test", preset.is_test_model), ("user", preset.is_user)) if shown]
+    return f"{preset.name} [dim]({', '.join(marks)})[/]" if marks else preset.name
+
+
+def print_user_presets(presets: list, console: Any) -> None:
+    """Which file each user preset comes from, and which built-in it replaces."""
+    from rich.markup import escape
+
+    from ..catalog import PRESETS_ENV, user_config_presets_dir, user_preset_dirs
+
+    if not presets:
+        hint = f"preset .yaml files in {user_config_presets_dir()} or a directory named by {PRESETS_ENV}"
+        console.print(f"user presets: none ({escape(hint)})", highlight=False, soft_wrap=True)
+        return
+    searched = ", ".join(str(directory) for directory in user_preset_dirs())
+    console.print(
+        f"user presets (searched in order, the first one with a name wins: {escape(searched)}):", highlight=False
+    )
+    for preset in presets:
+        replaced = preset.overrides
+        note = f", replaces the built-in {replaced.name}" if replaced is not None else ", a new preset"
+        console.print(f"  {preset.name} (user): {escape(preset.source)}{note}", highlight=False, soft_wrap=True)
 
 
 def availability(preset: Any, diffusers: Any) -> str:
