@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime
 import math
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -46,6 +47,7 @@ class Fit:
     y_range: tuple[float, float]
     x_median: float
     correlation: float  # Pearson r of x and y; nan when either is constant
+    well_conditioned: bool = True  # numpy.polyfit raised no RankWarning
 
     @property
     def order(self) -> int:
@@ -94,7 +96,10 @@ def fit_polynomial(x: Sequence[float], y: Sequence[float], order: int = 4) -> Fi
             f"every x is {xs[0]:g}: the modulated input does not change between steps, so nothing can be fitted; "
             "check the extractor's modulated input"
         )
-    coefficients = np.polyfit(xs, ys, order)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        coefficients = np.polyfit(xs, ys, order)
+    rank_warning = getattr(np, "exceptions", np).RankWarning  # numpy < 1.25 has it at the top level
     with np.errstate(invalid="ignore", divide="ignore"):
         correlation = float(np.corrcoef(xs, ys)[0, 1]) if np.ptp(ys) > 0 else math.nan
     return Fit(
@@ -105,6 +110,7 @@ def fit_polynomial(x: Sequence[float], y: Sequence[float], order: int = 4) -> Fi
         y_range=(float(ys.min()), float(ys.max())),
         x_median=float(np.median(xs)),
         correlation=correlation,
+        well_conditioned=not any(issubclass(w.category, rank_warning) for w in caught),
     )
 
 
@@ -172,11 +178,21 @@ class CalibrationResult:
                     f"{where}: x (input change) has median {fit.x_median:.2g}, under {TINY_X:g}; the modulated "
                     "input barely moves: check the extractor modulates it with the timestep"
                 )
-            if not fit.correlation >= WEAK_CORRELATION:  # also catches nan
+            if fit.correlation <= -WEAK_CORRELATION:
+                notes.append(
+                    f"{where}: y (output change) falls as x rises (Pearson r {fit.correlation:.2f}); the modulated "
+                    "input moves against the output: check the extractor's modulated input"
+                )
+            elif not fit.correlation >= WEAK_CORRELATION:  # also catches nan
                 r = "undefined" if math.isnan(fit.correlation) else f"{fit.correlation:.2f}"
                 notes.append(
                     f"{where}: y (output change) is not correlated with x (Pearson r {r}); check the extractor: "
                     "its modulated input should predict how much the output moves"
+                )
+            if not fit.well_conditioned:
+                notes.append(
+                    f"{where}: the order-{fit.order} fit is poorly conditioned (numpy RankWarning): too few "
+                    "distinct x values for this order; use more prompts or steps, or a lower --order"
                 )
             largest = max(abs(c) for c in fit.coefficients)
             if largest > HUGE_COEFFICIENT:

@@ -118,6 +118,7 @@ def render_generation(summary: GenerationSummary, console: Console) -> None:
         style="bold",
     )
     console.print(table)
+    console.print(f"coefficients: {summary.coefficients_source}", highlight=False)
     console.print(f"generation: {summary.seconds:.2f} s for {summary.steps} steps")
     if summary.media:
         console.print(summary.media)

@@ -68,3 +68,10 @@ def flux_inputs(seed: int, timestep: float = 0.7, batch: int = 1) -> dict:
         txt_ids=torch.zeros(8, 3),
         guidance=torch.full((batch,), 3.5),
     )
+
+
+@pytest.fixture(autouse=True)
+def no_user_presets(monkeypatch, tmp_path_factory):
+    """A developer's own ~/.config/teacli/presets or TEACLI_PRESETS must not change what tests see."""
+    monkeypatch.delenv("TEACLI_PRESETS", raising=False)
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path_factory.mktemp("xdg-config")))

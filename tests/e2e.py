@@ -15,10 +15,9 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from teacli.catalog import builtin_presets
 from teacli.cli import app
 from teacli.decision import Decision, decide
-from teacli.loading import teacache_configs
+from teacli.loading import resolve_preset, teacache_configs
 from teacli.stats import TeaCacheStats
 
 ROW = re.compile(r"^\W*(?P<label>[\w/#.-]+)\s*│\s*(\d+)\s*│\s*(\d+)\s*│\s*(\d+)\s*│\s*(\d+)\s*│", re.MULTILINE)
@@ -104,7 +103,7 @@ def generate_and_check(
     total = stats.totals
     assert counts["total"] == (total.calls, total.computed, total.forced, total.cached)
 
-    replay(stats, teacache_configs(builtin_presets()[preset_name], thresh))
+    replay(stats, teacache_configs(resolve_preset(preset_name), thresh))
     return stats, counts
 
 

@@ -312,7 +312,8 @@ def test_generate_coefficients_override_in_report_and_config(runner, applied):
     config, handle = applied[0]
     assert config.coefficients == ZERO and config.coefficients_source == OPTION_SOURCE
     assert handle.stats.totals.cached == 2
-    assert f"coefficients: {OPTION_SOURCE} 0, 0 in place of the preset's (borrowed from flux-dev" in result.output
+    assert f"coefficients: {OPTION_SOURCE}\n" in result.output
+    assert "--coefficients 0, 0 used in place of the preset's (borrowed from flux-dev" in result.output
     assert f"coefficients: {OPTION_SOURCE}" in " ".join(result.stderr.split())
 
 

@@ -153,8 +153,8 @@ def generate(
     )
     if user_coefficients is not None:
         summary.notes.append(
-            f"coefficients: {session.coefficients_source} {', '.join(f'{c:g}' for c in user_coefficients)} "
-            f"in place of the preset's ({preset.coefficients_source})"
+            f"--coefficients {', '.join(f'{c:g}' for c in user_coefficients)} used in place of the preset's "
+            f"({preset.coefficients_source})"
         )
     if kind is MediaKind.video and out.suffix.lower() == ".gif" and not mp4_available():
         summary.notes.append("no MP4 encoder installed, so the video is a GIF: pip install 'teacli[video]' for MP4")
