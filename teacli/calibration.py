@@ -265,6 +265,18 @@ class CalibrationResult:
         )
 
 
+def steps_note(preset: Preset, steps: int) -> str | None:
+    """A note when a calibrated preset runs at another step count than it was fitted at: rel_l1 per
+    step grows as steps get fewer, so the fit (and its clamp range) describes other distances."""
+    calibrated = preset.calibration.get("steps")
+    if preset.coefficients_kind != CALIBRATED or not isinstance(calibrated, int) or calibrated == steps:
+        return None
+    return (
+        f"coefficients calibrated at {calibrated} steps, generating with {steps}: for the best fit, "
+        f"calibrate with --steps {steps}"
+    )
+
+
 def fit_pairs(
     pairs: dict[tuple[str, str], tuple[list[float], list[float]]], settings: CalibrationSettings
 ) -> dict[str, DenoiserFit]:

@@ -58,6 +58,29 @@ def test_calibrate_tiny_flux_writes_a_preset_that_loads_back_and_drives_generate
         monkeypatch, tmp_path, str(tmp_path / "cal.yaml"), steps=10, thresh=0.15, branches={"cond"}
     )
     assert stats.totals.cached > 0
+    assert (
+        "calibrated at" not in runner.invoke(app, ["generate", "a cat", "--model", "cal.yaml", "--steps", "10"]).output
+    )
+    other = runner.invoke(app, ["generate", "a cat", "--model", "cal.yaml", "--steps", "8", "-o", "b.png"])
+    assert "coefficients calibrated at 10 steps, generating with 8" in other.output
+
+
+def test_the_coefficient_comparison_benchmark_runs_and_compares_equal_work(runner, tmp_path):
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).parents[1] / "benchmarks"))
+    try:
+        from compare_coefficients import compare
+    finally:
+        sys.path.pop(0)
+    assert calibrate(runner, *FAST, "--out", "cal.yaml").exit_code == 0
+    _, other, by_count = compare("tiny-flux", "cal.yaml", ["a cat"], steps=10, thresholds=(0.2, 0.5, 1.0))
+    assert other.coefficients_source == "calibrated"
+    assert by_count, "the two coefficient sets should meet at some computed count"
+    for computed, pairs in by_count.items():
+        assert 2 <= computed < 10
+        assert all(0 < a < float("inf") and 0 < b < float("inf") for a, b in pairs)
 
 
 def test_calibrate_accepts_a_preset_file_and_a_prompts_file(runner, tmp_path):

@@ -71,6 +71,7 @@ def generate(
     """Generate an image, video or sound with TeaCache and report calls computed vs cached."""
     from rich.console import Console
 
+    from ..calibration import steps_note
     from ..hook import apply_teacache
     from ..media import MediaKind, check_output_path, default_suffix, mp4_available, save_output
     from ..output import next_free_path
@@ -156,6 +157,8 @@ def generate(
             f"--coefficients {', '.join(f'{c:g}' for c in user_coefficients)} used in place of the preset's "
             f"({preset.coefficients_source})"
         )
+    if user_coefficients is None and (note := steps_note(preset, request.steps)) is not None:
+        summary.notes.append(note)
     if kind is MediaKind.video and out.suffix.lower() == ".gif" and not mp4_available():
         summary.notes.append("no MP4 encoder installed, so the video is a GIF: pip install 'teacli[video]' for MP4")
     render_generation(summary, Console())
