@@ -98,9 +98,7 @@ def check_output_path(path: Path, kind: MediaKind, overwrite: bool) -> Path:
     }[kind]
     if suffix not in allowed:
         wanted = {MediaKind.image: ".png, .jpg or .webp", MediaKind.video: ".mp4, .gif or .webp"}.get(kind, ".wav")
-        raise OutputError(
-            f"this model makes {kind.value}s: cannot write one as '{suffix or path.name}'; use {wanted}"
-        )
+        raise OutputError(f"this model makes {kind.value}s: cannot write one as '{suffix or path.name}'; use {wanted}")
     if suffix == ".mp4" and not mp4_available():
         raise OutputError(
             "no MP4 encoder is installed: pip install 'teacli[video]' (imageio with ffmpeg), or write .gif or .webp"
