@@ -220,3 +220,29 @@ def test_a_poorly_conditioned_fit_is_flagged():
     assert not result.fits["transformer"].pooled.well_conditioned
     assert any("poorly conditioned" in w for w in result.warnings())
     assert fit_polynomial(*synthetic(FLUX), order=4).well_conditioned
+
+
+@torch.no_grad()
+def test_the_hook_clamps_rel_l1_to_the_calibrated_range_and_leaves_it_alone_inside():
+    model = BareToyTransformer()
+    # A threshold no call reaches, so the accumulator shows every rescaled distance.
+    config = TeaCacheConfig(thresh=100.0, coefficients=IDENTITY, rel_l1_range=(0.05, 0.2))
+    handle = apply_teacache(model, config)
+    drive(model, [0.01, 0.1, 0.5])  # below, inside, above the range
+    accumulated = [r.accumulated for r in handle.stats.records[1:]]
+    assert accumulated == pytest.approx([0.05, 0.05 + 0.1, 0.05 + 0.1 + 0.2], rel=1e-5)
+    assert [r.rel_l1 for r in handle.stats.records[1:]] == pytest.approx([0.01, 0.1, 0.5], rel=1e-5)  # as measured
+
+
+def test_a_calibrated_preset_hands_its_range_to_every_denoiser_config():
+    from teacli.catalog import builtin_presets
+    from teacli.loading import teacache_configs
+
+    pairs = {
+        **as_pairs(*synthetic(FLUX, seed=1, low=0.03, high=0.1)),
+        **as_pairs(*synthetic(FLUX, seed=2, low=0.1, high=0.3), module="transformer_2"),
+    }
+    configs = teacache_configs(result_from(pairs).preset(builtin_presets()["tiny-wan22"]))
+    assert configs["transformer"].rel_l1_range == pytest.approx((0.03, 0.1), abs=1e-3)
+    assert configs["transformer_2"].rel_l1_range == pytest.approx((0.1, 0.3), abs=1e-3)
+    assert configs["transformer"].coefficients_source == configs["transformer_2"].coefficients_source == "calibrated"

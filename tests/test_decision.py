@@ -47,6 +47,7 @@ def test_rescale_is_numpy_poly1d_order_and_clamped_at_zero():
 def test_rescale_clamps_to_the_calibrated_range():
     assert rescale(10.0, IDENTITY, x_range=(0.0, 0.2)) == pytest.approx(0.2)
     assert rescale(0.001, IDENTITY, x_range=(0.05, 0.2)) == pytest.approx(0.05)
+    assert rescale(0.1, IDENTITY, x_range=(0.05, 0.2)) == 0.1  # inside the range: untouched
 
 
 def test_accumulates_until_threshold_then_computes_and_resets():
