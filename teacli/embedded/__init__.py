@@ -44,6 +44,7 @@ class LazyBuilder:
 # Name -> function that writes the model into an (empty) directory.
 EMBEDDED_MODELS: dict[str, Callable[[Path], None]] = {
     "tiny-flux": LazyBuilder("teacli.embedded.tiny_flux", "build_tiny_flux"),
+    "bench-flux": LazyBuilder("teacli.embedded.bench_flux", "build_bench_flux"),
     "tiny-flux2-klein": LazyBuilder("teacli.embedded.tiny_flux2_klein", "build_tiny_flux2_klein"),
     "tiny-qwen-image": LazyBuilder("teacli.embedded.tiny_qwen_image", "build_tiny_qwen_image"),
     "tiny-z-image": LazyBuilder("teacli.embedded.tiny_z_image", "build_tiny_z_image"),

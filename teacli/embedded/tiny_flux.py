@@ -9,6 +9,7 @@ The images it makes are noise-like; it exists for tests, demos and smoke runs.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler, FluxPipeline, FluxTransformer2DModel
@@ -23,7 +24,7 @@ from teacli.embedded.text import (
     t5_tokenizer,
 )
 
-__all__ = ["EOS_ID", "build_tiny_flux"]
+__all__ = ["EOS_ID", "build_flux_pipeline", "build_tiny_flux"]
 
 
 def _transformer() -> FluxTransformer2DModel:
@@ -75,6 +76,14 @@ def _scheduler() -> FlowMatchEulerDiscreteScheduler:
 
 def build_tiny_flux(directory: Path) -> None:
     """Build the tiny FLUX pipeline deterministically and save it to `directory`."""
+    build_flux_pipeline(directory, _transformer)
+
+
+def build_flux_pipeline(directory: Path, transformer: Callable[[], FluxTransformer2DModel]) -> None:
+    """Save a FluxPipeline around `transformer()` with tiny-flux's scheduler, VAE and text encoders.
+
+    Each component is built from a fresh seed, so any transformer leaves the others' weights unchanged.
+    """
     pipe = FluxPipeline(
         scheduler=_scheduler(),
         vae=seeded(_vae),
@@ -82,6 +91,6 @@ def build_tiny_flux(directory: Path) -> None:
         tokenizer=clip_tokenizer(),
         text_encoder_2=seeded(t5_text_encoder),
         tokenizer_2=t5_tokenizer(),
-        transformer=seeded(_transformer),
+        transformer=seeded(transformer),
     )
     pipe.save_pretrained(Path(directory), safe_serialization=True)
