@@ -21,7 +21,8 @@ import torch
 
 from teacli.hook import apply_teacache
 from teacli.loading import load_pipeline, resolve_preset, teacache_configs
-from teacli.runner import GenerationRequest, generate, psnr
+from teacli.measure import quality
+from teacli.runner import GenerationRequest, generate
 
 HELD_OUT = (
     "a lone tree on a hill under the milky way",
@@ -52,7 +53,7 @@ def sweep(pipe, preset, request: GenerationRequest, baseline, thresholds) -> dic
         finally:
             handle.remove()
         computed = handle.stats.computed
-        points.setdefault(computed, Point(request.seed, computed, thresh, psnr(output, baseline)))
+        points.setdefault(computed, Point(request.seed, computed, thresh, quality(output, baseline).psnr))
     return points
 
 

@@ -1,92 +1,259 @@
-"""Benchmark runs: configurations measured round-robin, so drift hits all of them alike."""
+"""Benchmark runs: vanilla, TeaCache and the other caches on one pipeline, measured alike.
+
+Every configuration runs the same request (prompt, seed, steps). Measured runs go round-robin
+over the configurations, so drift (thermal, other processes) hits all of them alike; with
+`isolate`, each configuration runs in a process of its own instead. Quality is measured against
+vanilla's output; the ideal speedup says what skipping that many transformer calls could give at
+most, so efficiency = speedup / ideal shows what the cache's own overhead costs.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from .hook import TeaCacheConfig, apply_teacache
-from .report import BenchRow
-from .runner import GenerationRequest, generate, psnr
+from .measure import Quality, Run, measure_generation, median, quality
+from .runner import GenerationRequest
 
 # A threshold -> the config for apply_teacache (one per denoiser for two-expert pipelines).
 MakeConfig = Callable[[float], TeaCacheConfig | dict[str, TeaCacheConfig]]
+VANILLA, TEACACHE = "vanilla", "teacache"
 
 
 @dataclass(frozen=True)
 class BenchConfig:
-    label: str
-    thresh: float | None  # None: the unhooked pipeline
+    name: str  # the row label: "vanilla", "teacache@0.2", "fbcache@0.05"
+    method: str  # "vanilla", "teacache" or a peer's method
+    setting: str = ""  # human-readable: "thresh=0.2", "threshold=0.05"
+    thresh: float | None = None  # TeaCache's threshold
+    peer: Any = None  # a teacli.peers.PeerSetting for the other caches
+
+
+def bench_configs(thresholds: Sequence[float], peer_settings: Sequence[Any] = ()) -> list[BenchConfig]:
+    """vanilla, teacache@0 (the hook's overhead), teacache@T for each threshold, then the peers' settings."""
+    configs = [BenchConfig(VANILLA, VANILLA)]
+    for thresh in dict.fromkeys([0.0, *thresholds]):
+        configs.append(BenchConfig(f"teacache@{thresh:g}", TEACACHE, f"thresh={thresh:g}", thresh=thresh))
+    configs += [BenchConfig(s.label, s.method, s.setting, peer=s) for s in peer_settings]
+    return configs
+
+
+@dataclass
+class BenchRow:
+    config: BenchConfig
+    runs: list[Run] = field(default_factory=list)
+    quality: Quality = Quality(None, None)
+
+    @property
+    def name(self) -> str:
+        return self.config.name
+
+    @property
+    def seconds(self) -> list[float]:
+        return [run.seconds for run in self.runs]
+
+    @property
+    def median(self) -> float:
+        return median(self.seconds)
+
+    @property
+    def spread(self) -> float:
+        return max(self.seconds) - min(self.seconds)
+
+    @property
+    def computed(self) -> int:
+        return self.runs[0].computed
+
+    @property
+    def total(self) -> int:
+        return self.runs[0].total
+
+    @property
+    def peak_memory_bytes(self) -> int | None:
+        peaks = [run.peak_memory_bytes for run in self.runs if run.peak_memory_bytes is not None]
+        return max(peaks) if peaks else None
+
+    @property
+    def transformer_share(self) -> float:
+        """The share of the generation spent inside transformer calls (median over runs)."""
+        return median([run.transformer_seconds / run.seconds for run in self.runs if run.seconds > 0])
+
+    @property
+    def seconds_per_call(self) -> float:
+        return median([run.transformer_seconds / run.total for run in self.runs if run.total])
 
 
 @dataclass
 class BenchResult:
-    rows: list[BenchRow]
-    baseline: BenchRow | None
-    images: dict[str, Any] = field(default_factory=dict)
+    rows: list[BenchRow]  # vanilla first
+    skipped: list[tuple[str, str]] = field(default_factory=list)  # (method, why it did not run)
 
-    def to_dict(self, model: str, steps: int, device: str) -> dict:
+    @property
+    def vanilla(self) -> BenchRow:
+        return self.rows[0]
+
+    def speedup(self, row: BenchRow) -> float:
+        return self.vanilla.median / row.median
+
+    def ideal_speedup(self, row: BenchRow) -> float:
+        """vanilla seconds / (vanilla seconds - cached calls x vanilla's mean seconds per transformer call):
+        the speedup if skipping a call cost nothing and saved a whole call."""
+        saved = (row.total - row.computed) * self.vanilla.seconds_per_call
+        remaining = self.vanilla.median - saved
+        return self.vanilla.median / remaining if remaining > 0 else float("inf")
+
+    def efficiency(self, row: BenchRow) -> float:
+        return self.speedup(row) / self.ideal_speedup(row)
+
+    def extra_memory_bytes(self, row: BenchRow) -> int | None:
+        ours, theirs = row.peak_memory_bytes, self.vanilla.peak_memory_bytes
+        return None if ours is None or theirs is None else ours - theirs
+
+    def row_dict(self, row: BenchRow) -> dict[str, Any]:
         return {
-            "model": model,
-            "steps": steps,
-            "device": device,
-            "baseline": self.baseline.to_dict(None) if self.baseline else None,
-            "rows": [row.to_dict(self.baseline) for row in self.rows],
+            "name": row.name,
+            "method": row.config.method,
+            "setting": row.config.setting,
+            "computed": row.computed,
+            "cached": row.total - row.computed,
+            "total": row.total,
+            "seconds": row.seconds,
+            "seconds_median": row.median,
+            "seconds_spread": row.spread,
+            "speedup": self.speedup(row),
+            "ideal_speedup": self.ideal_speedup(row),
+            "efficiency": self.efficiency(row),
+            "psnr": row.quality.psnr_capped,
+            "psnr_capped": row.quality.identical,  # identical to vanilla: PSNR is infinite, written as the cap
+            "ssim": row.quality.ssim,
+            "peak_memory_bytes": row.peak_memory_bytes,
+            "extra_memory_bytes": self.extra_memory_bytes(row),
+        }
+
+    def to_dict(self, **header: Any) -> dict[str, Any]:
+        from .measure import PSNR_CAP
+
+        return {
+            **header,
+            "transformer_share": self.vanilla.transformer_share,
+            "vanilla_seconds_per_transformer_call": self.vanilla.seconds_per_call,
+            "psnr_cap": PSNR_CAP,
+            "rows": [self.row_dict(row) for row in self.rows],
+            "skipped": [{"method": method, "reason": reason} for method, reason in self.skipped],
         }
 
 
-def _run_once(
-    pipe: Any, make_config: MakeConfig, request: GenerationRequest, config: BenchConfig
-) -> tuple[Any, float, int, int]:
-    """One generation; returns (image, seconds, transformer calls that ran the blocks, all calls)."""
-    if config.thresh is None:
-        result = generate(pipe, request)
-        return result.output, result.seconds, request.steps, request.steps
-    handle = apply_teacache(pipe, make_config(config.thresh))
-    try:
-        result = generate(pipe, request)
-    finally:
-        handle.remove()
-    totals = handle.stats.totals
-    return result.output, result.seconds, totals.executed, totals.calls
+class ConfigRunner:
+    """Runs one configuration on a pipeline: apply its cache, measure one generation, undo."""
+
+    def __init__(self, pipe: Any, make_config: MakeConfig, peers: dict[str, Any] | None = None) -> None:
+        self.pipe = pipe
+        self.make_config = make_config
+        self.peers = peers or {}
+
+    def prepare(self, configs: Sequence[BenchConfig], request: GenerationRequest) -> None:
+        """One-time work of the peers before anything is measured (MagCache calibrates its ratios)."""
+        from .runner import generate
+
+        for method in dict.fromkeys(c.method for c in configs if c.peer is not None):
+            self.peers[method].prepare(self.pipe, lambda: generate(self.pipe, request), request.steps)
+
+    def run(self, config: BenchConfig, request: GenerationRequest) -> Run:
+        if config.method == VANILLA:
+            return measure_generation(self.pipe, request)
+        if config.method == TEACACHE:
+            handle = apply_teacache(self.pipe, self.make_config(config.thresh))
+            try:
+                stats = handle.stats
+                return measure_generation(self.pipe, request, lambda: (stats.computed, len(stats.records)))
+            finally:
+                handle.remove()
+        undo = self.peers[config.method].apply(self.pipe, config.peer, request.steps)
+        try:
+            return measure_generation(self.pipe, request)
+        finally:
+            undo()
 
 
 def run_bench(
-    pipe: Any,
-    make_config: MakeConfig,
+    runner: ConfigRunner,
     request: GenerationRequest,
-    configs: list[BenchConfig],
+    configs: Sequence[BenchConfig],
     *,
     runs: int,
     warmup: int,
     on_run: Callable[[str], None] = lambda label: None,
 ) -> BenchResult:
-    for _ in range(warmup):
-        for config in configs:
-            _run_once(pipe, make_config, request, config)
-            on_run(f"warm-up {config.label}")
-    seconds: dict[str, list[float]] = {c.label: [] for c in configs}
-    counts: dict[str, tuple[int, int]] = {}
-    images: dict[str, Any] = {}
-    for _ in range(runs):
-        for config in configs:
-            image, elapsed, executed, calls = _run_once(pipe, make_config, request, config)
-            seconds[config.label].append(elapsed)
-            counts[config.label] = (executed, calls)
-            images.setdefault(config.label, image)
-            on_run(config.label)
-    baseline_image = next((images[c.label] for c in configs if c.thresh is None), None)
-    rows = [
-        BenchRow(
-            label=c.label,
-            thresh=c.thresh,
-            computed=counts[c.label][0],
-            calls=counts[c.label][1],
-            seconds=seconds[c.label],
-            psnr=psnr(images[c.label], baseline_image) if baseline_image is not None else None,
-        )
-        for c in configs
-    ]
-    baseline = next((row for row in rows if row.thresh is None), None)
-    return BenchResult([row for row in rows if row.thresh is not None], baseline, images)
+    """`warmup` unmeasured rounds, then `runs` measured rounds, each over every configuration in turn."""
+    runner.prepare(configs, request)
+    rows = [BenchRow(config) for config in configs]
+    for round_index in range(warmup + runs):
+        for row in rows:
+            run = runner.run(row.config, request)
+            if round_index >= warmup:
+                row.runs.append(run)
+            on_run(row.name if round_index >= warmup else f"warm-up {row.name}")
+    return _scored(rows)
+
+
+def _scored(rows: list[BenchRow]) -> BenchResult:
+    """Quality of each row's first measured output against vanilla's; outputs are then dropped."""
+    reference = rows[0].runs[0].output
+    for row in rows:
+        row.quality = quality(row.runs[0].output, reference)
+        row.runs = [replace(run, output=None) for run in row.runs]
+    return BenchResult(rows)
+
+
+@dataclass(frozen=True)
+class IsolatedJob:
+    """Everything a fresh process needs to load the model and measure one configuration."""
+
+    model: str | None
+    device: str
+    dtype: str
+    coefficients: tuple[float, ...] | None
+    request: GenerationRequest
+    config: BenchConfig
+    runs: int
+    warmup: int
+
+
+def _isolated_worker(job: IsolatedJob) -> list[Run]:
+    """Runs in its own process: load, prepare, warm up, measure; returns the runs (with outputs)."""
+    from .cli._app import quiet_libraries
+    from .loading import load_pipeline, pick_device, pick_dtype, resolve_preset, teacache_configs
+    from .peers import PEERS
+
+    quiet_libraries()
+    preset = resolve_preset(job.model)
+    device = pick_device(job.device)
+    pipe = load_pipeline(preset, device, pick_dtype(job.dtype, device))
+    runner = ConfigRunner(
+        pipe,
+        lambda thresh: teacache_configs(preset, thresh, coefficients=job.coefficients, coefficients_source="user"),
+        PEERS,
+    )
+    runner.prepare([job.config], job.request)
+    measured = []
+    for index in range(job.warmup + job.runs):
+        run = runner.run(job.config, job.request)
+        if index >= job.warmup:
+            measured.append(run)
+    return measured
+
+
+def run_isolated(jobs: Sequence[IsolatedJob], on_config: Callable[[str], None] = lambda label: None) -> BenchResult:
+    """Each configuration in a process of its own (spawned, so nothing is shared), one after another."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    rows = []
+    context = multiprocessing.get_context("spawn")
+    for job in jobs:
+        with ProcessPoolExecutor(max_workers=1, mp_context=context) as pool:
+            rows.append(BenchRow(job.config, pool.submit(_isolated_worker, job).result()))
+        on_config(job.config.name)
+    return _scored(rows)

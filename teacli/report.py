@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
@@ -56,13 +57,17 @@ class GenerationSummary:
     stats: TeaCacheStats
     output: str | None = None
     baseline_seconds: float | None = None
-    psnr: float | None = None
+    quality: Any = None  # measure.Quality against the baseline (PSNR, SSIM), with --compare-baseline
     media: str | None = None  # frames, size and length of a video or sound
     notes: list[str] = field(default_factory=list)
 
     @property
     def estimated_speedup(self) -> float | None:
         return estimated_speedup(self.stats, self.seconds)
+
+    @property
+    def psnr(self) -> float | None:
+        return self.quality.psnr if self.quality is not None else None
 
     @property
     def measured_speedup(self) -> float | None:
@@ -80,6 +85,7 @@ class GenerationSummary:
             "baseline_seconds": self.baseline_seconds,
             "measured_speedup": self.measured_speedup,
             "psnr": self.psnr,
+            "ssim": self.quality.ssim if self.quality is not None else None,
             "media": self.media,
             "output": self.output,
             **self.stats.to_dict(),
@@ -132,6 +138,7 @@ def render_generation(summary: GenerationSummary, console: Console) -> None:
         console.print(
             f"baseline without cache: {summary.baseline_seconds:.2f} s -> measured speedup "
             f"{summary.measured_speedup:.2f}x, PSNR vs baseline {format_psnr(summary.psnr)}"
+            + (f", SSIM {summary.quality.ssim:.4f}" if summary.quality.ssim is not None else "")
         )
     for note in summary.notes:
         console.print(note)
@@ -139,62 +146,56 @@ def render_generation(summary: GenerationSummary, console: Console) -> None:
         console.print(f"wrote {summary.output}")
 
 
-@dataclass
-class BenchRow:
-    label: str
-    thresh: float | None  # None for the uncached baseline
-    computed: int
-    calls: int
-    seconds: list[float]
-    psnr: float | None = None
-
-    @property
-    def median(self) -> float:
-        ordered = sorted(self.seconds)
-        middle = len(ordered) // 2
-        return ordered[middle] if len(ordered) % 2 else (ordered[middle - 1] + ordered[middle]) / 2
-
-    @property
-    def spread(self) -> float:
-        return max(self.seconds) - min(self.seconds)
-
-    def to_dict(self, baseline: BenchRow | None) -> dict[str, Any]:
-        return {
-            "label": self.label,
-            "thresh": self.thresh,
-            "computed": self.computed,
-            "calls": self.calls,
-            "seconds": self.seconds,
-            "median_seconds": self.median,
-            "spread_seconds": self.spread,
-            "speedup": baseline.median / self.median if baseline else None,
-            "psnr": None if self.psnr is None or math.isinf(self.psnr) else self.psnr,
-            "identical_to_baseline": self.psnr is not None and math.isinf(self.psnr),
-        }
+def format_bytes(value: int | None) -> str:
+    if value is None:
+        return "-"
+    sign = "-" if value < 0 else ("+" if value > 0 else "")
+    return f"{sign}{abs(value) / 2**20:.0f} MiB" if abs(value) >= 2**20 else f"{sign}{abs(value) / 1024:.0f} KiB"
 
 
-def render_bench(rows: list[BenchRow], baseline: BenchRow | None, title: str, console: Console) -> None:
-    table = Table(title=title)
-    for column, justify in (
+def render_bench(result: Any, title: str, console: Console) -> None:
+    """One row per configuration, vanilla first; then what was skipped and why."""
+    table = Table(
+        title=title,
+        caption="ideal: the speedup if every cached call saved a whole vanilla transformer call at no cost; "
+        "efficiency = speedup / ideal. PSNR and SSIM against vanilla's output (same seed).",
+    )
+    columns = (
         ("config", "left"),
         ("computed/total", "right"),
         ("median s", "right"),
         ("spread s", "right"),
         ("speedup", "right"),
-        ("PSNR vs baseline", "right"),
-    ):
+        ("ideal", "right"),
+        ("efficiency", "right"),
+        ("PSNR", "right"),
+        ("SSIM", "right"),
+        ("peak memory", "right"),
+        ("extra", "right"),
+    )
+    for column, justify in columns:
         table.add_column(column, justify=justify)
-    for row in ([baseline] if baseline else []) + rows:
-        speedup = f"{baseline.median / row.median:.2f}x" if baseline else "-"
+    rows = result.rows
+    for index, row in enumerate(rows):
+        is_vanilla = row is result.vanilla
+        last_of_method = index + 1 < len(rows) and rows[index + 1].config.method != row.config.method
         table.add_row(
-            row.label,
-            f"{row.computed}/{row.calls}",
+            row.name,
+            f"{row.computed}/{row.total}",
             f"{row.median:.3f}",
             f"{row.spread:.3f}",
-            speedup,
-            format_psnr(row.psnr) if row is not baseline else "-",
+            f"{result.speedup(row):.2f}x",
+            f"{result.ideal_speedup(row):.2f}x",
+            f"{result.efficiency(row):.3f}",
+            "-" if is_vanilla else format_psnr(row.quality.psnr),
+            "-" if is_vanilla or row.quality.ssim is None else f"{row.quality.ssim:.4f}",
+            format_bytes(row.peak_memory_bytes).lstrip("+"),
+            "-" if is_vanilla else format_bytes(result.extra_memory_bytes(row)),
+            end_section=last_of_method,
         )
     console.print(table)
+    for method, reason in result.skipped:
+        console.print(f"[yellow]skipped {method}:[/] {escape(reason)}", highlight=False)
 
 
 def render_calibration(result: Any, console: Console) -> None:
@@ -232,6 +233,6 @@ def render_calibration(result: Any, console: Console) -> None:
         console.print(f"coefficients ({module}): [{values}]", highlight=False)
     warnings = result.warnings()
     for warning in warnings:
-        console.print(f"[yellow]warning:[/] {warning}", highlight=False)
+        console.print(f"[yellow]warning:[/] {escape(warning)}", highlight=False)
     if not warnings:
         console.print("[green]data statistics: no warnings[/] (pairs, x scale, correlation, coefficient size)")

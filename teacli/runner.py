@@ -147,16 +147,3 @@ def open_image(path: str | Path) -> Any:
     except (UnidentifiedImageError, OSError) as error:
         reason = "not an image Pillow can read" if isinstance(error, UnidentifiedImageError) else str(error)
         raise GenerationError(f"--image {path}: {reason}; give a PNG, JPEG or WebP file") from None
-
-
-def psnr(output: Any, reference: Any) -> float | None:
-    """PSNR in dB of an image or video against the reference (torchmetrics); inf when identical.
-    None for sound, which has no pixels."""
-    from torchmetrics.functional.image import peak_signal_noise_ratio
-
-    from .media import media_tensor
-
-    ours, theirs = media_tensor(output), media_tensor(reference)
-    if ours is None or theirs is None or ours.shape != theirs.shape:
-        return None
-    return float(peak_signal_noise_ratio(ours, theirs, data_range=1.0))

@@ -58,30 +58,17 @@ def test_generate_with_negative_prompt_reports_both_branches(runner):
 
 def test_bench_rows_and_json(runner, tmp_path):
     result = invoke(
-        runner,
-        "bench",
-        "--thresh",
-        "0,0.3",
-        "--steps",
-        "6",
-        "--runs",
-        "2",
-        "--warmup",
-        "1",
-        "--compare-baseline",
-        "--json",
-        "bench.json",
-        "--device",
-        "cpu",
-    )
+        runner, "bench", "--thresh", "0,0.3", "--steps", "6", "--runs", "2", "--warmup", "1",
+        "--compare-baseline", "--against", "none", "--json", "bench.json", "--device", "cpu",
+    )  # fmt: skip
     assert result.exit_code == 0, result.output
     data = json.loads((tmp_path / "bench.json").read_text())
-    assert data["baseline"]["computed"] == 6 and len(data["baseline"]["seconds"]) == 2
-    rows = {row["label"]: row for row in data["rows"]}
-    assert set(rows) == {"teacache@0", "teacache@0.3"}
-    assert rows["teacache@0"]["computed"] == 6 and rows["teacache@0"]["identical_to_baseline"]
+    rows = {row["name"]: row for row in data["rows"]}
+    assert list(rows) == ["vanilla", "teacache@0", "teacache@0.3"]  # 0 is not run twice
+    assert rows["vanilla"]["computed"] == 6 and len(rows["vanilla"]["seconds"]) == 2
+    assert rows["teacache@0"]["computed"] == 6 and rows["teacache@0"]["psnr_capped"]
     assert rows["teacache@0.3"]["computed"] < 6 and rows["teacache@0.3"]["speedup"] > 0
-    assert "baseline" in result.output and "teacache@0.3" in result.output
+    assert "vanilla" in result.output and "teacache@0.3" in result.output
 
 
 def test_list_models(runner):
@@ -180,7 +167,7 @@ def test_interrupt_leaves_no_output(runner, tmp_path, monkeypatch):
         raise KeyboardInterrupt
 
     monkeypatch.setattr(teacli.runner, "generate", interrupted)
-    monkeypatch.setattr("teacli.cli._session.generate", interrupted)
+    monkeypatch.setattr("teacli.runner.generate", interrupted)
     result = runner.invoke(app, ["generate", PROMPT, *FAST, "--out", "never.png"])
     assert result.exit_code == 130
     assert "interrupted" in result.stderr

@@ -71,13 +71,14 @@ def test_two_generations_in_one_process_give_identical_images(tiny_flux_pipe):
 
 
 def test_caching_skips_calls_and_stays_close_to_the_baseline(tiny_flux_pipe):
-    from teacli.runner import psnr
+    from teacli.measure import quality
 
     baseline = generate(tiny_flux_pipe, request(steps=28))
     with apply_teacache(tiny_flux_pipe, config(0.25)) as handle:
         cached = generate(tiny_flux_pipe, request(steps=28))
     assert handle.stats.totals.cached >= 5
-    assert psnr(cached.output, baseline.output) > 30
+    score = quality(cached.output, baseline.output)
+    assert score.psnr > 30 and 0.9 < score.ssim < 1.0
 
 
 def test_remove_restores_the_pipeline(tiny_flux_pipe):

@@ -326,12 +326,14 @@ def test_generate_coefficients_override_a_user_preset_too(runner, config_dir, ap
 
 def test_bench_coefficients_override_in_title_and_json(runner, applied):
     args = ["bench", "--thresh", "0.3", "--runs", "1", "--warmup", "0", "--coefficients", "0,0", "--json", "b.json"]
+    args += ["--against", "none"]
     result = invoke(runner, *args, *FAST)
     assert result.exit_code == 0, result.output
     assert f"coefficients: {OPTION_SOURCE}" in " ".join(result.output.split())
     data = json.loads(Path("b.json").read_text())
     assert data["coefficients_source"] == OPTION_SOURCE and data["coefficients"] == ZERO
-    assert data["rows"][0]["computed"] == 2  # first and last forced, the middle two cached
+    rows = {row["name"]: row for row in data["rows"]}
+    assert rows["teacache@0.3"]["computed"] == 2  # first and last forced, the middle two cached
     assert all(config.coefficients == ZERO for config, _ in applied)
 
 

@@ -32,6 +32,7 @@ def user_error_types() -> tuple[type[Exception], ...]:
     from ..hook import TeaCacheError
     from ..loading import ModelError
     from ..output import OutputError
+    from ..plot import PlotUnavailable
     from ..prompts import PromptsError
     from ..registry import UnknownTransformerError
     from ..runner import GenerationError
@@ -46,6 +47,7 @@ def user_error_types() -> tuple[type[Exception], ...]:
         UnknownEmbeddedModel,
         CalibrationError,
         PromptsError,
+        PlotUnavailable,
     )
 
 

@@ -13,7 +13,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from ..catalog import Preset
 from ..hook import TeaCacheConfig
 from ..loading import check_extractor, load_pipeline, pick_device, pick_dtype, resolve_preset, teacache_configs
-from ..runner import GenerationRequest, GenerationResult, generate
+from ..measure import Run, measure_generation
+from ..runner import GenerationRequest
 from ._app import CLIError, stderr
 from ._options import COEFFICIENTS_OPTION_SOURCE, Device, DType
 
@@ -111,7 +112,10 @@ def step_progress(description: str, total: int) -> Iterator[Progress]:
         yield progress
 
 
-def run_with_progress(session: Session, request: GenerationRequest, description: str) -> GenerationResult:
+def run_with_progress(session: Session, request: GenerationRequest, description: str, computed: Any = None) -> Run:
+    """One measured generation (the same measuring code as bench) behind a progress bar."""
     with step_progress(description, request.steps) as progress:
         task = progress.add_task(description, total=request.steps)
-        return generate(session.pipe, request, on_step=lambda step: progress.update(task, completed=step + 1))
+        return measure_generation(
+            session.pipe, request, computed, on_step=lambda step: progress.update(task, completed=step + 1)
+        )

@@ -1,7 +1,8 @@
-"""teacli bench: speed and quality of several thresholds against the uncached pipeline."""
+"""teacli bench: TeaCache beside vanilla and the other caches, on the user's own model and machine."""
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Annotated
 
@@ -9,6 +10,7 @@ import typer
 
 from ._app import EXIT_INTERRUPTED, CLIError, print_error, setup_logging
 from ._options import (
+    COEFFICIENTS_OPTION_SOURCE,
     CoefficientsOpt,
     Device,
     DeviceOpt,
@@ -33,7 +35,15 @@ BENCH_PROMPT = "a red circle on a blue background"
 
 def bench(
     model: ModelOpt = None,
-    thresh: Annotated[str, typer.Option("--thresh", "-t", help="Comma-separated thresholds")] = "0.1,0.2,0.4",
+    thresh: Annotated[str, typer.Option("--thresh", "-t", help="Comma-separated thresholds")] = "0.1,0.2,0.4,0.6",
+    against: Annotated[
+        str | None,
+        typer.Option(
+            "--against",
+            help="Other caches beside TeaCache, comma-separated: fbcache, magcache, taylorseer, dbcache, "
+            "or none [default: all that apply]",
+        ),
+    ] = None,
     coefficients: CoefficientsOpt = None,
     steps: StepsOpt = None,
     seed: SeedOpt = 0,
@@ -44,26 +54,41 @@ def bench(
     image: ImageOpt = None,
     runs: Annotated[int, typer.Option("--runs", help="Measured runs per configuration")] = 3,
     warmup: Annotated[int, typer.Option("--warmup", help="Unmeasured rounds before measuring")] = 1,
+    isolate: Annotated[
+        bool, typer.Option("--isolate", help="Run each configuration in a process of its own instead of interleaved")
+    ] = False,
     compare_baseline: Annotated[
-        bool, typer.Option("--compare-baseline", help="Also run without cache: speedup and PSNR against it")
+        bool, typer.Option("--compare-baseline", hidden=True, help="Kept for scripts: vanilla always runs now")
     ] = False,
     json_out: Annotated[Path | None, typer.Option("--json", help="Also write the results to this JSON file")] = None,
-    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace --json if it exists")] = False,
+    plot: Annotated[
+        Path | None, typer.Option("--plot", help="Also draw speedup against PSNR to this PNG (needs teacli[plot])")
+    ] = None,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace --json / --plot if they exist")] = False,
     device: DeviceOpt = Device.auto,
     dtype: DTypeOpt = DType.auto,
     verbose: VerboseOpt = False,
 ) -> None:
-    """Time each threshold (and the uncached baseline), median of --runs, interleaved round-robin."""
+    """Vanilla, TeaCache (threshold 0 and each --thresh) and the other caches, measured alike: median of
+    --runs, interleaved round-robin; speedup, ideal speedup, efficiency, PSNR, SSIM and peak memory."""
     from rich.console import Console
+    from rich.markup import escape
 
-    from ..benchmark import BenchConfig, run_bench
+    from ..benchmark import ConfigRunner, IsolatedJob, bench_configs, run_bench, run_isolated
+    from ..loading import pick_device
     from ..output import check_writable, save_json
+    from ..peers import PEERS, parse_against
+    from ..plot import check_plot_available, plot_bench
     from ..report import render_bench
     from ..runner import GenerationRequest
     from ._session import check_pipeline_takes, input_image, open_session, resolve, step_progress
 
     thresholds = parse_thresholds(thresh)
     user_coefficients = parse_coefficients(coefficients)
+    try:
+        methods = parse_against(against)
+    except ValueError as error:
+        raise CLIError(str(error)) from None
     check_steps(steps)
     check_positive("--runs", runs)
     check_positive("--height", height)
@@ -72,7 +97,14 @@ def bench(
         raise CLIError(f"--warmup must be >= 0, got {warmup}")
     if json_out is not None:
         check_writable(json_out, overwrite, kind="--json")
+    if plot is not None:
+        if plot.suffix.lower() != ".png":
+            raise CLIError(f"--plot {plot} must end in .png")
+        check_writable(plot, overwrite, kind="--plot")
+        check_plot_available()
     setup_logging(verbose)
+    if not verbose:  # one "TeaCache enabled" line per run would bury the table
+        logging.getLogger("teacli").setLevel(logging.WARNING)
     preset = resolve(model)
     check_pipeline_takes(preset, guidance=guidance, height=height, width=width, image=image)
     request = GenerationRequest.from_preset(
@@ -85,37 +117,65 @@ def bench(
         width=width,
         image=input_image(preset, image),
     )
-    configs = ([BenchConfig("baseline", None)] if compare_baseline else []) + [
-        BenchConfig(f"teacache@{value:g}", value) for value in thresholds
-    ]
 
+    console = Console()
     try:
         session = open_session(preset, device, dtype, user_coefficients)
-        total = (warmup + runs) * len(configs)
-        with step_progress("bench", total) as progress:
-            task = progress.add_task("bench", total=total)
-            result = run_bench(
-                session.pipe,
-                session.config,
-                request,
-                configs,
-                runs=runs,
-                warmup=warmup,
-                on_run=lambda label: progress.update(task, advance=1, description=label),
-            )
+        skipped = [(name, reason) for name in methods if (reason := PEERS[name].unavailable(session.pipe))]
+        for name, reason in skipped:
+            console.print(f"[yellow]skipping {name}:[/] {escape(reason)}", highlight=False)
+        settings = [s for name in methods if name not in dict(skipped) for s in PEERS[name].settings(request.steps)]
+        configs = bench_configs(thresholds, settings)
+        if isolate:
+            del session  # each configuration loads its own copy
+            jobs = [
+                IsolatedJob(model, device.value, dtype.value, user_coefficients, request, c, runs, warmup)
+                for c in configs
+            ]
+            with step_progress("bench", len(jobs)) as progress:
+                task = progress.add_task("bench (isolated)", total=len(jobs))
+                result = run_isolated(jobs, on_config=lambda label: progress.update(task, advance=1))
+            device_name, source = str(pick_device(device.value)), preset.coefficients_source
+            if user_coefficients is not None:
+                source = COEFFICIENTS_OPTION_SOURCE
+        else:
+            total = (warmup + runs) * len(configs)
+            with step_progress("bench", total) as progress:
+                task = progress.add_task("bench", total=total)
+                result = run_bench(
+                    ConfigRunner(session.pipe, session.config, PEERS),
+                    request,
+                    configs,
+                    runs=runs,
+                    warmup=warmup,
+                    on_run=lambda label: progress.update(task, advance=1, description=label),
+                )
+            device_name, source = str(session.pipe.device), session.coefficients_source
+        result.skipped = skipped
     except KeyboardInterrupt:
         print_error("interrupted; nothing was written")
         raise typer.Exit(EXIT_INTERRUPTED) from None
 
+    share = result.vanilla.transformer_share
     title = (
-        f"bench {preset.name}: {request.steps} steps, {runs} runs, warm-up {warmup}, device {session.pipe.device}, "
-        f"coefficients: {session.coefficients_source}"
+        f"bench {preset.name}: {request.steps} steps, {runs} runs, warm-up {warmup}, "
+        f"{'isolated' if isolate else 'interleaved'}, device {device_name}; transformer {share:.0%} of vanilla's "
+        f"time; coefficients: {source}"
     )
-    render_bench(result.rows, result.baseline, title, Console())
+    render_bench(result, title, console)
+    data = result.to_dict(
+        model=preset.name,
+        steps=request.steps,
+        device=device_name,
+        runs=runs,
+        warmup=warmup,
+        isolated=isolate,
+        coefficients_source=source,
+        **({"coefficients": list(user_coefficients)} if user_coefficients is not None else {}),
+    )
     if json_out is not None:
-        data = result.to_dict(preset.name, request.steps, str(session.pipe.device))
-        data["coefficients_source"] = session.coefficients_source
-        if user_coefficients is not None:
-            data["coefficients"] = list(user_coefficients)
         save_json(data, json_out)
-        Console().print(f"wrote {json_out}")
+        console.print(f"wrote {json_out}")
+    if plot is not None:
+        plot_bench(data, plot)
+        console.print(f"wrote {plot}")

@@ -73,10 +73,11 @@ def generate(
 
     from ..calibration import steps_note
     from ..hook import apply_teacache
+    from ..measure import quality
     from ..media import MediaKind, check_output_path, default_suffix, mp4_available, save_output
     from ..output import next_free_path
     from ..report import GenerationSummary, render_generation
-    from ..runner import GenerationRequest, psnr
+    from ..runner import GenerationRequest
     from ._session import check_pipeline_takes, input_image, open_session, pipeline_media, resolve, run_with_progress
 
     # Everything the user typed is checked before the model is loaded.
@@ -132,7 +133,10 @@ def generate(
             run_with_progress(session, replace(request, steps=WARMUP_STEPS), "warm-up")
             baseline = run_with_progress(session, request, "baseline (no cache)")
         handle = apply_teacache(session.pipe, session.config(thresh))
-        result = run_with_progress(session, request, f"TeaCache {threshold:g}")
+        stats = handle.stats
+        result = run_with_progress(
+            session, request, f"TeaCache {threshold:g}", lambda: (stats.computed, len(stats.records))
+        )
         handle.remove()
         save_output(result.output, out)
     except KeyboardInterrupt:
@@ -149,7 +153,7 @@ def generate(
         stats=handle.stats,
         output=str(out),
         baseline_seconds=baseline.seconds if baseline else None,
-        psnr=psnr(result.output, baseline.output) if baseline else None,
+        quality=quality(result.output, baseline.output) if baseline else None,
         media=None if kind is MediaKind.image else result.output.describe(),
     )
     if user_coefficients is not None:
