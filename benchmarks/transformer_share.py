@@ -100,9 +100,12 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=None, help="default: the preset's")
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda", "mps"))
     parser.add_argument("--dtype", default="auto", choices=("auto", "float32", "float16", "bfloat16"))
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     args = parser.parse_args()
     if args.runs < 1 or args.warmup < 0:
         parser.error("--runs must be at least 1 and --warmup at least 0")
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
     measure(args.model, args.runs, args.warmup, args.steps, args.device, args.dtype)
 
 
