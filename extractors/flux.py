@@ -44,25 +44,22 @@ def extract_flux_context(
         if guidance is None
         else module.time_text_embed(timestep, guidance, pooled_projections)
     )
-    encoder_hidden_states = module.context_embedder(encoder_hidden_states)
-
-    # Batched ids are deprecated upstream; the forward takes the first row, so do we.
-    if txt_ids.ndim == 3:
-        txt_ids = txt_ids[0]
-    if img_ids.ndim == 3:
-        img_ids = img_ids[0]
-    image_rotary_emb = module.pos_embed(torch.cat((txt_ids, img_ids), dim=0))
-
-    if joint_attention_kwargs is not None and "ip_adapter_image_embeds" in joint_attention_kwargs:
-        joint_attention_kwargs = dict(joint_attention_kwargs)
-        ip_adapter_image_embeds = joint_attention_kwargs.pop("ip_adapter_image_embeds")
-        joint_attention_kwargs["ip_hidden_states"] = module.encoder_hid_proj(ip_adapter_image_embeds)
-
     modulated_input, *_ = module.transformer_blocks[0].norm1(hidden_states, emb=temb)
-    block_kwargs = dict(temb=temb, image_rotary_emb=image_rotary_emb, joint_attention_kwargs=joint_attention_kwargs)
 
     def run_transformer_blocks() -> tuple[torch.Tensor]:
-        image, text = hidden_states, encoder_hidden_states
+        # The text stream, the rotary embedding and IP-Adapter's projection feed only the blocks: a cached
+        # call never needs them, so they are computed here rather than before the decision.
+        text = module.context_embedder(encoder_hidden_states)
+        # Batched ids are deprecated upstream; the forward takes the first row, so do we.
+        ids = torch.cat((txt_ids[0] if txt_ids.ndim == 3 else txt_ids, img_ids[0] if img_ids.ndim == 3 else img_ids))
+        attention_kwargs = joint_attention_kwargs
+        if attention_kwargs is not None and "ip_adapter_image_embeds" in attention_kwargs:
+            attention_kwargs = dict(attention_kwargs)
+            ip_adapter_image_embeds = attention_kwargs.pop("ip_adapter_image_embeds")
+            attention_kwargs["ip_hidden_states"] = module.encoder_hid_proj(ip_adapter_image_embeds)
+        block_kwargs = dict(temb=temb, image_rotary_emb=module.pos_embed(ids), joint_attention_kwargs=attention_kwargs)
+
+        image = hidden_states
         for index, block in enumerate(module.transformer_blocks):
             text, image = _call_block(module, block, image, text, block_kwargs)
             if controlnet_block_samples is not None:

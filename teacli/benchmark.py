@@ -186,11 +186,16 @@ def run_bench(
     warmup: int,
     on_run: Callable[[str], None] = lambda label: None,
 ) -> BenchResult:
-    """`warmup` unmeasured rounds, then `runs` measured rounds, each over every configuration in turn."""
+    """`warmup` unmeasured rounds, then `runs` measured rounds, each over every configuration in turn.
+
+    Each round starts one configuration later than the one before, so no configuration always runs
+    right after the same other one (a position in the round can carry its own cost: caches, clocks).
+    """
     runner.prepare(configs, request)
     rows = [BenchRow(config) for config in configs]
     for round_index in range(warmup + runs):
-        for row in rows:
+        shift = round_index % len(rows)
+        for row in rows[shift:] + rows[:shift]:
             run = runner.run(row.config, request)
             if round_index >= warmup:
                 row.runs.append(run)
