@@ -75,3 +75,13 @@ def no_user_presets(monkeypatch, tmp_path_factory):
     """A developer's own ~/.config/teacli/presets or TEACLI_PRESETS must not change what tests see."""
     monkeypatch.delenv("TEACLI_PRESETS", raising=False)
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path_factory.mktemp("xdg-config")))
+
+
+@pytest.fixture
+def runner(teacli_cache, monkeypatch, tmp_path):
+    """Typer's CLI runner in a fresh working directory, wide enough that Rich keeps report lines whole."""
+    from typer.testing import CliRunner
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("COLUMNS", "220")
+    return CliRunner()

@@ -7,7 +7,6 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from typer.testing import CliRunner
 
 from teacli.cli import app
 from teacli.measure import PSNR_CAP, PeakMemory, quality
@@ -18,13 +17,6 @@ FIELDS = {
     "extra_memory_bytes",
 }  # fmt: skip
 FAST = ["--steps", "6", "--runs", "1", "--warmup", "0", "--device", "cpu"]
-
-
-@pytest.fixture
-def runner(teacli_cache, monkeypatch, tmp_path):
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("COLUMNS", "220")
-    return CliRunner()
 
 
 def bench(runner, *args):

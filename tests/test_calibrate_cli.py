@@ -6,20 +6,12 @@ import json
 import diffusers
 import pytest
 from e2e import generate_and_check
-from typer.testing import CliRunner
 
 import teacli
 from teacli.catalog import load_preset_file
 from teacli.cli import app
 
 FAST = ["--num-prompts", "3", "--steps", "10", "--device", "cpu"]
-
-
-@pytest.fixture
-def runner(teacli_cache, monkeypatch, tmp_path):
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("COLUMNS", "200")
-    return CliRunner()
 
 
 def calibrate(runner, *args):
