@@ -554,7 +554,8 @@ class CallCounter:
         full: dict[str, frozenset[str]] = {}
         for call in self.calls:
             full[call.module] = full.get(call.module, frozenset()) | call.ran
-        return sum(1 for call in self.calls if call.ran and call.ran == full[call.module])
+        unwatched = {name for name, probes in self.probes.items() if not probes}
+        return sum(1 for call in self.calls if call.module in unwatched or (call.ran and call.ran == full[call.module]))
 
     @property
     def cached(self) -> int:
@@ -624,7 +625,10 @@ def count_transformer_calls(pipe: Any) -> Iterator[CallCounter]:
     handles: list[torch.utils.hooks.RemovableHandle] = []
     try:
         for name, module in denoisers(pipe).items():
-            probes = _probe_modules(module)
+            try:
+                probes = _probe_modules(module)
+            except PeerError:  # no block list to watch: every call counts as computed (timing still works)
+                probes = {}
             counter.probes[name] = tuple(probes)
             handles += _count(module, name, probes, counter)
         yield counter

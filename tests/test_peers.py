@@ -233,3 +233,23 @@ def test_setting_params_round_trip_and_bad_settings():
         PeerSetting("fbcache", "0.05", "fbcache@0.05").params()
     with pytest.raises(PeerError, match="not fbcache"):
         PEERS["fbcache"].apply(None, setting, STEPS)
+
+
+def test_a_transformer_without_block_lists_is_timed_and_counted_as_computed():
+    import torch
+
+    from teacli.peers import count_transformer_calls
+
+    class Plain(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.proj = torch.nn.Linear(4, 4)
+
+        def forward(self, x):
+            return self.proj(x)
+
+    model = Plain()
+    with count_transformer_calls(model) as counter:
+        for _ in range(3):
+            model(torch.ones(1, 4))
+    assert counter.total == counter.computed == 3 and counter.seconds > 0
