@@ -186,11 +186,21 @@ def run_bench(
     warmup: int,
     on_run: Callable[[str], None] = lambda label: None,
 ) -> BenchResult:
-    """`warmup` unmeasured rounds, then `runs` measured rounds, each over every configuration in turn.
+    """`warmup` unmeasured rounds, then `runs` measured rounds, each over every configuration in turn."""
+    return _scored(_measured_rows(runner, request, configs, runs, warmup, on_run))
 
-    Each round starts one configuration later than the one before, so no configuration always runs
-    right after the same other one (a position in the round can carry its own cost: caches, clocks).
-    """
+
+def _measured_rows(
+    runner: ConfigRunner,
+    request: GenerationRequest,
+    configs: Sequence[BenchConfig],
+    runs: int,
+    warmup: int,
+    on_run: Callable[[str], None] = lambda label: None,
+) -> list[BenchRow]:
+    """The rows with their runs (outputs kept). Each round starts one configuration later than the one
+    before, so no configuration always runs right after the same other one (a position in the round can
+    carry its own cost: caches, clocks)."""
     runner.prepare(configs, request)
     rows = [BenchRow(config) for config in configs]
     for round_index in range(warmup + runs):
@@ -200,7 +210,7 @@ def run_bench(
             if round_index >= warmup:
                 row.runs.append(run)
             on_run(row.name if round_index >= warmup else f"warm-up {row.name}")
-    return _scored(rows)
+    return rows
 
 
 def _scored(rows: list[BenchRow]) -> BenchResult:
@@ -241,13 +251,8 @@ def _isolated_worker(job: IsolatedJob) -> list[Run]:
         lambda thresh: teacache_configs(preset, thresh, coefficients=job.coefficients, coefficients_source="user"),
         PEERS,
     )
-    runner.prepare([job.config], job.request)
-    measured = []
-    for index in range(job.warmup + job.runs):
-        run = runner.run(job.config, job.request)
-        if index >= job.warmup:
-            measured.append(run)
-    return measured
+    (row,) = _measured_rows(runner, job.request, [job.config], job.runs, job.warmup)
+    return row.runs
 
 
 def run_isolated(jobs: Sequence[IsolatedJob], on_config: Callable[[str], None] = lambda label: None) -> BenchResult:
