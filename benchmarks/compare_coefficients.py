@@ -7,7 +7,8 @@ threshold that reaches it), their PSNRs are compared: at equal work, higher is c
 
     python benchmarks/compare_coefficients.py --model tiny-flux --against tiny-flux-calibrated.yaml
 
-Prompts default to a held-out set (not among the built-in calibration prompts), seeds 1000, 1001, ...
+Prompts default to a held-out set (not among the built-in calibration prompts), seeds 1000, 1001, ...;
+`--prompts-file` takes others (for teacli-shapes: `python -m teacli.demo.shapes --seed 99 --count 12`).
 """
 
 from __future__ import annotations
@@ -16,12 +17,14 @@ import argparse
 import statistics
 from collections import defaultdict
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 
 from teacli.hook import apply_teacache
 from teacli.loading import load_pipeline, resolve_preset, teacache_configs
 from teacli.measure import quality
+from teacli.prompts import read_prompts
 from teacli.runner import GenerationRequest, generate
 
 HELD_OUT = (
@@ -76,9 +79,11 @@ def main() -> None:
     parser.add_argument("--model", default="tiny-flux", help="the preset with the coefficients to beat")
     parser.add_argument("--against", required=True, help="a preset (file) with other coefficients, same model")
     parser.add_argument("--steps", type=int, default=None)
-    parser.add_argument("--prompts", type=int, default=len(HELD_OUT))
+    parser.add_argument("--prompts", type=int, default=len(HELD_OUT), help="how many prompts to use")
+    parser.add_argument("--prompts-file", help="prompts, one a line, in place of the held-out set")
     args = parser.parse_args()
-    base, other, by_count = compare(args.model, args.against, HELD_OUT[: args.prompts], args.steps)
+    prompts = read_prompts(Path(args.prompts_file)) if args.prompts_file else HELD_OUT
+    base, other, by_count = compare(args.model, args.against, prompts[: args.prompts], args.steps)
 
     print("PSNR (dB) against the uncached image at equal computed calls, mean over prompts reaching that count")
     print(f"A: {base.name} ({base.coefficients_source})")

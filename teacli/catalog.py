@@ -18,7 +18,7 @@ from typing import Any
 import yaml
 
 EMBEDDED_PREFIX = "embedded:"
-DEFAULT_PRESET = "tiny-flux"
+DEFAULT_PRESET = "teacli-shapes"  # trained and shipped with teacli, so it runs offline anywhere
 PRESETS_ENV = "TEACLI_PRESETS"
 PRESET_SUFFIXES = (".yaml", ".yml")
 
@@ -39,6 +39,8 @@ class Defaults:
     true_cfg: float | None = None  # pipelines with true CFG (FLUX, Qwen-Image) use it with a negative prompt
     frames: int | None = None  # video pipelines: num_frames
     fps: float | None = None  # video pipelines: frames per second of the written file
+    # Used when the user gives none; with true_cfg it turns true CFG on by default (teacli-shapes: "").
+    negative_prompt: str | None = None
 
 
 @dataclass(frozen=True)
@@ -94,8 +96,13 @@ class Preset:
 
     @property
     def is_test_model(self) -> bool:
-        """Embedded tiny pipelines teacli builds offline: for tests and smoke runs, not for pictures."""
-        return self.embedded is not None
+        """Embedded tiny pipelines teacli builds offline: for tests and smoke runs, not for pictures.
+
+        teacli-shapes is embedded too but trained, so its pictures mean something: not a test model.
+        """
+        from .embedded import SHIPPED_MODELS
+
+        return self.embedded is not None and self.embedded not in SHIPPED_MODELS
 
     @property
     def is_user(self) -> bool:
@@ -160,6 +167,14 @@ def _optional(data: dict, path: str, name: str, prefix: str = "", **checks: Any)
     return None if value is None else _number(value, path, prefix + name, **checks)
 
 
+def _optional_text(data: dict, path: str, name: str, prefix: str = "") -> str | None:
+    """A string that may be empty (an empty negative prompt is the unconditional branch)."""
+    value = data.get(name)
+    if value is not None and not isinstance(value, str):
+        raise _fail(path, prefix + name, f"expected a string, got {value!r}")
+    return value
+
+
 def parse_preset(data: Any, path: str) -> Preset:
     """Validate the mapping read from a preset file."""
     if not isinstance(data, dict):
@@ -189,6 +204,7 @@ def parse_preset(data: Any, path: str) -> Preset:
         true_cfg=_optional(defaults, path, "true_cfg", prefix="defaults.", minimum=0),
         frames=_optional(defaults, path, "frames", prefix="defaults.", minimum=1, integer=True),
         fps=_optional(defaults, path, "fps", prefix="defaults.", minimum=1),
+        negative_prompt=_optional_text(defaults, path, "negative_prompt", prefix="defaults."),
     )
 
     calibration = data.get("calibration")

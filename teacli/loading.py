@@ -190,9 +190,12 @@ def load_pipeline(preset: Preset, device: torch.device, dtype: torch.dtype):
             f"diffusers {diffusers.__version__}"
         )
     if preset.embedded is not None:
-        from .embedded import embedded_model_path
+        from .embedded import MissingShippedModel, embedded_model_path
 
-        location = str(embedded_model_path(preset.embedded))
+        try:
+            location = str(embedded_model_path(preset.embedded))
+        except MissingShippedModel as error:
+            raise ModelError(str(error)) from None
     else:
         location = preset.model
     try:

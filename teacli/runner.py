@@ -49,6 +49,7 @@ class GenerationRequest:
             true_cfg=defaults.true_cfg,
             frames=defaults.frames,
             fps=defaults.fps,
+            negative_prompt=defaults.negative_prompt,
             extra=dict(preset.call_kwargs),
         )
         values.update({key: value for key, value in overrides.items() if value is not None})

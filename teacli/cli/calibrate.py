@@ -88,7 +88,9 @@ def calibrate(
     check_writable(out, overwrite, kind="--out")
 
     # The settings record what ran: the preset's defaults where the user gave nothing.
-    request = GenerationRequest.from_preset(preset, "", guidance=guidance, height=height, width=width)
+    request = GenerationRequest.from_preset(
+        preset, "", guidance=guidance, height=height, width=width, negative_prompt=negative_prompt
+    )
     settings = CalibrationSettings(
         prompts=len(texts),
         steps=steps,
@@ -97,7 +99,7 @@ def calibrate(
         guidance=request.guidance,
         height=request.height,
         width=request.width,
-        negative_prompt=negative_prompt is not None,
+        negative_prompt=request.negative_prompt is not None,
     )
     try:
         session = open_session(preset, device, dtype)

@@ -46,7 +46,10 @@ def list_models() -> None:
 
 
 def label(preset: Any) -> str:
-    marks = [mark for mark, shown in (("test", preset.is_test_model), ("user", preset.is_user)) if shown]
+    from ..catalog import DEFAULT_PRESET
+
+    shown = (("default", preset.name == DEFAULT_PRESET), ("test", preset.is_test_model), ("user", preset.is_user))
+    marks = [mark for mark, flag in shown if flag]
     return f"{preset.name} [dim]({', '.join(marks)})[/]" if marks else preset.name
 
 

@@ -19,6 +19,7 @@ from pathlib import Path
 __all__ = [
     "BUILD_VERSION",
     "EMBEDDED_MODELS",
+    "SHIPPED_MODELS",
     "LazyBuilder",
     "UnknownEmbeddedModel",
     "cache_root",
@@ -56,6 +57,15 @@ EMBEDDED_MODELS: dict[str, Callable[[Path], None]] = {
 }
 
 
+# Models teacli trains itself and ships as package data: name -> the package holding directory `name`.
+# They are read in place, never built; `python -m teacli.demo.train` re-creates teacli-shapes.
+SHIPPED_MODELS: dict[str, str] = {"teacli-shapes": "teacli.demo"}
+
+
+class MissingShippedModel(FileNotFoundError):
+    """A shipped model's weights are not in this installation (a source tree without them)."""
+
+
 class UnknownEmbeddedModel(KeyError, ValueError):
     """Raised for a name that is not in `EMBEDDED_MODELS`.
 
@@ -64,7 +74,7 @@ class UnknownEmbeddedModel(KeyError, ValueError):
     """
 
     def __init__(self, name: str) -> None:
-        known = ", ".join(sorted(EMBEDDED_MODELS))
+        known = ", ".join(sorted({*EMBEDDED_MODELS, *SHIPPED_MODELS}))
         super().__init__(f"unknown embedded model {name!r}; known: {known}")
 
     def __str__(self) -> str:
@@ -83,7 +93,9 @@ def cache_root() -> Path:
 
 
 def embedded_model_path(name: str) -> Path:
-    """Return the directory of embedded model `name`, building it the first time."""
+    """Return the directory of embedded model `name`: shipped in the package, or built the first time."""
+    if name in SHIPPED_MODELS:
+        return shipped_model_path(name)
     builder = _builder(name)
     target = cache_root() / "models" / f"{name}-v{BUILD_VERSION}"
     # A directory under its final name is always complete: builds only ever appear there
@@ -91,6 +103,18 @@ def embedded_model_path(name: str) -> Path:
     if not target.is_dir():
         _build_atomically(builder, target)
     return target
+
+
+def shipped_model_path(name: str) -> Path:
+    from importlib.resources import files
+
+    path = Path(str(files(SHIPPED_MODELS[name]))) / name
+    if not (path / "model_index.json").is_file():
+        raise MissingShippedModel(
+            f"the {name} weights are missing from {path}; reinstall teacli, or train them with "
+            f"python -m teacli.demo.train --out {path}"
+        )
+    return path
 
 
 def _builder(name: str) -> Callable[[Path], None]:
