@@ -24,6 +24,16 @@ def teacli_cache(tmp_path_factory: pytest.TempPathFactory) -> str:
         os.environ["TEACLI_CACHE_DIR"] = previous
 
 
+@pytest.fixture
+def tiny_flux_default(monkeypatch):
+    """Make tiny-flux the default model again, for tests about what happens without --model."""
+    import teacli.catalog
+    import teacli.loading
+
+    monkeypatch.setattr(teacli.catalog, "DEFAULT_PRESET", "tiny-flux")
+    monkeypatch.setattr(teacli.loading, "DEFAULT_PRESET", "tiny-flux")
+
+
 @pytest.fixture(scope="session")
 def tiny_flux_pipe(teacli_cache: str):
     from teacli.catalog import builtin_presets

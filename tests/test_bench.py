@@ -16,7 +16,7 @@ FIELDS = {
     "speedup", "ideal_speedup", "efficiency", "psnr", "psnr_capped", "ssim", "peak_memory_bytes",
     "extra_memory_bytes",
 }  # fmt: skip
-FAST = ["--steps", "6", "--runs", "1", "--warmup", "0", "--device", "cpu"]
+FAST = ["--model", "tiny-flux", "--steps", "6", "--runs", "1", "--warmup", "0", "--device", "cpu"]
 
 
 def bench(runner, *args):

@@ -11,6 +11,9 @@ import teacli
 from teacli.catalog import load_preset_file
 from teacli.cli import app
 
+# These tests were written around tiny-flux as the default model: keep it so (fast, CFG-free).
+pytestmark = pytest.mark.usefixtures("tiny_flux_default")
+
 FAST = ["--num-prompts", "3", "--steps", "10", "--device", "cpu"]
 
 

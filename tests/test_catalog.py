@@ -300,8 +300,8 @@ def test_non_utf8_file_is_a_preset_error(tmp_path):
 # --- resolve_preset -------------------------------------------------------------------------------
 
 
-def test_resolve_none_is_the_default_tiny_flux():
-    assert resolve_preset(None) is builtin_presets()["tiny-flux"]
+def test_resolve_none_is_the_default_teacli_shapes():
+    assert resolve_preset(None) is builtin_presets()["teacli-shapes"]
 
 
 @pytest.mark.parametrize(

@@ -58,7 +58,7 @@ def test_generate_with_negative_prompt_reports_both_branches(runner):
 
 def test_bench_rows_and_json(runner, tmp_path):
     result = invoke(
-        runner, "bench", "--thresh", "0,0.3", "--steps", "6", "--runs", "2", "--warmup", "1",
+        runner, "bench", "--model", "tiny-flux", "--thresh", "0,0.3", "--steps", "6", "--runs", "2", "--warmup", "1",
         "--compare-baseline", "--against", "none", "--json", "bench.json", "--device", "cpu",
     )  # fmt: skip
     assert result.exit_code == 0, result.output
@@ -78,10 +78,11 @@ def test_list_models(runner):
     assert result.exit_code == 0
     rows = {line.split("│")[1].strip(): line for line in result.output.splitlines() if line.count("│") > 5}
     for preset in builtin_presets().values():
-        label = f"{preset.name} (test)" if preset.is_test_model else preset.name
+        marks = [m for m, on in (("default", preset.name == "teacli-shapes"), ("test", preset.is_test_model)) if on]
+        label = f"{preset.name} ({', '.join(marks)})" if marks else preset.name
         assert label in rows, f"{label} missing from list-models"
         assert f"│ {preset.coefficients_kind}" in rows[label]
-    assert "tiny-flux (test)" in rows and "flux-dev" in rows
+    assert "tiny-flux (test)" in rows and "flux-dev" in rows and "teacli-shapes (default)" in rows
     assert "published" in rows["flux-dev"] and "borrowed" in rows["flux-kontext-dev"]
     assert "Lumina2Transformer2DModel" in result.output.split("have an extractor:")[1]
 

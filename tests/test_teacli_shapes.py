@@ -68,7 +68,7 @@ def test_preset_carries_a_calibrated_fit_and_the_swept_threshold(preset):
     assert preset.rel_l1_range is not None
     calibration = preset.calibration
     assert calibration["from_preset"] == "teacli-shapes" and calibration["steps"] == preset.defaults.steps
-    assert calibration["fits"]["transformer"]["default"]["r2"] > 0.5
+    assert calibration["r2"] > 0.5 and set(calibration["branches"]) == {"cond", "uncond"}
     sweep = json.loads((DOCS / "teacli-shapes-sweep.json").read_text())
     assert sweep["recommended"] == preset.thresh and sweep["captions"] == 100 and sweep["steps"] == 28
     uncached, chosen = sweep["rows"][0], next(r for r in sweep["rows"] if r["thresh"] == preset.thresh)
@@ -84,7 +84,7 @@ def test_transformer_fidelity_with_the_trained_weights(pipe):
         generator = torch.Generator().manual_seed(seed)
         return dict(
             hidden_states=torch.randn(1, 16, pipe.transformer.config.in_channels, generator=generator),
-            encoder_hidden_states=torch.randn(1, 16, pipe.transformer.config.in_channels, generator=generator),
+            encoder_hidden_states=torch.randn(1, 16, 32, generator=generator),
             pooled_projections=torch.randn(1, 32, generator=generator),
             timestep=torch.tensor([t]),
             img_ids=torch.zeros(16, 3),
@@ -100,9 +100,10 @@ def test_sweep_counts_quality_and_strip(pipe, preset):
     captions = evaluation_captions(3)
     rows = run_sweep(pipe, preset, captions, [preset.thresh, 5.0], steps=10)
     uncached, default, bold = rows
-    assert uncached.computed == uncached.calls == 30 and uncached.psnr is None
-    assert default.calls == bold.calls == 30 and bold.computed < default.computed <= 30
-    assert bold.computed == 3 * 2  # every step but the forced first and last is cached
+    # True CFG by default: two calls a step, cond and uncond, each with its own state.
+    assert uncached.computed == uncached.calls == 60 and uncached.psnr is None
+    assert default.calls == bold.calls == 60 and bold.computed < default.computed <= 60
+    assert bold.computed == 3 * 2 * 2  # every step but the forced first and last is cached, per branch
     assert bold.psnr < default.psnr and 0 < bold.ssim <= default.ssim <= 1
     assert recommended_threshold(rows, tolerance=100) == 5.0
     sheet = strip(rows, columns=3)

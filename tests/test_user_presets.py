@@ -25,6 +25,9 @@ from teacli.cli._options import parse_coefficients
 from teacli.loading import resolve_preset, teacache_configs
 
 PROMPT = "a red circle on a blue background"
+# These tests were written around tiny-flux as the default model: keep it so (fast, CFG-free).
+pytestmark = pytest.mark.usefixtures("tiny_flux_default")
+
 FAST = ["--steps", "4", "--device", "cpu"]
 # rescaled distance always 0: every call but the forced first and last is cached (2 of 4), where the
 # built-in tiny-flux caches fewer at 4 steps; so the run shows whose coefficients were used.
@@ -202,7 +205,8 @@ def test_list_models_marks_user_presets_and_their_files(runner, tmp_path, monkey
     assert result.exit_code == 0, result.output
     rows = table_rows(result.output)
     assert "calibrated" in rows["flux-dev (user)"] and "flux-dev" not in rows
-    assert "my-tiny (test, user)" in rows and "tiny-flux (test)" in rows and "flux-schnell" in rows
+    # tiny-flux is the default in this module (tiny_flux_default)
+    assert "my-tiny (test, user)" in rows and "tiny-flux (default, test)" in rows and "flux-schnell" in rows
     lines = result.output.splitlines()
     assert f"  flux-dev (user): {flux_dev}, replaces the built-in flux-dev" in lines
     assert f"  my-tiny (user): {new}, a new preset" in lines
