@@ -10,6 +10,7 @@ from __future__ import annotations
 from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler, FluxTransformer2DModel
 
 from teacli.embedded.text import TEXT_DIM
+from teacli.embedded.tiny_flux import flux_scheduler
 
 LATENT_CHANNELS = 16  # as FLUX.1's VAE: 8 channels lost the corners of small shapes
 MAX_SEQUENCE_LENGTH = 16  # T5 tokens per caption; the longest caption has 12 words and EOS
@@ -48,13 +49,4 @@ def transformer() -> FluxTransformer2DModel:
 
 
 def scheduler() -> FlowMatchEulerDiscreteScheduler:
-    # FLUX.1's scheduler: resolution-dependent timestep shifting.
-    return FlowMatchEulerDiscreteScheduler(
-        num_train_timesteps=1000,
-        shift=3.0,
-        use_dynamic_shifting=True,
-        base_image_seq_len=256,
-        max_image_seq_len=4096,
-        base_shift=0.5,
-        max_shift=1.15,
-    )
+    return flux_scheduler()  # FLUX.1's: resolution-dependent timestep shifting

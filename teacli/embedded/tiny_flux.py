@@ -24,7 +24,7 @@ from teacli.embedded.text import (
     t5_tokenizer,
 )
 
-__all__ = ["EOS_ID", "build_flux_pipeline", "build_tiny_flux"]
+__all__ = ["EOS_ID", "build_flux_pipeline", "build_tiny_flux", "flux_scheduler"]
 
 
 def _transformer() -> FluxTransformer2DModel:
@@ -61,7 +61,7 @@ def _vae() -> AutoencoderKL:
     )
 
 
-def _scheduler() -> FlowMatchEulerDiscreteScheduler:
+def flux_scheduler() -> FlowMatchEulerDiscreteScheduler:
     # FLUX.1-dev's scheduler config: resolution-dependent (dynamic) timestep shifting.
     return FlowMatchEulerDiscreteScheduler(
         num_train_timesteps=1000,
@@ -85,7 +85,7 @@ def build_flux_pipeline(directory: Path, transformer: Callable[[], FluxTransform
     Each component is built from a fresh seed, so any transformer leaves the others' weights unchanged.
     """
     pipe = FluxPipeline(
-        scheduler=_scheduler(),
+        scheduler=flux_scheduler(),
         vae=seeded(_vae),
         text_encoder=seeded(clip_text_encoder),
         tokenizer=clip_tokenizer(),
