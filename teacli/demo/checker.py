@@ -2,8 +2,9 @@
 
 Deterministic geometry, no learned weights: every pixel takes the nearest palette colour; the
 background is the most common colour of the 2-pixel border; the shape's colour is the most common
-other colour; the shape is told apart by how much of its bounding box the largest patch of that
-colour fills (square 1, circle pi/4, triangle 1/2).
+other colour; the shape is told apart by the widths of the largest patch of that colour at
+fractions of its height (an upright triangle narrows towards the top; a square keeps its full
+width near its top and bottom, a circle does not). The patch's bounding-box fill is reported too.
 
     python -m teacli.demo.checker PICTURE [PICTURE ...]
 """
