@@ -10,7 +10,7 @@ import math
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -103,6 +103,7 @@ class Run:
     total: int  # transformer calls
     transformer_seconds: float  # wall time inside transformer calls
     peak_memory_bytes: int | None
+    outputs: list[Any] = field(default_factory=list)  # every output of a --num-images batch; output is the first
 
 
 def measure_generation(pipe: Any, request: Any, computed: Any = None, on_step: Any = None) -> Run:
@@ -118,7 +119,9 @@ def measure_generation(pipe: Any, request: Any, computed: Any = None, on_step: A
     with count_transformer_calls(pipe) as counter, memory.watch():
         result = generate(pipe, request, on_step=on_step)
     executed, total = computed() if computed is not None else (counter.computed, counter.total)
-    return Run(result.output, result.seconds, executed, total, counter.seconds, memory.peak_bytes)
+    return Run(
+        result.output, result.seconds, executed, total, counter.seconds, memory.peak_bytes, outputs=result.outputs
+    )
 
 
 def median(values: list[float]) -> float:

@@ -34,6 +34,7 @@ class GenerationRequest:
     image: Any = None  # a PIL image for editing pipelines (FLUX.1 Kontext, Qwen-Image-Edit, ...)
     frames: int | None = None  # video pipelines: num_frames
     fps: float | None = None  # video pipelines: frame rate of the file (and of the conditioning where taken)
+    num_images: int = 1  # outputs made in one batch; output i starts from the noise of seed + i
     extra: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
@@ -56,8 +57,25 @@ class GenerationRequest:
         return cls(**values)
 
 
+# The argument that makes several outputs per prompt, by what the pipeline makes.
+PER_PROMPT_ARGUMENTS = ("num_images_per_prompt", "num_videos_per_prompt", "num_waveforms_per_prompt")
+
+
 def call_parameters(pipe: Any) -> dict[str, inspect.Parameter]:
     return dict(inspect.signature(pipe.__call__).parameters)
+
+
+def per_prompt_argument(parameters: Any) -> str | None:
+    """The name this pipeline takes for several outputs per prompt, None when it makes one at a time."""
+    return next((name for name in PER_PROMPT_ARGUMENTS if name in parameters), None)
+
+
+def generators(request: GenerationRequest) -> Any:
+    """A CPU generator (the same starting noise on every device); one per output in a batch, seeded
+    seed, seed + 1, ..., so output i of a batch starts from the noise a single run with seed + i would."""
+    if request.num_images == 1:
+        return torch.Generator("cpu").manual_seed(request.seed)
+    return [torch.Generator("cpu").manual_seed(request.seed + i) for i in range(request.num_images)]
 
 
 def pipeline_kwargs(pipe: Any, request: GenerationRequest) -> dict[str, Any]:
@@ -66,9 +84,13 @@ def pipeline_kwargs(pipe: Any, request: GenerationRequest) -> dict[str, Any]:
     kwargs: dict[str, Any] = {
         "prompt": request.prompt,
         "num_inference_steps": request.steps,
-        # A CPU generator gives the same starting noise on every device.
-        "generator": torch.Generator("cpu").manual_seed(request.seed),
+        "generator": generators(request),
     }
+    if request.num_images > 1:
+        argument = per_prompt_argument(params)
+        if argument is None:
+            raise GenerationError(f"{type(pipe).__name__} makes one output per call; drop --num-images")
+        kwargs[argument] = request.num_images
     optional = {
         "guidance_scale": request.guidance,
         "height": request.height,
@@ -100,8 +122,12 @@ def pipeline_kwargs(pipe: Any, request: GenerationRequest) -> dict[str, Any]:
 
 @dataclass
 class GenerationResult:
-    output: Any  # a PIL image for image pipelines
+    outputs: list[Any]  # PIL images for image pipelines; one per --num-images
     seconds: float
+
+    @property
+    def output(self) -> Any:
+        return self.outputs[0]
 
 
 def generate(pipe: Any, request: GenerationRequest, on_step: Callable[[int], None] | None = None) -> GenerationResult:
@@ -118,22 +144,23 @@ def generate(pipe: Any, request: GenerationRequest, on_step: Callable[[int], Non
     result = pipe(**kwargs)
     synchronize(pipe.device)
     seconds = time.perf_counter() - started
-    return GenerationResult(output=first_output(pipe, result, request), seconds=seconds)
+    return GenerationResult(outputs=outputs_of(pipe, result, request), seconds=seconds)
 
 
-def first_output(pipe: Any, result: Any, request: GenerationRequest) -> Any:
-    """The first image (PIL), video (media.Video) or sound (media.Audio) of a pipeline's result."""
+def outputs_of(pipe: Any, result: Any, request: GenerationRequest) -> list[Any]:
+    """The request's images (PIL), videos (media.Video) or sounds (media.Audio) from a pipeline's result."""
     from .media import DEFAULT_FPS, to_audio, to_video
 
+    count = request.num_images
     if getattr(result, "frames", None) is not None:
-        return to_video(result.frames[0], request.fps or DEFAULT_FPS)
+        return [to_video(frames, request.fps or DEFAULT_FPS) for frames in result.frames[:count]]
     if getattr(result, "audios", None) is not None:
         vae = getattr(pipe, "vae", None)
         rate = getattr(vae, "sampling_rate", None) or getattr(getattr(vae, "config", None), "sampling_rate", None)
         if rate is None:
             raise GenerationError(f"{type(pipe).__name__} made audio but its VAE names no sampling rate")
-        return to_audio(result.audios[0], rate)
-    return result.images[0]
+        return [to_audio(samples, rate) for samples in result.audios[:count]]
+    return list(result.images[:count])
 
 
 def open_image(path: str | Path) -> Any:

@@ -8,6 +8,7 @@ from typing import Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from typer.core import TyperGroup
 
 EXIT_USER_ERROR = 1
@@ -33,6 +34,7 @@ def user_error_types() -> tuple[type[Exception], ...]:
     from ..loading import ModelError
     from ..output import OutputError
     from ..plot import PlotUnavailable
+    from ..preparation import OptionsError
     from ..prompts import PromptsError
     from ..registry import UnknownTransformerError
     from ..runner import GenerationError
@@ -48,12 +50,36 @@ def user_error_types() -> tuple[type[Exception], ...]:
         CalibrationError,
         PromptsError,
         PlotUnavailable,
+        OptionsError,
     )
 
 
 def print_error(message: str) -> None:
-    one_line = " ".join(str(message).split())
+    one_line = escape(" ".join(str(message).split()))  # a message may hold brackets: 'teacli[video]'
     stderr.print(f"[bold red]error:[/] {one_line}", highlight=False, markup=True, soft_wrap=True)
+
+
+def print_warning(message: str) -> None:
+    one_line = escape(" ".join(str(message).split()))
+    stderr.print(f"[bold yellow]warning:[/] {one_line}", highlight=False, markup=True, soft_wrap=True)
+
+
+def print_json(data: Any) -> None:
+    """A report for scripts on stdout: strict JSON (an infinite PSNR, identical outputs, becomes null)."""
+    import json
+    import math
+
+    def finite(value: Any) -> Any:
+        if isinstance(value, float) and not math.isfinite(value):
+            return None
+        if isinstance(value, dict):
+            return {key: finite(item) for key, item in value.items()}
+        if isinstance(value, (list, tuple)):
+            return [finite(item) for item in value]
+        return value
+
+    sys.stdout.write(json.dumps(finite(data), indent=2, allow_nan=False) + "\n")
+    sys.stdout.flush()
 
 
 class OneLineErrorsGroup(TyperGroup):

@@ -9,6 +9,7 @@ from typing import Annotated
 
 import typer
 
+from ..preparation import CacheOptions, LoadOptions, OptionsError
 from ._app import CLIError
 
 
@@ -104,3 +105,101 @@ def parse_coefficients(text: str | None) -> tuple[float, ...] | None:
     if bad is not None:
         raise CLIError(f"--coefficients takes {COEFFICIENTS_FORM}; '{bad}' is not finite")
     return tuple(values)
+
+
+# Options of the cache and of the loading that generate, bench and calibrate share where they apply.
+StartOpt = Annotated[
+    float | None,
+    typer.Option("--start", help="Cache window start, a fraction of the schedule: no reuse before it [default: 0]"),
+]
+EndOpt = Annotated[
+    float | None,
+    typer.Option("--end", help="Cache window end, a fraction of the schedule: no reuse from it on [default: 1]"),
+]
+RetStepsOpt = Annotated[
+    int | None, typer.Option("--ret-steps", help="Always compute the first N steps [default: the preset's]")
+]
+MaxCachedInRowOpt = Annotated[
+    int | None, typer.Option("--max-cached-in-row", help="Never reuse more than N calls in a row [default: no limit]")
+]
+CacheDeviceOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--cache-device",
+        help="Keep cached residuals on this device, e.g. cpu to save GPU memory on long videos [default: the model's]",
+    ),
+]
+LoraOpt = Annotated[
+    str | None,
+    typer.Option("--lora", help="LoRA weights (a .safetensors file, a directory or a hub id) loaded with diffusers"),
+]
+LoraScaleOpt = Annotated[float, typer.Option("--lora-scale", help="Strength of --lora")]
+CompileOpt = Annotated[
+    bool,
+    typer.Option("--compile", help="torch.compile the transformer blocks (regional; the first run pays for compiling)"),
+]
+AllowPickleOpt = Annotated[
+    bool,
+    typer.Option(
+        "--allow-pickle", help="Also load pickle (.bin/.pt) weights, which can run code: only files you trust"
+    ),
+]
+OfflineOpt = Annotated[
+    bool, typer.Option("--offline", help="Make no network request: local paths and the local Hugging Face cache only")
+]
+StrictOpt = Annotated[
+    bool, typer.Option("--strict", help="Refuse, instead of warning, settings that make caching useless or harmful")
+]
+
+
+def load_options(allow_pickle: bool, offline: bool, lora: str | None, lora_scale: float, compile: bool) -> LoadOptions:
+    """The loading options, checked before anything is loaded."""
+    if offline:
+        go_offline()
+    if lora is not None and looks_local(lora) and not Path(lora).expanduser().exists():
+        raise CLIError(f"--lora {lora} does not exist; give a .safetensors file, a LoRA directory or a hub id")
+    try:
+        return LoadOptions(
+            allow_pickle=allow_pickle,
+            offline=offline,
+            lora=lora,
+            lora_scale=lora_scale,
+            compile=compile,
+        )
+    except OptionsError as error:
+        raise CLIError(str(error)) from None
+
+
+def cache_options(
+    start: float | None,
+    end: float | None,
+    ret_steps: int | None,
+    max_cached_in_row: int | None,
+    cache_device: str | None,
+) -> CacheOptions:
+    try:
+        return CacheOptions(
+            start=start, end=end, ret_steps=ret_steps, max_cached_in_row=max_cached_in_row, cache_device=cache_device
+        )
+    except OptionsError as error:
+        raise CLIError(str(error)) from None
+
+
+def looks_local(name: str) -> bool:
+    """A path rather than a hub id: it exists, names a file, or starts like a path."""
+    return (
+        Path(name).expanduser().exists()
+        or name.startswith((".", "/", "~"))
+        or name.endswith((".safetensors", ".bin", ".pt"))
+        or name.count("/") != 1
+    )
+
+
+def go_offline() -> None:
+    """Tell huggingface_hub, transformers and diffusers not to reach the network, for what reads the environment;
+    the loaders also get local_files_only."""
+    import os
+
+    for variable in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_DATASETS_OFFLINE"):
+        os.environ[variable] = "1"
+    os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")

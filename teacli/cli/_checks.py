@@ -1,0 +1,45 @@
+"""Settings that run but make caching useless or harmful: a warning before generating, or a refusal with --strict."""
+
+from __future__ import annotations
+
+from ..catalog import Preset, builtin_presets
+from ._app import CLIError, print_warning
+
+# The first and last steps are always computed, so a schedule this short has (almost) nothing to cache.
+SHORT_SCHEDULE_STEPS = 4
+# Above this the accumulated distance allowed before recomputing exceeds the rescaled change of a whole schedule on
+# most models; published thresholds stay well below it.
+HIGH_THRESH = 1.0
+
+
+def tested_thresholds() -> tuple[float, float]:
+    """The lowest and highest threshold among the shipped presets of real models: what has been tried and seen."""
+    values = [p.thresh for p in builtin_presets().values() if not p.is_test_model]
+    return min(values), max(values)
+
+
+def schedule_warning(steps: int) -> str | None:
+    if steps > SHORT_SCHEDULE_STEPS:
+        return None
+    return (
+        f"{steps} steps: TeaCache always computes the first and last step, so a schedule of {SHORT_SCHEDULE_STEPS} "
+        "steps or fewer (distilled models) has almost nothing to cache; expect no speedup"
+    )
+
+
+def thresh_warning(thresh: float, preset: Preset) -> str | None:
+    if thresh <= HIGH_THRESH:
+        return None
+    low, high = tested_thresholds()
+    return (
+        f"--thresh {thresh:g} is above {HIGH_THRESH:g}: expect visible quality loss; the presets' tested thresholds "
+        f"are {low:g}-{high:g} ({preset.name}'s: {preset.thresh:g})"
+    )
+
+
+def check_settings(warnings: list[str | None], strict: bool) -> None:
+    """Print each warning as one line on stderr, or with --strict refuse the first one."""
+    for warning in filter(None, warnings):
+        if strict:
+            raise CLIError(f"{warning} (refused because of --strict)")
+        print_warning(warning)

@@ -1,0 +1,101 @@
+"""What the user asked for besides the model: how to load it (LoRA, compile, trust) and how to cache.
+
+Both are plain data, so `teacli bench --isolate` can hand them to a fresh process, and reports and output
+metadata can say exactly what ran.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, fields, replace
+from typing import Any
+
+import torch
+
+from .catalog import Preset
+
+
+class OptionsError(ValueError):
+    """An option value that cannot work; the message names the option and what it takes."""
+
+
+@dataclass(frozen=True)
+class LoadOptions:
+    """How the pipeline is loaded and prepared before any cache is applied."""
+
+    allow_pickle: bool = False  # pickle (.bin/.pt) weights run code when loaded: only when the user says so
+    offline: bool = False  # never reach the hub: only what is on disk or in the local Hugging Face cache
+    lora: str | None = None  # a LoRA file, directory or hub id, through diffusers' loaders
+    lora_scale: float = 1.0
+    compile: bool = False  # torch.compile the transformer blocks (regional), not the cache decision
+
+    def __post_init__(self) -> None:
+        if not math.isfinite(self.lora_scale):
+            raise OptionsError(f"--lora-scale must be a finite number, got {self.lora_scale}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class CacheOptions:
+    """The TeaCache settings a user may give on top of the preset's; None keeps the preset's (or the default)."""
+
+    start: float | None = None  # caching only allowed from this fraction of the schedule on
+    end: float | None = None  # ... and before this one
+    ret_steps: int | None = None  # always compute the first N steps
+    max_cached_in_row: int | None = None  # never reuse more than N calls in a row
+    cache_device: str | None = None  # keep cached residuals here (cpu: host memory)
+
+    def __post_init__(self) -> None:
+        for name in ("start", "end"):
+            value = getattr(self, name)
+            if value is not None and not (math.isfinite(value) and 0.0 <= value <= 1.0):
+                raise OptionsError(f"--{name} is a fraction of the schedule between 0 and 1, got {value}")
+        start = 0.0 if self.start is None else self.start
+        end = 1.0 if self.end is None else self.end
+        if not start < end:
+            raise OptionsError(f"--start ({start:g}) must be below --end ({end:g}): no step would be cacheable")
+        if self.ret_steps is not None and self.ret_steps < 0:
+            raise OptionsError(f"--ret-steps must be >= 0, got {self.ret_steps}")
+        if self.max_cached_in_row is not None and self.max_cached_in_row < 1:
+            raise OptionsError(
+                f"--max-cached-in-row must be at least 1, got {self.max_cached_in_row} (--thresh 0 never reuses)"
+            )
+        if self.cache_device is not None:
+            try:
+                torch.device(self.cache_device)
+            except (RuntimeError, ValueError):
+                raise OptionsError(
+                    f"--cache-device takes a torch device such as cpu or cuda:0, got {self.cache_device!r}"
+                ) from None
+
+    def given(self) -> dict[str, Any]:
+        """The settings the user gave, by TeaCacheConfig field name."""
+        return {f.name: getattr(self, f.name) for f in fields(self) if getattr(self, f.name) is not None}
+
+    def apply(self, configs: Any) -> Any:
+        """The configs (one TeaCacheConfig, or one per denoiser) with the user's settings in place."""
+        given = self.given()
+        if not given:
+            return configs
+        if isinstance(configs, dict):
+            return {name: replace(config, **given) for name, config in configs.items()}
+        return replace(configs, **given)
+
+
+def prepare_pipeline(preset: Preset, device: torch.device, dtype: torch.dtype, options: LoadOptions) -> Any:
+    """Load the pipeline, then add the LoRA and compile the blocks, in the order that keeps each valid:
+    a LoRA changes the blocks' layers, so compiling comes after it."""
+    from .loading import load_pipeline
+
+    pipe = load_pipeline(preset, device, dtype, allow_pickle=options.allow_pickle, offline=options.offline)
+    if options.lora is not None:
+        from .lora import load_lora
+
+        load_lora(pipe, options.lora, options.lora_scale, allow_pickle=options.allow_pickle, offline=options.offline)
+    if options.compile:
+        from .compile import compile_transformer_blocks
+
+        compile_transformer_blocks(pipe)
+    return pipe
