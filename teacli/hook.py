@@ -22,7 +22,7 @@ from diffusers.hooks.hooks import BaseState, HookRegistry, ModelHook, StateManag
 from diffusers.utils.torch_utils import unwrap_module
 
 from .context import CacheContext
-from .decision import Decision, decide, rel_l1
+from .decision import Decision, Verdict, decide, rel_l1
 from .registry import Extractor, get_extractor
 from .stats import StepRecord, TeaCacheStats
 
@@ -32,6 +32,27 @@ TEACACHE_HOOK = "teacli_teacache"
 DEFAULT_BRANCH = "default"
 # Pipeline components that hold a denoiser; two-expert pipelines (Wan 2.2) have both.
 DENOISER_COMPONENTS = ("transformer", "transformer_2")
+
+# diffusers' step caches, by the names their apply_* functions register hooks under and by hook class,
+# so one applied directly (not through enable_cache) is found too, on the transformer or any submodule.
+_DIFFUSERS_CACHES = {
+    "FirstBlockCache": ("fbc_leader_block_hook", "fbc_block_hook", "FBCHeadBlockHook", "FBCBlockHook"),
+    "MagCache": ("mag_cache_leader_block_hook", "mag_cache_block_hook", "MagCacheHeadHook", "MagCacheBlockHook"),
+    "FasterCache": ("faster_cache_denoiser", "faster_cache_block", "FasterCacheDenoiserHook", "FasterCacheBlockHook"),
+    "PyramidAttentionBroadcast": ("pyramid_attention_broadcast", "PyramidAttentionBroadcastHook"),
+    "TaylorSeerCache": ("taylorseer_cache", "TaylorSeerCacheHook"),
+    "SeaCache": (
+        "sea_cache_root",
+        "sea_cache_leader_block",
+        "sea_cache_block",
+        "sea_cache_post_norm",
+        "SeaCacheRootHook",
+        "SeaCacheLeaderBlockHook",
+        "SeaCacheBlockHook",
+        "SeaCachePostNormHook",
+    ),
+}
+_CACHE_BY_MARK = {mark: cache for cache, marks in _DIFFUSERS_CACHES.items() for mark in marks}
 
 
 class TeaCacheError(ValueError):
@@ -57,6 +78,12 @@ class TeaCacheConfig:
         record_output_change: also record the rel_l1 of the blocks' output (the first stream
             `run_transformer_blocks` returns) between consecutive computed calls of a branch: the y
             that `teacli calibrate` fits against rel_l1. Keeps one more tensor per branch.
+        start, end: the cache window as fractions of the schedule: only steps i with
+            start * total <= i < end * total may be cached, every other step is computed (forced).
+        max_cached_in_row: never reuse more than this many consecutive calls of a branch; the next
+            call that would be cached is computed (forced) instead. None: no limit.
+        cache_device: where cached residuals are kept (None: on the device of the streams). "cpu"
+            keeps them in host memory; a cached call copies them back before adding them.
     """
 
     thresh: float = 0.2
@@ -68,6 +95,10 @@ class TeaCacheConfig:
     coefficients_source: str = "user"
     modulated_input: str | None = None  # an extractor's named alternative (Wan: "time_projection")
     record_output_change: bool = False
+    start: float = 0.0
+    end: float = 1.0
+    max_cached_in_row: int | None = None
+    cache_device: str | torch.device | None = None
 
     def __post_init__(self) -> None:
         if isinstance(self.thresh, bool) or not isinstance(self.thresh, (int, float)):
@@ -92,6 +123,37 @@ class TeaCacheConfig:
             if not low <= high:
                 raise TeaCacheError(f"rel_l1_range must be (low, high) with low <= high, got {self.rel_l1_range}")
             self.rel_l1_range = (low, high)
+        for name in ("start", "end"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+                raise TeaCacheError(f"{name} must be a fraction of the schedule between 0 and 1, got {value!r}")
+            setattr(self, name, float(value))
+        if not 0.0 <= self.start < self.end <= 1.0:
+            raise TeaCacheError(
+                f"the cache window needs 0 <= start < end <= 1 (fractions of the schedule), "
+                f"got start={self.start:g}, end={self.end:g}"
+            )
+        limit = self.max_cached_in_row
+        if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
+            hint = "; to compute every step use thresh 0" if limit == 0 else ""
+            raise TeaCacheError(f"max_cached_in_row must be an integer >= 1 or None, got {limit!r}{hint}")
+        if self.cache_device is not None:
+            try:
+                self.cache_device = torch.device(self.cache_device)
+            except (RuntimeError, TypeError):
+                raise TeaCacheError(
+                    f"cache_device {self.cache_device!r} is not a torch device; give e.g. 'cpu' or 'cuda:0'"
+                ) from None
+
+    @property
+    def has_window(self) -> bool:
+        """A cache window narrower than the whole schedule was set."""
+        return self.start > 0.0 or self.end < 1.0
+
+    def cache_window(self, total: int) -> range:
+        """The steps of a `total`-step schedule that may be cached (before the first/last-step rule)."""
+        # Rounded first so that e.g. 0.3 * 10 = 3.0000000000000004 still lets step 3 in.
+        return range(math.ceil(round(self.start * total, 9)), math.ceil(round(self.end * total, 9)))
 
 
 class TeaCacheState(BaseState):
@@ -106,8 +168,13 @@ class TeaCacheState(BaseState):
         self.previous_output: torch.Tensor | None = None  # only with record_output_change
         self.accumulated = 0.0
         self.calls = 0
+        self.cached_in_row = 0  # consecutive cached calls, for max_cached_in_row
         self.last_step: int | None = None
         self.last_timestep: float | None = None
+
+    @property
+    def residual_bytes(self) -> int:
+        return sum(r.numel() * r.element_size() for r in self.cached_residuals or ())
 
     def residuals_fit(self, streams: tuple[torch.Tensor, ...]) -> bool:
         residuals = self.cached_residuals
@@ -185,6 +252,7 @@ class TeaCacheHook(ModelHook):
         self._schedule: torch.Tensor | None = None  # the scheduler.timesteps object seen last
         self.generation = -1
         self._had_instance_forward = False
+        self._made_registry = False  # apply_teacache created the module's HookRegistry
         self._restarted = False  # reset_state ran: the next call opens a new generation
         self._slot_step: int | None = None  # the step whose unnamed calls are being counted
         self._slot_calls = 0
@@ -217,6 +285,7 @@ class TeaCacheHook(ModelHook):
         synchronize(context.hidden_states.device)
         record = StepRecord(**record, seconds=time.perf_counter() - started)
         self.stats.add(record)
+        self.stats.hold_residuals(self.module_name, *self.residual_bytes())
         logger.debug(
             "%s %s step %d: rel_l1=%s acc=%.4f %s",
             self.module_name,
@@ -239,6 +308,7 @@ class TeaCacheHook(ModelHook):
             or (position.total is not None and position.step >= position.total - 1)
             or position.step < config.ret_steps
             or (config.cutoff_steps is not None and position.step >= config.cutoff_steps)
+            or not self._in_window(position)
             or not state.residuals_fit(streams)
         )
         verdict = decide(
@@ -249,13 +319,22 @@ class TeaCacheHook(ModelHook):
             forced=forced,
             x_range=config.rel_l1_range,
         )
+        limit = config.max_cached_in_row
+        if verdict.decision is Decision.CACHED and limit is not None and state.cached_in_row >= limit:
+            verdict = Verdict(Decision.FORCED, 0.0, None)
         output_change = None
         if verdict.decision is Decision.CACHED:
-            outputs = tuple(stream + residual for stream, residual in zip(streams, state.cached_residuals))
+            residuals = state.cached_residuals
+            outputs = tuple(stream + _to_device(r, stream.device) for stream, r in zip(streams, residuals))
             state.previous_output = None  # a pair of outputs must be two computed calls in a row
+            state.cached_in_row += 1
         else:
             outputs = context.check_block_outputs(context.run_transformer_blocks())
-            state.cached_residuals = tuple(out - stream for out, stream in zip(outputs, streams))
+            residuals = tuple(out - stream for out, stream in zip(outputs, streams))
+            if config.cache_device is not None:
+                residuals = tuple(_to_device(residual, config.cache_device) for residual in residuals)
+            state.cached_residuals = residuals
+            state.cached_in_row = 0
             if config.record_output_change:
                 output_change = self._output_change(state, outputs[0].detach(), distance)
         state.previous_modulated_input = modulated
@@ -275,6 +354,23 @@ class TeaCacheHook(ModelHook):
             output_rel_l1=output_change,
         )
         return context.postprocess(*outputs), record
+
+    def _in_window(self, position: _Position) -> bool:
+        """Whether the step lies in the configured cache window (always, without one)."""
+        if not self.config.has_window:
+            return True
+        if position.total is None:
+            raise TeaCacheError(
+                f"the cache window (start/end) on {self.module_name} needs the number of steps: "
+                "set num_inference_steps in TeaCacheConfig"
+            )
+        return position.step in self.config.cache_window(position.total)
+
+    def residual_bytes(self) -> tuple[int, torch.device | None]:
+        """Bytes of cached residuals held by every branch of this denoiser, and the device they are on."""
+        held = [state for state in self.state_manager._state_cache.values() if state.cached_residuals]
+        device = held[0].cached_residuals[0].device if held else None
+        return sum(state.residual_bytes for state in held), device
 
     @staticmethod
     def _output_change(state: TeaCacheState, output: torch.Tensor, distance: float | None) -> float | None:
@@ -367,6 +463,17 @@ def _lora_scope(module: torch.nn.Module, extractor: Extractor, kwargs: dict) -> 
             unscale_lora_layers(module, scale)
 
 
+def _to_device(tensor: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """Move a residual between the compute device and the cache device, the exact values kept."""
+    if tensor.device == device:
+        return tensor
+    # GPU -> host lands in pinned memory when non_blocking (torch pins the copy), and pinned host -> GPU
+    # is asynchronous; both copies are queued on the current stream, so the order of use is kept.
+    if tensor.device.type == "cuda" and device.type == "cpu":
+        return tensor.to(device, non_blocking=True)
+    return tensor.to(device, non_blocking=tensor.device.type == "cpu" and tensor.is_pinned())
+
+
 def synchronize(device: torch.device) -> None:
     """Wait for the device, so wall-clock times measure finished work."""
     # The next call's rel_l1 .item() waits for this one anyway, so waiting here costs nothing and
@@ -455,6 +562,7 @@ def apply_teacache(pipe_or_transformer: Any, config: TeaCacheConfig | Mapping[st
     extractors = {name: get_extractor(type(unwrap_module(m)).__name__) for name, m in modules.items()}
     for name, module in modules.items():
         _check_can_hook(name, module)
+        _check_config_fits(name, configs[name], bare=isinstance(pipe_or_transformer, torch.nn.Module))
 
     if isinstance(pipe_or_transformer, torch.nn.Module):
         scheduler = None
@@ -466,6 +574,7 @@ def apply_teacache(pipe_or_transformer: Any, config: TeaCacheConfig | Mapping[st
     for name, module in modules.items():
         config = configs[name]
         hook = TeaCacheHook(extractors[name], config, stats, name, scheduler)
+        hook._made_registry = not hasattr(module, "_diffusers_hook")
         registry = HookRegistry.check_if_exists_or_initialize(module)
         registry.register_hook(hook, TEACACHE_HOOK)
         registry.invalidate_child_registries_cache()
@@ -512,11 +621,36 @@ def _check_can_hook(name: str, module: torch.nn.Module) -> None:
             f"{name} already has a diffusers cache enabled ({type(module._cache_config).__name__}); "
             "call disable_cache() on it first, caches do not stack"
         )
+    for where, submodule in module.named_modules():
+        registry = vars(submodule).get("_diffusers_hook")
+        for hook_name, hook in getattr(registry, "hooks", {}).items():
+            cache = _CACHE_BY_MARK.get(hook_name) or _CACHE_BY_MARK.get(type(hook).__name__)
+            if cache is not None:
+                raise TeaCacheError(
+                    f"{name} already has {cache} enabled (diffusers hook {hook_name!r} on {where or name}); "
+                    "remove it first (HookRegistry.remove_hook with recurse=True), caches do not stack"
+                )
     if hasattr(module, "_hf_hook"):
         raise TeaCacheError(
             f"{name} has an accelerate offload hook; apply TeaCache before enable_model_cpu_offload() "
             "or enable_sequential_cpu_offload()"
         )
+
+
+def _check_config_fits(name: str, config: TeaCacheConfig, bare: bool) -> None:
+    """Fail at apply time on what would only fail at the first call."""
+    if bare and config.has_window and config.num_inference_steps is None:
+        raise TeaCacheError(
+            f"the cache window (start/end) on a bare {name} needs the number of steps: "
+            "set num_inference_steps in TeaCacheConfig"
+        )
+    if config.cache_device is not None:
+        try:
+            torch.empty(0, device=config.cache_device)
+        except (RuntimeError, AssertionError):  # AssertionError: torch built without that backend
+            raise TeaCacheError(
+                f"cache_device {str(config.cache_device)!r} is not available here; use 'cpu' or a device torch sees"
+            ) from None
 
 
 def _find_hook(module: torch.nn.Module) -> TeaCacheHook | None:
@@ -535,3 +669,6 @@ def _remove_hook(module: torch.nn.Module) -> None:
     # module's forward is the class's again, as it was.
     if not registry._hook_order and not hook._had_instance_forward:
         vars(module).pop("forward", None)
+    # An empty registry apply_teacache made goes too (it references the module: a cycle left behind).
+    if not registry.hooks and hook._made_registry:
+        vars(module).pop("_diffusers_hook", None)

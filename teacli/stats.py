@@ -54,12 +54,25 @@ def _totals(records: list[StepRecord]) -> Totals:
 @dataclass
 class TeaCacheStats:
     records: list[StepRecord] = field(default_factory=list)
+    peak_residual_bytes: int = 0  # most bytes of cached residuals held at once, every branch and denoiser
+    residual_device: str | None = None  # where the residuals were held (None: nothing cached yet)
+    _held: dict[str, int] = field(default_factory=dict, repr=False)  # bytes held now, per denoiser
 
     def add(self, record: StepRecord) -> None:
         self.records.append(record)
 
+    def hold_residuals(self, module: str, nbytes: int, device: object | None) -> None:
+        """What one denoiser's branches hold after a call; keeps the peak over every denoiser."""
+        self._held[module] = nbytes
+        self.peak_residual_bytes = max(self.peak_residual_bytes, sum(self._held.values()))
+        if device is not None:
+            self.residual_device = str(device)
+
     def clear(self) -> None:
         self.records.clear()
+        self._held.clear()
+        self.peak_residual_bytes = 0
+        self.residual_device = None
 
     def __len__(self) -> int:
         return len(self.records)
@@ -96,5 +109,7 @@ class TeaCacheStats:
             "branches": {
                 f"{module}/{branch}": totals.to_dict() for (module, branch), totals in self.by_branch().items()
             },
+            "peak_residual_bytes": self.peak_residual_bytes,
+            "residual_device": self.residual_device,
             "records": [record.to_dict() for record in self.records],
         }
