@@ -4,12 +4,17 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
-from collections.abc import Callable
+import secrets
+import signal
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from PIL import Image
+
+Writer = Callable[[Path], None]
 
 
 class OutputError(ValueError):
@@ -32,7 +37,7 @@ def next_free_path(directory: Path, stem: str, suffix: str) -> Path:
 
 def check_writable(path: Path, overwrite: bool, kind: str = "output") -> Path:
     """Fail before any work is done if `path` cannot be written."""
-    parent = path.parent if str(path.parent) else Path(".")
+    parent = path.parent
     if path.is_dir():
         raise OutputError(f"{kind} path {path} is a directory; give a file name")
     if not parent.is_dir():
@@ -44,24 +49,106 @@ def check_writable(path: Path, overwrite: bool, kind: str = "output") -> Path:
     return path
 
 
-def write_atomic(path: Path, write: Callable[[Path], None]) -> None:
-    """Write to a temporary file beside `path`, then rename it into place."""
-    descriptor, temporary = tempfile.mkstemp(
-        dir=path.parent if str(path.parent) else ".", prefix=f".{path.name}.", suffix=path.suffix
-    )
-    os.close(descriptor)
+def temporary_beside(path: Path) -> Path:
+    """An empty new file `.NAME.RANDOM.SUFFIX` in the same directory, so the final rename is atomic.
+
+    Created with mode 0o666 less the umask (mkstemp's 0o600 would make every output private to its owner);
+    when replacing a file, its mode is kept."""
+    for _ in range(100):
+        candidate = path.parent / f".{path.name}.{secrets.token_hex(4)}{path.suffix}"
+        try:
+            descriptor = os.open(candidate, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+        except FileExistsError:
+            continue
+        os.close(descriptor)
+        try:
+            os.chmod(candidate, os.stat(path).st_mode & 0o7777)
+        except OSError:
+            pass  # no file to replace (or not ours to read): keep the umask's mode
+        return candidate
+    raise OutputError(f"cannot create a temporary file in {path.parent}; check the directory")
+
+
+def write_atomic(path: Path, write: Writer, overwrite: bool = True) -> None:
+    """Write to a temporary file beside `path`, then rename it into place.
+
+    With overwrite=False an existing `path` (even one that appeared while `write` ran) is never replaced:
+    OutputError, and nothing is left behind."""
+    write_atomic_group([(path, write)], overwrite)
+
+
+def write_atomic_group(files: Sequence[tuple[Path, Writer]], overwrite: bool = True) -> None:
+    """Write several files that belong together (an output and its metadata sidecar): all of them to
+    temporary files first, then every rename at once, so an error or Ctrl-C while writing leaves none of
+    them and no temporary file behind."""
+    temporaries: list[Path] = []
     try:
-        write(Path(temporary))
-        os.replace(temporary, path)
+        for path, write in files:
+            temporaries.append(temporary_beside(path))
+            write(temporaries[-1])
+        with sigint_deferred():
+            _commit([(temporary, path) for temporary, (path, _) in zip(temporaries, files)], overwrite)
+    finally:
+        for temporary in temporaries:
+            temporary.unlink(missing_ok=True)  # renamed ones are gone already
+
+
+def _commit(renames: list[tuple[Path, Path]], overwrite: bool) -> None:
+    if overwrite:
+        for temporary, path in renames:
+            os.replace(temporary, path)
+        return
+    placed: list[Path] = []
+    try:
+        for temporary, path in renames:
+            _place_new(temporary, path)
+            placed.append(path)
     except BaseException:
-        Path(temporary).unlink(missing_ok=True)
+        for path in placed:  # ours, made a moment ago: the group is all or nothing
+            path.unlink(missing_ok=True)
         raise
 
 
-def save_image(image: Any, path: Path) -> None:
+def _place_new(temporary: Path, path: Path) -> None:
+    """Rename without replacing: a hard link fails if `path` exists, where os.replace would clobber it."""
+    try:
+        os.link(temporary, path)
+    except FileExistsError:
+        raise OutputError(f"{path} already exists; pass --overwrite to replace it or choose another path") from None
+    except OSError:  # a file system without hard links: check, then rename
+        if path.exists():
+            raise OutputError(f"{path} already exists; pass --overwrite to replace it or choose another path") from None
+        os.replace(temporary, path)
+        return
+    temporary.unlink()
+
+
+@contextmanager
+def sigint_deferred() -> Iterator[None]:
+    """Hold back Ctrl-C for the few renames that commit a group, so it is never half committed; the
+    interrupt is raised once they are done. Only the main thread can change signal handlers."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    received: list[int] = []
+    previous = signal.signal(signal.SIGINT, lambda number, _frame: received.append(number))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if received and callable(previous):
+        previous(signal.SIGINT, None)
+
+
+def save_image(image: Any, path: Path, overwrite: bool = True, **options: Any) -> None:
     image_format = image_extensions()[path.suffix.lower()]
-    write_atomic(path, lambda temporary: image.save(temporary, format=image_format))
+    write_atomic(path, lambda temporary: image.save(temporary, format=image_format, **options), overwrite)
 
 
-def save_json(data: Any, path: Path) -> None:
-    write_atomic(path, lambda temporary: temporary.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8"))
+def save_json(data: Any, path: Path, overwrite: bool = True) -> None:
+    write_atomic(path, json_writer(data), overwrite)
+
+
+def json_writer(data: Any) -> Writer:
+    text = json.dumps(data, indent=2) + "\n"
+    return lambda temporary: temporary.write_text(text, encoding="utf-8")
