@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 from dataclasses import dataclass, field
 from functools import cache
 from importlib import resources
@@ -24,6 +25,18 @@ PRESET_SUFFIXES = (".yaml", ".yml")
 
 
 REQUIRED_STRINGS = ("name", "model", "pipeline", "transformer", "extractor", "coefficients_source")
+
+# Fields naming code are plain names looked up in diffusers or the extractor registry, never import paths:
+# a preset is data, and a dotted path would invite importing whatever module it names.
+NAME_FIELDS = {
+    "pipeline": "a diffusers pipeline class name such as FluxPipeline",
+    "transformer": "a transformer class name such as FluxTransformer2DModel (extractors are looked up by it)",
+    "extractor": "the name of its extractor module in extractors/, such as flux",
+}
+PLAIN_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+# from_pretrained arguments that would run code from a model repository; a preset may not pass them.
+CODE_KWARGS = ("trust_remote_code", "custom_pipeline", "custom_revision", "code_revision")
 
 
 class PresetError(ValueError):
@@ -185,6 +198,9 @@ def parse_preset(data: Any, path: str) -> Preset:
         raise _fail(path, unknown[0], f"unknown field; known fields: {', '.join(sorted(known))}")
 
     strings = {name: _string(data, path, name) for name in REQUIRED_STRINGS}
+    for name, expected in NAME_FIELDS.items():
+        if not PLAIN_NAME.fullmatch(strings[name]):
+            raise _fail(path, name, f"expected {expected}, got {strings[name]!r}: a name, never a path to code")
 
     coefficients = _coefficients(data.get("coefficients"), path, "coefficients")
 
@@ -297,12 +313,30 @@ def _components(value: Any, path: str) -> dict[str, Component]:
         kwargs = spec.get("kwargs") or {}
         if not isinstance(kwargs, dict):
             raise _fail(path, f"{where}.kwargs", "expected a mapping of from_pretrained arguments")
+        _check_safe_kwargs(kwargs, path, f"{where}.kwargs")
         fields = {key: spec.get(key) for key in ("class", "model", "subfolder")}
         for key, text in fields.items():
             if (text is None and key != "subfolder") or (text is not None and (not isinstance(text, str) or not text)):
                 raise _fail(path, f"{where}.{key}", f"expected a non-empty string, got {text!r}")
+        if not PLAIN_NAME.fullmatch(fields["class"]):
+            raise _fail(
+                path, f"{where}.class", f"expected a transformers or diffusers class name, got {fields['class']!r}"
+            )
         components[name] = Component(fields["class"], fields["model"], fields["subfolder"], dict(kwargs))
     return components
+
+
+def _check_safe_kwargs(kwargs: dict, path: str, where: str) -> None:
+    """Refuse loader arguments that would run repository code or unpickle weights."""
+    for key in kwargs:
+        if key in CODE_KWARGS:
+            raise _fail(path, f"{where}.{key}", "teacli never runs code from a model repository; remove it")
+    if "use_safetensors" in kwargs and kwargs["use_safetensors"] is not True:
+        raise _fail(
+            path,
+            f"{where}.use_safetensors",
+            "teacli loads safetensors weights only; remove it (--allow-pickle allows pickle weights you trust)",
+        )
 
 
 def preset_to_dict(preset: Preset) -> dict[str, Any]:

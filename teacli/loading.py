@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 import warnings
 from collections.abc import Sequence
 from dataclasses import replace
@@ -31,9 +32,61 @@ class ModelError(ValueError):
     """The model could not be resolved or loaded; the message says what to do."""
 
 
-def resolve_preset(model: str | None) -> Preset:
+# Weight files torch.load unpickles: loading one can run code hidden in it, so they need --allow-pickle.
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle")
+NO_REMOTE_CODE = "teacli never runs code from a model repository"
+NOT_CACHED = "is not in the local Hugging Face cache; run once without --offline to download it"
+
+
+def _pickle_hint(model: str, components: Sequence[str]) -> str:
+    return (
+        f"{model} has no safetensors weights for {', '.join(components)} (only pickle files, which can run code "
+        "when loaded); pass --allow-pickle only if you trust its files"
+    )
+
+
+def pickle_only_components(files: Sequence[str]) -> list[str]:
+    """The folders (components) among `files` (paths relative to a checkpoint) with pickle weights but no
+    safetensors ones; "." for weights at the top level."""
+    pickles: set[str] = set()
+    safe: set[str] = set()
+    for file in files:
+        path = Path(file)
+        folder = path.parent.as_posix()
+        name = path.name.removesuffix(".index.json")
+        if name.endswith(".safetensors"):
+            safe.add(folder)
+        elif name.endswith(PICKLE_SUFFIXES):
+            pickles.add(folder)
+    return sorted(pickles - safe)
+
+
+def _local_files(directory: Path) -> list[str]:
+    return [p.relative_to(directory).as_posix() for p in directory.rglob("*") if p.is_file()]
+
+
+def _is_local(location: str) -> bool:
+    """A directory on disk: it is read in place, and nothing about it is asked of the hub."""
+    return Path(location).expanduser().is_dir()
+
+
+def in_hf_cache(repo_id: str) -> bool:
+    """Whether the local Hugging Face cache holds any snapshot of `repo_id` (files may still be missing)."""
+    from huggingface_hub import constants
+    from huggingface_hub.file_download import repo_folder_name
+
+    try:
+        snapshots = Path(constants.HF_HUB_CACHE) / repo_folder_name(repo_id=repo_id, repo_type="model") / "snapshots"
+    except ValueError:  # not a valid repo id
+        return False
+    return snapshots.is_dir() and any(snapshots.iterdir())
+
+
+def resolve_preset(model: str | None, *, offline: bool = False) -> Preset:
     """A preset name (user presets first), a preset file, a hub id or local path of a preset, or any pipeline
-    whose transformer has an extractor (its coefficients are then borrowed from a preset of that class)."""
+    whose transformer has an extractor (its coefficients are then borrowed from a preset of that class).
+
+    `offline`: a hub id is read from the local Hugging Face cache only, never looked up online."""
     if model is None:
         return all_presets()[DEFAULT_PRESET]
     if model.lower().endswith((".yaml", ".yml")):
@@ -47,23 +100,33 @@ def resolve_preset(model: str | None) -> Preset:
     preset = find_preset(model)
     if preset is not None:
         return preset
-    return _borrowed_preset(model)
+    return _borrowed_preset(model, offline=offline)
 
 
-def _borrowed_preset(model: str) -> Preset:
+def _borrowed_preset(model: str, *, offline: bool = False) -> Preset:
     from diffusers import DiffusionPipeline
 
     presets = all_presets()
     known = ", ".join(presets)
+    local = _is_local(model)
     try:
         with warnings.catch_warnings():  # hub client deprecation notices are not the user's concern
             warnings.simplefilter("ignore")
-            index = DiffusionPipeline.load_config(model)
+            index = DiffusionPipeline.load_config(model, local_files_only=offline or local)
     except Exception as error:  # noqa: BLE001 - hub/IO errors come in many types; all mean "not found"
+        if offline and not local:
+            raise ModelError(
+                f"model '{model}' is not a preset (see `teacli list-models`), a preset file or a local pipeline "
+                f"directory, and {NOT_CACHED}"
+            ) from None
         raise ModelError(
             f"unknown model '{model}': not a preset ({known}), a preset file, a local pipeline directory "
             f"or a reachable hub id ({type(error).__name__}); see `teacli list-models`"
         ) from None
+    pipeline = index.get("_class_name")
+    # [module, class]: a pipeline class shipped as code in the repository
+    if pipeline is not None and not isinstance(pipeline, str):
+        raise ModelError(f"model '{model}' names its own pipeline code ({pipeline}); {NO_REMOTE_CODE}")
     transformer = index.get("transformer")
     class_name = transformer[1] if isinstance(transformer, (list, tuple)) and len(transformer) == 2 else None
     if class_name is None:
@@ -83,7 +146,7 @@ def _borrowed_preset(model: str) -> Preset:
         donor,
         name=model,
         model=model,
-        pipeline=index.get("_class_name", donor.pipeline),
+        pipeline=pipeline or donor.pipeline,
         coefficients_source=f"borrowed from {donor.name} ({donor.coefficients_source})",
         source="",
     )
@@ -160,7 +223,9 @@ def pick_dtype(dtype: str, device: torch.device) -> torch.dtype:
     return DTYPES[dtype]
 
 
-def _load_component(preset: Preset, name: str, spec: Component, dtype: torch.dtype):
+def _load_component(
+    preset: Preset, name: str, spec: Component, dtype: torch.dtype, *, allow_pickle: bool, offline: bool
+):
     """One component the checkpoint does not ship, from its own repository (as the model card shows)."""
     import diffusers
     import transformers
@@ -171,16 +236,33 @@ def _load_component(preset: Preset, name: str, spec: Component, dtype: torch.dty
             f"preset {preset.source or preset.name}: field 'components.{name}.class': {spec.class_name} is in "
             "neither transformers nor diffusers"
         )
+    local = _is_local(spec.model)
+    if offline and not local and not in_hf_cache(spec.model):
+        raise ModelError(f"{spec.model} (the {name} of {preset.model}) {NOT_CACHED}")
+    # The preset's kwargs cannot turn code or pickle on: catalog refuses those fields.
     kwargs = dict(spec.kwargs)
     if spec.subfolder:
         kwargs["subfolder"] = spec.subfolder
+    kwargs["local_files_only"] = offline or local
     if isinstance(component_class, type) and issubclass(component_class, torch.nn.Module):
         kwargs.setdefault("dtype", dtype)
-    return component_class.from_pretrained(spec.model, **kwargs)
+        kwargs["use_safetensors"] = None if allow_pickle else True  # None: diffusers/transformers' default
+    try:
+        return component_class.from_pretrained(spec.model, **kwargs)
+    except OSError as error:
+        if not allow_pickle and "safetensors" in str(error):
+            raise ModelError(_pickle_hint(spec.model, [name])) from None
+        raise
 
 
-def load_pipeline(preset: Preset, device: torch.device, dtype: torch.dtype):
-    """Load with from_pretrained, the same path for hub models, local copies and embedded models."""
+def load_pipeline(
+    preset: Preset, device: torch.device, dtype: torch.dtype, *, allow_pickle: bool = False, offline: bool = False
+):
+    """Load with from_pretrained, the same path for hub models, local copies and embedded models.
+
+    Weights load from safetensors files only unless `allow_pickle`; remote code is never enabled.
+    `offline` (and any local directory) reads files on disk only: no request reaches the hub.
+    """
     import diffusers
 
     pipeline_class = getattr(diffusers, preset.pipeline, None)
@@ -198,15 +280,51 @@ def load_pipeline(preset: Preset, device: torch.device, dtype: torch.dtype):
             raise ModelError(str(error)) from None
     else:
         location = preset.model
+    local = _is_local(location)
+    if offline and not local and not in_hf_cache(location):
+        raise ModelError(f"{preset.model} {NOT_CACHED}")
+    options = dict(
+        dtype=dtype,
+        use_safetensors=None if allow_pickle else True,  # None: diffusers' default, pickle when no safetensors
+        local_files_only=offline or local,
+    )
     try:
-        components = {name: _load_component(preset, name, spec, dtype) for name, spec in preset.components.items()}
-        pipe = pipeline_class.from_pretrained(location, dtype=dtype, **components)
-    except PresetError:
+        components = {
+            name: _load_component(preset, name, spec, dtype, allow_pickle=allow_pickle, offline=offline)
+            for name, spec in preset.components.items()
+        }
+        pipe = pipeline_class.from_pretrained(location, **options, **components)
+    except (PresetError, ModelError):
         raise
     except (OSError, ValueError) as error:
+        if not allow_pickle and "safetensors" in str(error):
+            raise ModelError(_pickle_hint(preset.model, _pickle_components(location, error))) from None
         first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        if "custom code" in first_line or "trust_remote_code" in first_line:
+            raise ModelError(f"could not load {preset.model}: {first_line} ({NO_REMOTE_CODE})") from None
+        if offline and not local:
+            raise ModelError(
+                f"could not load {preset.model} offline ({first_line}): some of its files are not in the local "
+                "Hugging Face cache; run once without --offline to download them"
+            ) from None
         raise ModelError(f"could not load {preset.model} with {preset.pipeline}: {first_line}") from None
     check_loaded_transformers(preset, pipe)
     pipe.to(device)
     pipe.set_progress_bar_config(disable=True)
     return pipe
+
+
+def _pickle_components(location: str, error: Exception) -> list[str]:
+    """Which components a "no safetensors" error is about: from the directory, else from the message."""
+    message = str(error)
+    if _is_local(location):
+        found = pickle_only_components(_local_files(Path(location).expanduser()))
+        if found:
+            return found
+    # diffusers' hub check lists the repository's files: "...safetensors` weights in ['a/x.bin', ...]"
+    found = pickle_only_components(re.findall(r"'([^']+)'", message))
+    if found:
+        return found
+    # transformers and diffusers models: "Error no file named X.safetensors found in directory DIR."
+    directory = re.search(r"found in directory (\S+?)\.?$", message.strip().splitlines()[0])
+    return [Path(directory.group(1)).name] if directory else ["its weights"]

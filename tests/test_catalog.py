@@ -434,7 +434,9 @@ def test_components_are_loaded_separately_and_passed_to_the_pipeline(teacli_cach
     pipe = load_pipeline(preset, torch.device("cpu"), torch.float32)
     assert type(pipe.text_encoder).__name__ == "CLIPTextModel"
     # Ours is the only load: from_pretrained of the pipeline took the component as given.
-    assert calls == [(str(tiny), {"subfolder": "text_encoder", "dtype": torch.float32})]
+    # safetensors only; a directory on disk is read without asking the hub
+    expected = {"subfolder": "text_encoder", "dtype": torch.float32, "use_safetensors": True, "local_files_only": True}
+    assert calls == [(str(tiny), expected)]
 
 
 def test_component_class_that_does_not_exist_names_the_field(tmp_path):

@@ -1,0 +1,145 @@
+"""LoRA weights on a loaded pipeline, through diffusers' own LoRA loaders (PEFT backend).
+
+The LoRA layers live inside the transformer's linear layers, so TeaCache's hook sees them like any
+other weight: the blocks' residual it caches already includes the LoRA's contribution.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from pathlib import Path
+from typing import Any
+
+from .loading import NOT_CACHED, PICKLE_SUFFIXES, ModelError, in_hf_cache
+
+LORA_EXTRA = "pip install 'teacli[lora]'"
+# owner/name, as the hub spells repository ids; anything else is taken for a path on disk.
+HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
+ADAPTER_PREFIX = "teacli_lora_"  # adapter names are module-dict keys: no dots
+
+
+def load_lora(pipe: Any, path: str, scale: float = 1.0, *, allow_pickle: bool = False, offline: bool = False) -> str:
+    """Load the LoRA at `path` (a file, a directory or a hub id) into `pipe` at `scale`; returns the adapter name.
+
+    LoRAs loaded earlier stay active at their own scales. Weights load from safetensors only unless
+    `allow_pickle`; `offline` reads a hub id from the local Hugging Face cache only.
+    """
+    if not hasattr(pipe, "load_lora_weights"):
+        raise ModelError(f"{type(pipe).__name__} has no LoRA support in diffusers {_diffusers_version()}; drop --lora")
+    _require_peft()
+    if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not math.isfinite(scale):
+        raise ModelError(f"--lora-scale must be a finite number, got {scale!r}")
+    source, weight_name, local = _locate(path, allow_pickle=allow_pickle, offline=offline)
+
+    scales: dict[str, float] = getattr(pipe, "_teacli_lora_scales", {})
+    taken = {name for names in pipe.get_list_adapters().values() for name in names} | set(scales)
+    name = next(f"{ADAPTER_PREFIX}{i}" for i in range(len(taken) + 1) if f"{ADAPTER_PREFIX}{i}" not in taken)
+    options = dict(
+        adapter_name=name,
+        use_safetensors=None if allow_pickle else True,  # None: diffusers tries safetensors, then pickle
+        local_files_only=offline or local,
+    )
+    if weight_name is not None:
+        options["weight_name"] = weight_name
+    try:
+        pipe.load_lora_weights(source, **options)
+    except Exception as error:  # noqa: BLE001 - diffusers and peft raise many types; each means a bad file
+        _drop_adapter(pipe, name)
+        raise ModelError(_explain(pipe, path, error, allow_pickle)) from None
+    if not any(name in names for names in pipe.get_list_adapters().values()):
+        raise ModelError(f"{path} is not a LoRA for {_target(pipe)}: none of its weights matched the pipeline's layers")
+    scales = {**scales, name: float(scale)}
+    pipe.set_adapters(list(scales), adapter_weights=list(scales.values()))
+    pipe._teacli_lora_scales = scales
+    return name
+
+
+def _diffusers_version() -> str:
+    import diffusers
+
+    return diffusers.__version__
+
+
+def _require_peft() -> None:
+    try:
+        import peft  # noqa: F401
+    except ImportError:
+        raise ModelError(f"--lora needs the peft package: {LORA_EXTRA}") from None
+    from diffusers.utils import USE_PEFT_BACKEND
+
+    if not USE_PEFT_BACKEND:  # peft or transformers too old for diffusers' LoRA backend
+        raise ModelError(f"--lora needs newer peft and transformers for diffusers' LoRA support: {LORA_EXTRA} -U")
+
+
+def _locate(path: str, *, allow_pickle: bool, offline: bool) -> tuple[str, str | None, bool]:
+    """(what to pass to load_lora_weights, the weight file name or None, whether it is on disk)."""
+    local = Path(path).expanduser()
+    if local.is_file():
+        if not allow_pickle and local.name.endswith(PICKLE_SUFFIXES):
+            raise ModelError(_pickle_message(path))
+        return str(local.parent), local.name, True
+    if local.is_dir():
+        files = [p.name for p in local.iterdir() if p.is_file()]
+        has_pickle = any(f.endswith(PICKLE_SUFFIXES) for f in files)
+        if not allow_pickle and has_pickle and not any(f.endswith(".safetensors") for f in files):
+            raise ModelError(_pickle_message(path))
+        return str(local), None, True
+    if not HUB_ID.fullmatch(path) or path.lower().endswith((".safetensors", *PICKLE_SUFFIXES)):
+        where = "" if local.is_absolute() else f" (relative to {Path.cwd()})"
+        raise ModelError(f"LoRA {path} does not exist{where}; pass a .safetensors file, its folder or a hub id")
+    if not offline:
+        return path, None, False
+    # Offline, diffusers cannot list a hub repository's files: read its cached snapshot as a folder.
+    if not in_hf_cache(path):
+        raise ModelError(f"LoRA {path} {NOT_CACHED}")
+    from huggingface_hub import snapshot_download
+
+    try:
+        snapshot = snapshot_download(path, local_files_only=True)
+    except Exception:  # noqa: BLE001 - any failure here means the cache does not hold it
+        raise ModelError(f"LoRA {path} {NOT_CACHED}") from None
+    return _locate(snapshot, allow_pickle=allow_pickle, offline=offline)
+
+
+def _pickle_message(path: str) -> str:
+    return (
+        f"LoRA {path} has no safetensors weights (only pickle files, which can run code when loaded); "
+        "pass --allow-pickle only if you trust it"
+    )
+
+
+def _target(pipe: Any) -> str:
+    transformer = getattr(pipe, "transformer", None)
+    inner = f" ({type(transformer).__name__})" if transformer is not None else ""
+    return f"{type(pipe).__name__}{inner}"
+
+
+def _first_line(error: Exception) -> str:
+    """The line that says what went wrong; torch's state-dict errors put it after a heading."""
+    lines = [line.strip() for line in str(error).strip().splitlines() if line.strip()]
+    mismatch = [line for line in lines if line.startswith("size mismatch")]
+    return (mismatch or lines or [type(error).__name__])[0]
+
+
+def _explain(pipe: Any, path: str, error: Exception, allow_pickle: bool) -> str:
+    """One line for a failed load_lora_weights: what was wrong with the file and what to do."""
+    text = str(error)
+    if not allow_pickle and ("safetensors" in text.lower() or type(error).__name__ == "SafetensorError"):
+        return _pickle_message(path)
+    if "Invalid LoRA checkpoint" in text:
+        return f"{path} is not a LoRA: none of its weights has a LoRA name (lora_A/lora_B, lora_down/lora_up)"
+    if isinstance(error, OSError):
+        return f"could not read LoRA {path}: {_first_line(error)}"
+    line = _first_line(error)
+    hint = " (its layer shapes are another model's)" if line.startswith("size mismatch") else ""
+    return f"{path} is not a LoRA for {_target(pipe)}: {line}{hint}"
+
+
+def _drop_adapter(pipe: Any, name: str) -> None:
+    """Remove what a failed load left behind, so the pipeline runs as before."""
+    try:
+        if any(name in names for names in pipe.get_list_adapters().values()):
+            pipe.delete_adapters(name)
+    except Exception:  # noqa: BLE001, S110 - best effort: the load error is what the user needs to see
+        pass
