@@ -116,6 +116,9 @@ def test_apply_and_remove_two_hundred_times_leaves_no_hook_and_no_growth(pipe, r
         TEACACHE_HOOK in getattr(vars(m).get("_diffusers_hook"), "hooks", {}) for m in pipe.transformer.modules()
     )
     # No linear growth: 150 more cycles (three with a generation) leave the counts where 50 left them.
-    assert after_200["tensors"] == after_50["tensors"] == before["tensors"]
+    # (Counts may drop: garbage other tests in the session left can be freed meanwhile.)
+    assert after_200["tensors"] <= after_50["tensors"] <= before["tensors"]
     assert after_200["objects"] - after_50["objects"] <= 20
-    assert after_200["traced_bytes"] - after_50["traced_bytes"] < 16 * 1024  # < 110 bytes a cycle
+    # A handle kept alive with its hook is 5 objects and ~0.8 KiB a cycle (120 KiB here); a generation leaves
+    # a few hundred bytes in torch's and transformers' own caches, hence the margin.
+    assert after_200["traced_bytes"] - after_50["traced_bytes"] < 32 * 1024
