@@ -303,12 +303,13 @@ class TeaCacheHook(ModelHook):
         previous = state.previous_modulated_input
         distance = rel_l1(modulated, previous) if previous is not None and previous.shape == modulated.shape else None
         streams = context.streams
+        in_window = self._in_window(position)  # first: a window it cannot place fails on the first call
         forced = (
             position.step == 0
             or (position.total is not None and position.step >= position.total - 1)
             or position.step < config.ret_steps
             or (config.cutoff_steps is not None and position.step >= config.cutoff_steps)
-            or not self._in_window(position)
+            or not in_window
             or not state.residuals_fit(streams)
         )
         verdict = decide(
