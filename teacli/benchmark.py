@@ -15,6 +15,7 @@ from typing import Any
 
 from .hook import TeaCacheConfig, apply_teacache
 from .measure import Quality, Run, measure_generation, median, quality
+from .preparation import CacheOptions, LoadOptions
 from .runner import GenerationRequest
 
 # A threshold -> the config for apply_teacache (one per denoiser for two-expert pipelines).
@@ -234,21 +235,26 @@ class IsolatedJob:
     config: BenchConfig
     runs: int
     warmup: int
+    load: LoadOptions = field(default_factory=LoadOptions)
+    cache: CacheOptions = field(default_factory=CacheOptions)
 
 
 def _isolated_worker(job: IsolatedJob) -> list[Run]:
     """Runs in its own process: load, prepare, warm up, measure; returns the runs (with outputs)."""
     from .cli._app import quiet_libraries
-    from .loading import load_pipeline, pick_device, pick_dtype, resolve_preset, teacache_configs
+    from .loading import pick_device, pick_dtype, resolve_preset, teacache_configs
     from .peers import PEERS
+    from .preparation import prepare_pipeline
 
     quiet_libraries()
-    preset = resolve_preset(job.model)
+    preset = resolve_preset(job.model, offline=job.load.offline)
     device = pick_device(job.device)
-    pipe = load_pipeline(preset, device, pick_dtype(job.dtype, device))
+    pipe = prepare_pipeline(preset, device, pick_dtype(job.dtype, device), job.load)
     runner = ConfigRunner(
         pipe,
-        lambda thresh: teacache_configs(preset, thresh, coefficients=job.coefficients, coefficients_source="user"),
+        lambda thresh: job.cache.apply(
+            teacache_configs(preset, thresh, coefficients=job.coefficients, coefficients_source="user")
+        ),
         PEERS,
     )
     (row,) = _measured_rows(runner, job.request, [job.config], job.runs, job.warmup)

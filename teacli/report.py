@@ -60,6 +60,8 @@ class GenerationSummary:
     quality: Any = None  # measure.Quality against the baseline (PSNR, SSIM), with --compare-baseline
     media: str | None = None  # frames, size and length of a video or sound
     notes: list[str] = field(default_factory=list)
+    outputs: list[str] = field(default_factory=list)  # every file written (several with --num-images)
+    settings: dict[str, Any] = field(default_factory=dict)  # seed, batch, cache and loading options, for --json
 
     @property
     def estimated_speedup(self) -> float | None:
@@ -88,6 +90,9 @@ class GenerationSummary:
             "ssim": self.quality.ssim if self.quality is not None else None,
             "media": self.media,
             "output": self.output,
+            "outputs": self.outputs,
+            "settings": self.settings,
+            "notes": self.notes,
             **self.stats.to_dict(),
         }
 
@@ -126,6 +131,12 @@ def render_generation(summary: GenerationSummary, console: Console) -> None:
     console.print(table)
     console.print(f"coefficients: {summary.coefficients_source}", highlight=False)
     console.print(f"generation: {summary.seconds:.2f} s for {summary.steps} steps")
+    if stats.peak_residual_bytes:
+        console.print(
+            f"cached residuals: {format_bytes(stats.peak_residual_bytes).lstrip('+')} at most, held on "
+            f"{stats.residual_device}",
+            highlight=False,
+        )
     if summary.media:
         console.print(summary.media)
     estimate = summary.estimated_speedup

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -12,9 +12,10 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from ..catalog import Preset
 from ..hook import TeaCacheConfig
-from ..loading import check_extractor, load_pipeline, pick_device, pick_dtype, resolve_preset, teacache_configs
+from ..loading import check_extractor, pick_device, pick_dtype, resolve_preset, teacache_configs
 from ..measure import Run, measure_generation
-from ..runner import GenerationRequest
+from ..preparation import CacheOptions, LoadOptions, prepare_pipeline
+from ..runner import GenerationRequest, per_prompt_argument
 from ._app import CLIError, stderr
 from ._options import COEFFICIENTS_OPTION_SOURCE, Device, DType
 
@@ -24,27 +25,29 @@ class Session:
     preset: Preset
     pipe: Any
     coefficients: tuple[float, ...] | None = None  # the user's --coefficients, for every denoiser
+    cache: CacheOptions = field(default_factory=CacheOptions)  # --start, --end, --max-cached-in-row, ...
 
     def config(
         self, thresh: float | None = None, coefficients: tuple[float, ...] | None = None
     ) -> TeaCacheConfig | dict[str, TeaCacheConfig]:
         """The preset's TeaCache config; one per denoiser where the preset has expert overrides.
         A threshold (the user's --thresh) and coefficients (--coefficients, else the session's) given here
-        apply to every denoiser."""
-        return teacache_configs(
+        apply to every denoiser, and so do the session's cache options."""
+        configs = teacache_configs(
             self.preset,
             thresh,
             coefficients=coefficients if coefficients is not None else self.coefficients,
             coefficients_source=COEFFICIENTS_OPTION_SOURCE,
         )
+        return self.cache.apply(configs)
 
     @property
     def coefficients_source(self) -> str:
         return COEFFICIENTS_OPTION_SOURCE if self.coefficients is not None else self.preset.coefficients_source
 
 
-def resolve(model: str | None) -> Preset:
-    preset = resolve_preset(model)
+def resolve(model: str | None, offline: bool = False) -> Preset:
+    preset = resolve_preset(model, offline=offline)
     check_extractor(preset)
     return preset
 
@@ -73,6 +76,8 @@ def check_pipeline_takes(preset: Preset, **given: Any) -> None:
     for option, argument in OPTION_ARGUMENTS.items():
         if given.get(option.lstrip("-").replace("-", "_")) is not None and argument not in parameters:
             raise CLIError(f"{preset.name} ({preset.pipeline}) takes no {argument}; drop {option}")
+    if given.get("num_images") is not None and per_prompt_argument(parameters) is None:
+        raise CLIError(f"{preset.name} ({preset.pipeline}) makes one output per call; drop --num-images")
 
 
 def pipeline_media(preset: Preset):
@@ -96,13 +101,26 @@ def input_image(preset: Preset, path: Path | None) -> Any:
     return open_image(path)
 
 
+def output_files(out: Path | None, count: int, kind: Any, overwrite: bool) -> list[Path]:
+    """Where the outputs go, every one checked (and its metadata sidecar) before anything is loaded."""
+    from ..media import default_suffix, output_paths
+
+    return output_paths(out, count, kind, Path.cwd(), overwrite, default_suffix(kind))
+
+
 def open_session(
-    preset: Preset, device: Device, dtype: DType, coefficients: tuple[float, ...] | None = None
+    preset: Preset,
+    device: Device,
+    dtype: DType,
+    coefficients: tuple[float, ...] | None = None,
+    load: LoadOptions | None = None,
+    cache: CacheOptions | None = None,
 ) -> Session:
     torch_device = pick_device(device.value)
+    load = load or LoadOptions()
     with stderr.status(f"loading {preset.name} ..."):
-        pipe = load_pipeline(preset, torch_device, pick_dtype(dtype.value, torch_device))
-    return Session(preset, pipe, coefficients)
+        pipe = prepare_pipeline(preset, torch_device, pick_dtype(dtype.value, torch_device), load)
+    return Session(preset, pipe, coefficients, cache or CacheOptions())
 
 
 @contextmanager

@@ -8,24 +8,37 @@ from typing import Annotated
 
 import typer
 
-from ._app import EXIT_INTERRUPTED, CLIError, print_error, setup_logging
+from ._app import EXIT_INTERRUPTED, CLIError, print_error, print_json, setup_logging
 from ._options import (
     COEFFICIENTS_OPTION_SOURCE,
+    AllowPickleOpt,
+    CacheDeviceOpt,
     CoefficientsOpt,
+    CompileOpt,
     Device,
     DeviceOpt,
     DType,
     DTypeOpt,
+    EndOpt,
     GuidanceOpt,
     HeightOpt,
     ImageOpt,
+    LoraOpt,
+    LoraScaleOpt,
+    MaxCachedInRowOpt,
     ModelOpt,
+    OfflineOpt,
+    RetStepsOpt,
     SeedOpt,
+    StartOpt,
     StepsOpt,
+    StrictOpt,
     VerboseOpt,
     WidthOpt,
+    cache_options,
     check_positive,
     check_steps,
+    load_options,
     parse_coefficients,
     parse_thresholds,
 )
@@ -45,6 +58,11 @@ def bench(
         ),
     ] = None,
     coefficients: CoefficientsOpt = None,
+    start: StartOpt = None,
+    end: EndOpt = None,
+    ret_steps: RetStepsOpt = None,
+    max_cached_in_row: MaxCachedInRowOpt = None,
+    cache_device: CacheDeviceOpt = None,
     steps: StepsOpt = None,
     seed: SeedOpt = 0,
     guidance: GuidanceOpt = None,
@@ -60,13 +78,21 @@ def bench(
     compare_baseline: Annotated[
         bool, typer.Option("--compare-baseline", hidden=True, help="Kept for scripts: vanilla always runs now")
     ] = False,
-    json_out: Annotated[Path | None, typer.Option("--json", help="Also write the results to this JSON file")] = None,
+    json_out: Annotated[
+        Path | None, typer.Option("--json", help="Also write the results to this JSON file; - prints them on stdout")
+    ] = None,
     plot: Annotated[
         Path | None, typer.Option("--plot", help="Also draw speedup against PSNR to this PNG (needs teacli[plot])")
     ] = None,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace --json / --plot if they exist")] = False,
+    lora: LoraOpt = None,
+    lora_scale: LoraScaleOpt = 1.0,
+    compile: CompileOpt = False,
     device: DeviceOpt = Device.auto,
     dtype: DTypeOpt = DType.auto,
+    allow_pickle: AllowPickleOpt = False,
+    offline: OfflineOpt = False,
+    strict: StrictOpt = False,
     verbose: VerboseOpt = False,
 ) -> None:
     """Vanilla, TeaCache (threshold 0 and each --thresh) and the other caches, measured alike: median of
@@ -81,6 +107,7 @@ def bench(
     from ..plot import check_plot_available, plot_bench
     from ..report import render_bench
     from ..runner import GenerationRequest
+    from ._checks import check_settings, schedule_warning, thresh_warning
     from ._session import check_pipeline_takes, input_image, open_session, resolve, step_progress
 
     thresholds = parse_thresholds(thresh)
@@ -95,17 +122,20 @@ def bench(
     check_positive("--width", width)
     if warmup < 0:
         raise CLIError(f"--warmup must be >= 0, got {warmup}")
-    if json_out is not None:
+    to_stdout = json_out is not None and str(json_out) == "-"
+    if json_out is not None and not to_stdout:
         check_writable(json_out, overwrite, kind="--json")
     if plot is not None:
         if plot.suffix.lower() != ".png":
             raise CLIError(f"--plot {plot} must end in .png")
         check_writable(plot, overwrite, kind="--plot")
         check_plot_available()
+    loading = load_options(allow_pickle, offline, lora, lora_scale, compile)
+    caching = cache_options(start, end, ret_steps, max_cached_in_row, cache_device)
     setup_logging(verbose)
     if not verbose:  # one "TeaCache enabled" line per run would bury the table
         logging.getLogger("teacli").setLevel(logging.WARNING)
-    preset = resolve(model)
+    preset = resolve(model, offline=offline)
     check_pipeline_takes(preset, guidance=guidance, height=height, width=width, image=image)
     request = GenerationRequest.from_preset(
         preset,
@@ -117,10 +147,11 @@ def bench(
         width=width,
         image=input_image(preset, image),
     )
+    check_settings([schedule_warning(request.steps), *(thresh_warning(t, preset) for t in thresholds)], strict)
 
-    console = Console()
+    console = Console(stderr=to_stdout)  # with --json - stdout carries the JSON alone
     try:
-        session = open_session(preset, device, dtype, user_coefficients)
+        session = open_session(preset, device, dtype, user_coefficients, loading, caching)
         skipped = [(name, reason) for name in methods if (reason := PEERS[name].unavailable(session.pipe))]
         for name, reason in skipped:
             console.print(f"[yellow]skipping {name}:[/] {escape(reason)}", highlight=False)
@@ -129,7 +160,9 @@ def bench(
         if isolate:
             del session  # each configuration loads its own copy
             jobs = [
-                IsolatedJob(model, device.value, dtype.value, user_coefficients, request, c, runs, warmup)
+                IsolatedJob(
+                    model, device.value, dtype.value, user_coefficients, request, c, runs, warmup, loading, caching
+                )
                 for c in configs
             ]
             with step_progress("bench", len(jobs)) as progress:
@@ -172,8 +205,11 @@ def bench(
         isolated=isolate,
         coefficients_source=source,
         **({"coefficients": list(user_coefficients)} if user_coefficients is not None else {}),
+        settings={**caching.given(), **loading.to_dict()},
     )
-    if json_out is not None:
+    if to_stdout:
+        print_json(data)
+    elif json_out is not None:
         save_json(data, json_out)
         console.print(f"wrote {json_out}")
     if plot is not None:

@@ -9,18 +9,24 @@ from typing import Annotated
 import typer
 
 from ..catalog import Preset
-from ._app import EXIT_INTERRUPTED, CLIError, print_error, setup_logging
+from ._app import EXIT_INTERRUPTED, CLIError, print_error, print_json, setup_logging
 from ._options import (
+    AllowPickleOpt,
+    CompileOpt,
     Device,
     DeviceOpt,
     DType,
     DTypeOpt,
     GuidanceOpt,
     HeightOpt,
+    LoraOpt,
+    LoraScaleOpt,
     ModelOpt,
+    OfflineOpt,
     VerboseOpt,
     WidthOpt,
     check_positive,
+    load_options,
 )
 
 PRESET_SUFFIXES = (".yaml", ".yml")
@@ -52,14 +58,23 @@ def calibrate(
         Path | None, typer.Option("--out", "-o", help="Preset file to write [default: NAME-calibrated.yaml]")
     ] = None,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace --out if it exists")] = False,
+    lora: LoraOpt = None,
+    lora_scale: LoraScaleOpt = 1.0,
+    compile: CompileOpt = False,
     device: DeviceOpt = Device.auto,
     dtype: DTypeOpt = DType.auto,
+    allow_pickle: AllowPickleOpt = False,
+    offline: OfflineOpt = False,
+    json_report: Annotated[
+        bool, typer.Option("--json", help="Print the fit and the written preset as JSON on stdout (tables to stderr)")
+    ] = False,
     verbose: VerboseOpt = False,
 ) -> None:
     """Fit TeaCache coefficients on a model (uncached runs over prompts) and write a preset with them."""
     from rich.console import Console
 
     from ..calibration import MAX_ORDER, MIN_ORDER, MIN_STEPS, CalibrationSettings, run_calibration
+    from ..catalog import preset_to_dict
     from ..output import check_writable
     from ..prompts import BUILTIN_PROMPTS, read_prompts
     from ..report import render_calibration
@@ -78,8 +93,9 @@ def calibrate(
         raise CLIError("--name must not be empty")
     texts = read_prompts(prompts) if prompts is not None else list(BUILTIN_PROMPTS)
     texts = texts[:num_prompts] if num_prompts is not None else texts
+    loading = load_options(allow_pickle, offline, lora, lora_scale, compile)
     setup_logging(verbose)
-    preset = resolve(model)
+    preset = resolve(model, offline=offline)
     check_pipeline_takes(preset, guidance=guidance, height=height, width=width, negative_prompt=negative_prompt)
     preset_name = name or preset.name
     out = out if out is not None else Path(preset_name.replace("/", "--") + "-calibrated.yaml")
@@ -102,7 +118,7 @@ def calibrate(
         negative_prompt=request.negative_prompt is not None,
     )
     try:
-        session = open_session(preset, device, dtype)
+        session = open_session(preset, device, dtype, load=loading)
         total = len(texts) * steps
         with step_progress("calibrating", total) as progress:
             task = progress.add_task("calibrating", total=total)
@@ -117,9 +133,12 @@ def calibrate(
         print_error("interrupted; nothing was written")
         raise typer.Exit(EXIT_INTERRUPTED) from None
 
-    console = Console()
+    console = Console(stderr=json_report)  # with --json stdout carries the JSON alone
     render_calibration(result, console)
-    write_preset(result.preset(preset, preset_name), out)
+    calibrated = result.preset(preset, preset_name)
+    write_preset(calibrated, out)
+    if json_report:
+        print_json({"preset": preset_to_dict(calibrated), "file": str(out), "warnings": result.warnings()})
     console.print(f'wrote {out}: use it with `teacli generate --model {out} "..."`', highlight=False)
     console.print(
         f"or put it in a user preset directory (README, 'User presets') to replace or add '{preset_name}' by name",

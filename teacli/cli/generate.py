@@ -8,24 +8,37 @@ from typing import Annotated
 
 import typer
 
-from ._app import EXIT_INTERRUPTED, CLIError, print_error, setup_logging
+from ._app import EXIT_INTERRUPTED, CLIError, print_error, print_json, setup_logging
 from ._options import (
+    AllowPickleOpt,
+    CacheDeviceOpt,
     CoefficientsOpt,
+    CompileOpt,
     Device,
     DeviceOpt,
     DType,
     DTypeOpt,
+    EndOpt,
     GuidanceOpt,
     HeightOpt,
     ImageOpt,
+    LoraOpt,
+    LoraScaleOpt,
+    MaxCachedInRowOpt,
     ModelOpt,
+    OfflineOpt,
+    RetStepsOpt,
     SeedOpt,
+    StartOpt,
     StepsOpt,
+    StrictOpt,
     VerboseOpt,
     WidthOpt,
+    cache_options,
     check_positive,
     check_steps,
     check_thresh,
+    load_options,
     parse_coefficients,
 )
 
@@ -40,6 +53,11 @@ def generate(
         typer.Option("--thresh", "-t", help="TeaCache threshold; 0 computes every step [default: the preset's]"),
     ] = None,
     coefficients: CoefficientsOpt = None,
+    start: StartOpt = None,
+    end: EndOpt = None,
+    ret_steps: RetStepsOpt = None,
+    max_cached_in_row: MaxCachedInRowOpt = None,
+    cache_device: CacheDeviceOpt = None,
     steps: StepsOpt = None,
     seed: SeedOpt = 0,
     guidance: GuidanceOpt = None,
@@ -54,6 +72,12 @@ def generate(
     ] = None,
     frames: Annotated[int | None, typer.Option("--frames", help="Video frames [default: the preset's]")] = None,
     fps: Annotated[float | None, typer.Option("--fps", help="Video frame rate [default: the preset's or 16]")] = None,
+    num_images: Annotated[
+        int,
+        typer.Option(
+            "--num-images", "-n", help="Outputs made in one batch; output i uses seed + i (files NAME-1, NAME-2, ...)"
+        ),
+    ] = 1,
     out: Annotated[
         Path | None,
         typer.Option(
@@ -61,11 +85,20 @@ def generate(
         ),
     ] = None,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace --out if it exists")] = False,
+    lora: LoraOpt = None,
+    lora_scale: LoraScaleOpt = 1.0,
+    compile: CompileOpt = False,
     device: DeviceOpt = Device.auto,
     dtype: DTypeOpt = DType.auto,
+    allow_pickle: AllowPickleOpt = False,
+    offline: OfflineOpt = False,
     compare_baseline: Annotated[
         bool, typer.Option("--compare-baseline", help="Also run without cache: measured speedup and PSNR")
     ] = False,
+    json_report: Annotated[
+        bool, typer.Option("--json", help="Print the report as JSON on stdout (the table goes to stderr)")
+    ] = False,
+    strict: StrictOpt = False,
     verbose: VerboseOpt = False,
 ) -> None:
     """Generate an image, video or sound with TeaCache and report calls computed vs cached."""
@@ -74,11 +107,20 @@ def generate(
     from ..calibration import steps_note
     from ..hook import apply_teacache
     from ..measure import quality
-    from ..media import MediaKind, check_output_path, default_suffix, mp4_available, save_output
-    from ..output import next_free_path
+    from ..media import MediaKind, mp4_available, save_output
+    from ..metadata import output_metadata
     from ..report import GenerationSummary, render_generation
     from ..runner import GenerationRequest
-    from ._session import check_pipeline_takes, input_image, open_session, pipeline_media, resolve, run_with_progress
+    from ._checks import check_settings, schedule_warning, thresh_warning
+    from ._session import (
+        check_pipeline_takes,
+        input_image,
+        open_session,
+        output_files,
+        pipeline_media,
+        resolve,
+        run_with_progress,
+    )
 
     # Everything the user typed is checked before the model is loaded.
     if thresh is not None:
@@ -88,10 +130,13 @@ def generate(
     check_positive("--height", height)
     check_positive("--width", width)
     check_positive("--frames", frames)
+    check_positive("--num-images", num_images)
     if fps is not None and not fps > 0:
         raise CLIError(f"--fps must be positive, got {fps}")
+    loading = load_options(allow_pickle, offline, lora, lora_scale, compile)
+    caching = cache_options(start, end, ret_steps, max_cached_in_row, cache_device)
     setup_logging(verbose)
-    preset = resolve(model)
+    preset = resolve(model, offline=offline)
     check_pipeline_takes(
         preset,
         guidance=guidance,
@@ -100,15 +145,13 @@ def generate(
         negative_prompt=negative_prompt,
         image=image,
         frames=frames,
+        num_images=num_images if num_images > 1 else None,
     )
     kind = pipeline_media(preset)
     if fps is not None and kind is not MediaKind.video:
         raise CLIError(f"{preset.name} makes {kind.value}s, not videos; drop --fps")
     source_image = input_image(preset, image)
-    if out is None:
-        out = next_free_path(Path.cwd(), "teacli", default_suffix(kind))
-    else:
-        out = check_output_path(out, kind, overwrite)
+    outs = output_files(out, num_images, kind, overwrite)
     request = GenerationRequest.from_preset(
         preset,
         prompt,
@@ -122,25 +165,43 @@ def generate(
         image=source_image,
         frames=frames,
         fps=fps,
+        num_images=num_images,
     )
     threshold = preset.thresh if thresh is None else thresh
+    check_settings([schedule_warning(request.steps), thresh_warning(threshold, preset)], strict)
 
+    existing = {path for path in outs if path.exists()}  # files --overwrite will replace
     try:
-        session = open_session(preset, device, dtype, user_coefficients)
+        session = open_session(preset, device, dtype, user_coefficients, loading, caching)
         baseline = None
         if compare_baseline:
             # One short run first, so neither measured run pays the one-time start-up costs.
             run_with_progress(session, replace(request, steps=WARMUP_STEPS), "warm-up")
             baseline = run_with_progress(session, request, "baseline (no cache)")
-        handle = apply_teacache(session.pipe, session.config(thresh))
+        config = session.config(thresh)
+        handle = apply_teacache(session.pipe, config)
         stats = handle.stats
         result = run_with_progress(
             session, request, f"TeaCache {threshold:g}", lambda: (stats.computed, len(stats.records))
         )
         handle.remove()
-        save_output(result.output, out)
+        for index, (output, path) in enumerate(zip(result.outputs, outs)):
+            metadata = output_metadata(
+                request,
+                preset,
+                config=config,
+                stats=stats,
+                seconds=result.seconds,
+                pipe=session.pipe,
+                index=index,
+                extra={"load": loading.to_dict(), "cache": caching.given(), "batch": [index + 1, len(outs)]},
+            )
+            save_output(output, path, metadata, overwrite=overwrite)
     except KeyboardInterrupt:
-        print_error("interrupted; nothing was written")
+        # A Ctrl-C during the final renames is held until the files are in place: say what is on disk.
+        written = [path for path in outs if path.exists() and path not in existing]
+        done = f"wrote only {', '.join(map(str, written))}" if written else "nothing was written"
+        print_error(f"interrupted; {done}")
         raise typer.Exit(EXIT_INTERRUPTED) from None
 
     summary = GenerationSummary(
@@ -151,10 +212,12 @@ def generate(
         steps=request.steps,
         seconds=result.seconds,
         stats=handle.stats,
-        output=str(out),
+        output=", ".join(map(str, outs)),
+        outputs=[str(path) for path in outs],
         baseline_seconds=baseline.seconds if baseline else None,
         quality=quality(result.output, baseline.output) if baseline else None,
         media=None if kind is MediaKind.image else result.output.describe(),
+        settings={"seed": request.seed, "num_images": num_images, **caching.given(), **loading.to_dict()},
     )
     if user_coefficients is not None:
         summary.notes.append(
@@ -163,6 +226,16 @@ def generate(
         )
     if user_coefficients is None and (note := steps_note(preset, request.steps)) is not None:
         summary.notes.append(note)
-    if kind is MediaKind.video and out.suffix.lower() == ".gif" and not mp4_available():
+    if num_images > 1:
+        summary.notes.append(
+            f"{num_images} outputs in one batch share one TeaCache state per branch: a call is reused for all or none"
+        )
+    if compile and not compare_baseline:
+        summary.notes.append("--compile: this run's time includes compiling the blocks; --compare-baseline warms up")
+    if kind is MediaKind.video and outs[0].suffix.lower() == ".gif" and not mp4_available():
         summary.notes.append("no MP4 encoder installed, so the video is a GIF: pip install 'teacli[video]' for MP4")
-    render_generation(summary, Console())
+    if json_report:
+        render_generation(summary, Console(stderr=True))
+        print_json(summary.to_dict())
+    else:
+        render_generation(summary, Console())
