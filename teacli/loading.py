@@ -70,16 +70,35 @@ def _is_local(location: str) -> bool:
     return Path(location).expanduser().is_dir()
 
 
-def in_hf_cache(repo_id: str) -> bool:
-    """Whether the local Hugging Face cache holds any snapshot of `repo_id` (files may still be missing)."""
+def cached_snapshot(repo_id: str, revision: str = "main") -> Path | None:
+    """The folder the local Hugging Face cache holds for `repo_id` (its files may be incomplete), or None.
+
+    Reads the disk only. Offline runs load from this folder as from any local directory: huggingface_hub's own
+    calls, even with local_files_only, may go online (2.x fetches an agent registry to build its user agent).
+    """
     from huggingface_hub import constants
     from huggingface_hub.file_download import repo_folder_name
 
-    try:
-        snapshots = Path(constants.HF_HUB_CACHE) / repo_folder_name(repo_id=repo_id, repo_type="model") / "snapshots"
-    except ValueError:  # not a valid repo id
-        return False
-    return snapshots.is_dir() and any(snapshots.iterdir())
+    repo = Path(constants.HF_HUB_CACHE) / repo_folder_name(repo_id=repo_id, repo_type="model")
+    ref = repo / "refs" / revision
+    if ref.is_file():
+        snapshot = repo / "snapshots" / ref.read_text(encoding="utf-8").strip()
+        return snapshot if snapshot.is_dir() else None
+    snapshots = [p for p in (repo / "snapshots").glob("*") if p.is_dir()]
+    return snapshots[0] if len(snapshots) == 1 else None
+
+
+def _on_disk(location: str, offline: bool, what: str) -> tuple[str, bool]:
+    """(where to load `location` from, whether that is a folder on disk); offline, a hub id becomes its cached
+    folder, or a ModelError saying it is not cached (`what` names it in that message)."""
+    if _is_local(location):
+        return location, True
+    if not offline:
+        return location, False
+    snapshot = cached_snapshot(location)
+    if snapshot is None:
+        raise ModelError(f"{what} {NOT_CACHED}")
+    return str(snapshot), True
 
 
 def resolve_preset(model: str | None, *, offline: bool = False) -> Preset:
@@ -108,17 +127,15 @@ def _borrowed_preset(model: str, *, offline: bool = False) -> Preset:
 
     presets = all_presets()
     known = ", ".join(presets)
-    local = _is_local(model)
+    what = (
+        f"model '{model}' is not a preset (see `teacli list-models`), a preset file or a local pipeline directory, and"
+    )
+    location, local = _on_disk(model, offline, what)
     try:
         with warnings.catch_warnings():  # hub client deprecation notices are not the user's concern
             warnings.simplefilter("ignore")
-            index = DiffusionPipeline.load_config(model, local_files_only=offline or local)
+            index = DiffusionPipeline.load_config(location, local_files_only=local)
     except Exception as error:  # noqa: BLE001 - hub/IO errors come in many types; all mean "not found"
-        if offline and not local:
-            raise ModelError(
-                f"model '{model}' is not a preset (see `teacli list-models`), a preset file or a local pipeline "
-                f"directory, and {NOT_CACHED}"
-            ) from None
         raise ModelError(
             f"unknown model '{model}': not a preset ({known}), a preset file, a local pipeline directory "
             f"or a reachable hub id ({type(error).__name__}); see `teacli list-models`"
@@ -236,19 +253,17 @@ def _load_component(
             f"preset {preset.source or preset.name}: field 'components.{name}.class': {spec.class_name} is in "
             "neither transformers nor diffusers"
         )
-    local = _is_local(spec.model)
-    if offline and not local and not in_hf_cache(spec.model):
-        raise ModelError(f"{spec.model} (the {name} of {preset.model}) {NOT_CACHED}")
+    location, local = _on_disk(spec.model, offline, f"{spec.model} (the {name} of {preset.model})")
     # The preset's kwargs cannot turn code or pickle on: catalog refuses those fields.
     kwargs = dict(spec.kwargs)
     if spec.subfolder:
         kwargs["subfolder"] = spec.subfolder
-    kwargs["local_files_only"] = offline or local
+    kwargs["local_files_only"] = local
     if isinstance(component_class, type) and issubclass(component_class, torch.nn.Module):
         kwargs.setdefault("dtype", dtype)
         kwargs["use_safetensors"] = None if allow_pickle else True  # None: diffusers/transformers' default
     try:
-        return component_class.from_pretrained(spec.model, **kwargs)
+        return component_class.from_pretrained(location, **kwargs)
     except OSError as error:
         if not allow_pickle and "safetensors" in str(error):
             raise ModelError(_pickle_hint(spec.model, [name])) from None
@@ -280,13 +295,12 @@ def load_pipeline(
             raise ModelError(str(error)) from None
     else:
         location = preset.model
-    local = _is_local(location)
-    if offline and not local and not in_hf_cache(location):
-        raise ModelError(f"{preset.model} {NOT_CACHED}")
+    from_cache = offline and not _is_local(location)
+    location, local = _on_disk(location, offline, preset.model)
     options = dict(
         dtype=dtype,
         use_safetensors=None if allow_pickle else True,  # None: diffusers' default, pickle when no safetensors
-        local_files_only=offline or local,
+        local_files_only=local,
     )
     try:
         components = {
@@ -302,7 +316,7 @@ def load_pipeline(
         first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         if "custom code" in first_line or "trust_remote_code" in first_line:
             raise ModelError(f"could not load {preset.model}: {first_line} ({NO_REMOTE_CODE})") from None
-        if offline and not local:
+        if from_cache:
             raise ModelError(
                 f"could not load {preset.model} offline ({first_line}): some of its files are not in the local "
                 "Hugging Face cache; run once without --offline to download them"

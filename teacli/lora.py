@@ -11,7 +11,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from .loading import NOT_CACHED, PICKLE_SUFFIXES, ModelError, in_hf_cache
+from .loading import NOT_CACHED, PICKLE_SUFFIXES, ModelError, cached_snapshot
 
 LORA_EXTRA = "pip install 'teacli[lora]'"
 # owner/name, as the hub spells repository ids; anything else is taken for a path on disk.
@@ -38,7 +38,7 @@ def load_lora(pipe: Any, path: str, scale: float = 1.0, *, allow_pickle: bool = 
     options = dict(
         adapter_name=name,
         use_safetensors=None if allow_pickle else True,  # None: diffusers tries safetensors, then pickle
-        local_files_only=offline or local,
+        local_files_only=local,
     )
     if weight_name is not None:
         options["weight_name"] = weight_name
@@ -90,16 +90,11 @@ def _locate(path: str, *, allow_pickle: bool, offline: bool) -> tuple[str, str |
         raise ModelError(f"LoRA {path} does not exist{where}; pass a .safetensors file, its folder or a hub id")
     if not offline:
         return path, None, False
-    # Offline, diffusers cannot list a hub repository's files: read its cached snapshot as a folder.
-    if not in_hf_cache(path):
+    # Offline, read the cached copy as a folder: the hub client's own calls may go online.
+    snapshot = cached_snapshot(path)
+    if snapshot is None:
         raise ModelError(f"LoRA {path} {NOT_CACHED}")
-    from huggingface_hub import snapshot_download
-
-    try:
-        snapshot = snapshot_download(path, local_files_only=True)
-    except Exception:  # noqa: BLE001 - any failure here means the cache does not hold it
-        raise ModelError(f"LoRA {path} {NOT_CACHED}") from None
-    return _locate(snapshot, allow_pickle=allow_pickle, offline=offline)
+    return _locate(str(snapshot), allow_pickle=allow_pickle, offline=offline)
 
 
 def _pickle_message(path: str) -> str:

@@ -1,5 +1,6 @@
 """LoRA through diffusers' loaders (teacli.lora.load_lora) on tiny-flux, and TeaCache staying correct with one."""
 
+import shutil
 import sys
 
 import pytest
@@ -130,6 +131,7 @@ def test_fidelity_proofs_hold_on_the_lora_transformer(pipe, loras):
     assert_cached_call_is_input_plus_residual(transformer, flux_inputs(1), flux_inputs(2, timestep=0.6))
 
 
+@pytest.mark.filterwarnings("ignore:Already found a `peft_config` attribute")  # peft's note on a second adapter
 def test_two_loras_stay_active_at_their_own_scales(pipe, loras):
     load_lora(pipe, str(loras["safe"]), scale=1.0)
     once = latents(pipe, steps=2)
@@ -175,7 +177,7 @@ def test_a_file_that_is_no_lora_for_this_pipeline_is_refused_and_leaves_it_uncha
     assert torch.equal(latents(pipe, steps=2), base)
 
 
-def test_missing_path_and_uncached_hub_id_offline(pipe, tmp_path, monkeypatch):
+def test_missing_path_and_hub_ids_offline(pipe, loras, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     with pytest.raises(ModelError) as missing:
         load_lora(pipe, "nowhere/style.safetensors")
@@ -192,6 +194,11 @@ def test_missing_path_and_uncached_hub_id_offline(pipe, tmp_path, monkeypatch):
     assert str(offline.value) == (
         "LoRA someone/some-flux-lora is not in the local Hugging Face cache; run once without --offline to download it"
     )
+    repo = tmp_path / "hub" / "models--someone--some-flux-lora"  # as a download leaves it
+    shutil.copytree(loras["safe"].parent, repo / "snapshots" / "0123abcd")
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text("0123abcd")
+    assert load_lora(pipe, "someone/some-flux-lora", offline=True) == "teacli_lora_0"
 
 
 def test_pipeline_without_lora_support_peft_missing_and_bad_scale(pipe, loras, monkeypatch):
