@@ -302,6 +302,10 @@ def load_pipeline(
         use_safetensors=None if allow_pickle else True,  # None: diffusers' default, pickle when no safetensors
         local_files_only=local,
     )
+    if local and not allow_pickle:  # say so before loading anything, and before diffusers logs its own attempt
+        pickled = _pickle_only_in_folder(Path(location).expanduser(), skip=set(preset.components))
+        if pickled:
+            raise ModelError(_pickle_hint(preset.model, pickled))
     try:
         components = {
             name: _load_component(preset, name, spec, dtype, allow_pickle=allow_pickle, offline=offline)
@@ -326,6 +330,19 @@ def load_pipeline(
     pipe.to(device)
     pipe.set_progress_bar_config(disable=True)
     return pipe
+
+
+def _pickle_only_in_folder(folder: Path, skip: set[str]) -> list[str]:
+    """The components a local pipeline folder's model_index.json lists whose weights are pickle files only."""
+    import json
+
+    try:
+        index = json.loads((folder / "model_index.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return []  # from_pretrained reports a missing or broken index itself
+    names = [k for k, v in index.items() if not k.startswith("_") and isinstance(v, list) and v and v[0]]
+    loaded = [name for name in names if name not in skip and (folder / name).is_dir()]
+    return pickle_only_components([f"{name}/{file}" for name in loaded for file in _local_files(folder / name)])
 
 
 def _pickle_components(location: str, error: Exception) -> list[str]:

@@ -23,7 +23,8 @@ def load_lora(pipe: Any, path: str, scale: float = 1.0, *, allow_pickle: bool = 
     """Load the LoRA at `path` (a file, a directory or a hub id) into `pipe` at `scale`; returns the adapter name.
 
     LoRAs loaded earlier stay active at their own scales. Weights load from safetensors only unless
-    `allow_pickle`; `offline` reads a hub id from the local Hugging Face cache only.
+    `allow_pickle`; `offline` reads a hub id from the local Hugging Face cache only. Every failure is a
+    one-line ModelError, and a failed load leaves no adapter behind.
     """
     if not hasattr(pipe, "load_lora_weights"):
         raise ModelError(f"{type(pipe).__name__} has no LoRA support in diffusers {_diffusers_version()}; drop --lora")
@@ -32,8 +33,9 @@ def load_lora(pipe: Any, path: str, scale: float = 1.0, *, allow_pickle: bool = 
         raise ModelError(f"--lora-scale must be a finite number, got {scale!r}")
     source, weight_name, local = _locate(path, allow_pickle=allow_pickle, offline=offline)
 
-    scales: dict[str, float] = getattr(pipe, "_teacli_lora_scales", {})
-    taken = {name for names in pipe.get_list_adapters().values() for name in names} | set(scales)
+    taken = {name for names in pipe.get_list_adapters().values() for name in names}
+    # Earlier load_lora calls' scales, less adapters removed since (unload_lora_weights, delete_adapters).
+    scales = {n: s for n, s in getattr(pipe, "_teacli_lora_scales", {}).items() if n in taken}
     name = next(f"{ADAPTER_PREFIX}{i}" for i in range(len(taken) + 1) if f"{ADAPTER_PREFIX}{i}" not in taken)
     options = dict(
         adapter_name=name,

@@ -113,6 +113,25 @@ def test_from_pretrained_gets_safetensors_only_and_never_remote_code(tiny_flux_d
     assert not any(kwargs.get("trust_remote_code") or "custom_pipeline" in kwargs for _, kwargs in seen)
 
 
+def test_components_the_preset_loads_itself_are_not_read_from_the_checkpoint(pickled, tiny_flux_dir):
+    component = {"class": "FluxTransformer2DModel", "model": str(tiny_flux_dir), "subfolder": "transformer"}
+    preset = parse_preset(preset_data(model=str(pickled), components={"transformer": component}), "inline.yaml")
+    with pytest.raises(ModelError, match=rf"^{pickled} has no safetensors weights for vae \(only pickle"):
+        load_pipeline(preset, CPU, torch.float32)
+
+
+def test_hub_errors_about_missing_safetensors_name_the_components():
+    from teacli.loading import _pickle_components
+
+    listing = OSError(
+        "Could not find the necessary `safetensors` weights in {'model_index.json', 'transformer/model.bin', "
+        "'vae/diffusion_pytorch_model.safetensors', 'text_encoder/pytorch_model.bin'} (variant=None)"
+    )
+    assert _pickle_components("org/model", listing) == ["text_encoder", "transformer"]
+    one = OSError("Error no file named diffusion_pytorch_model.safetensors found in directory /cache/snap/vae.")
+    assert _pickle_components("org/model", one) == ["vae"]
+
+
 def test_pickle_only_components_groups_by_folder():
     files = ["model_index.json", "a/x.bin", "b/x.safetensors", "b/x.bin", "c/x.pt", "c/config.json", "top.ckpt"]
     assert pickle_only_components(files) == [".", "a", "c"]

@@ -63,8 +63,11 @@ def loras(teacli_cache, tmp_path_factory):
         },
         elsewhere,
     )
+    sd_style = root / "unet-lora.safetensors"  # diffusers' format, for a UNet: no key for FLUX's transformer
+    save_file({"unet.mid.lora_A.weight": torch.zeros(4, 8), "unet.mid.lora_B.weight": torch.zeros(8, 4)}, sd_style)
     return {
         "safe": save_lora(root / "safe", state),
+        "unet": sd_style,
         "pickle": save_lora(root / "pickle", state, safe=False),
         "narrower": save_lora(root / "narrower", narrower),
         "wider": save_lora(root / "wider", wider),
@@ -139,6 +142,9 @@ def test_two_loras_stay_active_at_their_own_scales(pipe, loras):
     assert [load_lora(again, str(loras["safe"]), scale=0.5) for _ in range(2)] == ["teacli_lora_0", "teacli_lora_1"]
     # W + 0.5 BA + 0.5 BA == W + BA: the first LoRA's scale survived loading the second
     torch.testing.assert_close(latents(again, steps=2), once, rtol=1e-4, atol=1e-5)
+    again.unload_lora_weights()  # scales of adapters removed behind load_lora's back are forgotten
+    assert load_lora(again, str(loras["safe"])) == "teacli_lora_0"
+    assert torch.equal(latents(again, steps=2), once)
 
 
 def test_pickle_lora_needs_allow_pickle_and_then_loads_the_same_weights(pipe, loras):
@@ -163,6 +169,7 @@ def test_pickle_lora_needs_allow_pickle_and_then_loads_the_same_weights(pipe, lo
     [
         ("not-lora", "is not a LoRA: none of its weights has a LoRA name"),
         ("other-model", "is not a LoRA for FluxPipeline (FluxTransformer2DModel): "),
+        ("unet", "is not a LoRA for FluxPipeline (FluxTransformer2DModel): none of its weights matched the pipeline's"),
         ("narrower", "is not a LoRA for FluxPipeline (FluxTransformer2DModel): size mismatch for "),
         ("wider", "is not a LoRA for FluxPipeline (FluxTransformer2DModel): size mismatch for "),
     ],
