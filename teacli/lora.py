@@ -31,7 +31,7 @@ def load_lora(pipe: Any, path: str, scale: float = 1.0, *, allow_pickle: bool = 
     _require_peft()
     if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not math.isfinite(scale):
         raise ModelError(f"--lora-scale must be a finite number, got {scale!r}")
-    source, weight_name, local = _locate(path, allow_pickle=allow_pickle, offline=offline)
+    source, weight_name, local = locate_lora(path, allow_pickle=allow_pickle, offline=offline)
 
     taken = {name for names in pipe.get_list_adapters().values() for name in names}
     # Earlier load_lora calls' scales, less adapters removed since (unload_lora_weights, delete_adapters).
@@ -74,7 +74,7 @@ def _require_peft() -> None:
         raise ModelError(f"--lora needs newer peft and transformers for diffusers' LoRA support: {LORA_EXTRA} -U")
 
 
-def _locate(path: str, *, allow_pickle: bool, offline: bool) -> tuple[str, str | None, bool]:
+def locate_lora(path: str, *, allow_pickle: bool, offline: bool) -> tuple[str, str | None, bool]:
     """(what to pass to load_lora_weights, the weight file name or None, whether it is on disk)."""
     local = Path(path).expanduser()
     if local.is_file():
@@ -96,7 +96,7 @@ def _locate(path: str, *, allow_pickle: bool, offline: bool) -> tuple[str, str |
     snapshot = cached_snapshot(path)
     if snapshot is None:
         raise ModelError(f"LoRA {path} {NOT_CACHED}")
-    return _locate(str(snapshot), allow_pickle=allow_pickle, offline=offline)
+    return locate_lora(str(snapshot), allow_pickle=allow_pickle, offline=offline)
 
 
 def _pickle_message(path: str) -> str:

@@ -155,7 +155,7 @@ BAD_OPTIONS = [
     (["--ret-steps", "-1"], "--ret-steps must be >= 0"),
     (["--cache-device", "gpu"], "--cache-device takes a torch device"),
     (["--num-images", "0"], "--num-images must be positive"),
-    (["--lora", "missing.safetensors"], "--lora missing.safetensors does not exist"),
+    (["--lora", "missing.safetensors"], "LoRA missing.safetensors does not exist"),
     (["--lora-scale", "inf"], "--lora-scale must be a finite number"),
 ]
 
@@ -167,3 +167,17 @@ def test_bad_option_is_one_line_and_writes_nothing(runner, tmp_path, args, messa
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith("error:") and message in lines[0], result.stderr
     assert list(tmp_path.iterdir()) == []
+
+
+def test_lora_through_the_cli_changes_the_image_and_is_recorded(runner, tmp_path):
+    pytest.importorskip("peft")
+    from test_lora import lora_state_dict, save_lora
+
+    lora = save_lora(tmp_path / "lora", lora_state_dict())
+    plain = run_json(runner, "--thresh", "0.5", "-o", "plain.png")
+    with_lora = run_json(runner, "--thresh", "0.5", "--lora", str(lora), "--lora-scale", "0.8", "-o", "lora.png")
+    assert with_lora["settings"]["lora"] == str(lora) and with_lora["settings"]["lora_scale"] == 0.8
+    assert with_lora["totals"]["cached"] > 0
+    assert Image.open(tmp_path / "plain.png").tobytes() != Image.open(tmp_path / "lora.png").tobytes()
+    assert read_metadata(tmp_path / "lora.png")["load"]["lora"] == str(lora)
+    assert plain["settings"]["lora"] is None

@@ -370,7 +370,7 @@ def test_bad_coefficients_are_refused_before_loading(runner, monkeypatch, comman
     def no_loading(*args, **kwargs):
         raise AssertionError("the model was loaded")
 
-    monkeypatch.setattr("teacli.cli._session.load_pipeline", no_loading)
+    monkeypatch.setattr("teacli.loading.load_pipeline", no_loading)
     args = [command, *([PROMPT] if command == "generate" else []), "--coefficients", value, *FAST]
     line = one_error_line(runner.invoke(app, args))
     assert "--coefficients takes 2-7 comma-separated numbers, highest power first" in line and message in line

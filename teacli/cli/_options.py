@@ -156,8 +156,10 @@ def load_options(allow_pickle: bool, offline: bool, lora: str | None, lora_scale
     """The loading options, checked before anything is loaded."""
     if offline:
         go_offline()
-    if lora is not None and looks_local(lora) and not Path(lora).expanduser().exists():
-        raise CLIError(f"--lora {lora} does not exist; give a .safetensors file, a LoRA directory or a hub id")
+    if lora is not None:
+        from ..lora import locate_lora
+
+        locate_lora(lora, allow_pickle=allow_pickle, offline=offline)  # a missing file fails before loading
     try:
         return LoadOptions(
             allow_pickle=allow_pickle,
@@ -185,19 +187,9 @@ def cache_options(
         raise CLIError(str(error)) from None
 
 
-def looks_local(name: str) -> bool:
-    """A path rather than a hub id: it exists, names a file, or starts like a path."""
-    return (
-        Path(name).expanduser().exists()
-        or name.startswith((".", "/", "~"))
-        or name.endswith((".safetensors", ".bin", ".pt"))
-        or name.count("/") != 1
-    )
-
-
 def go_offline() -> None:
-    """Tell huggingface_hub, transformers and diffusers not to reach the network, for what reads the environment;
-    the loaders also get local_files_only."""
+    """Offline for the processes teacli starts (bench --isolate) and what reads the environment late; in this
+    process huggingface_hub has read it already, so the loaders are told themselves (teacli.loading)."""
     import os
 
     for variable in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_DATASETS_OFFLINE"):
