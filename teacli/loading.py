@@ -125,8 +125,6 @@ def resolve_preset(model: str | None, *, offline: bool = False) -> Preset:
 def _borrowed_preset(model: str, *, offline: bool = False) -> Preset:
     from diffusers import DiffusionPipeline
 
-    presets = all_presets()
-    known = ", ".join(presets)
     what = (
         f"model '{model}' is not a preset (see `teacli list-models`), a preset file or a local pipeline directory, and"
     )
@@ -137,8 +135,8 @@ def _borrowed_preset(model: str, *, offline: bool = False) -> Preset:
             index = DiffusionPipeline.load_config(location, local_files_only=local)
     except Exception as error:  # noqa: BLE001 - hub/IO errors come in many types; all mean "not found"
         raise ModelError(
-            f"unknown model '{model}': not a preset ({known}), a preset file, a local pipeline directory "
-            f"or a reachable hub id ({type(error).__name__}); see `teacli list-models`"
+            f"unknown model '{model}': not a preset, a preset file, a local pipeline directory or a reachable hub id "
+            f"({type(error).__name__}); see `teacli list-models` for the presets"
         ) from None
     pipeline = index.get("_class_name")
     # [module, class]: a pipeline class shipped as code in the repository
@@ -151,7 +149,7 @@ def _borrowed_preset(model: str, *, offline: bool = False) -> Preset:
     if not has_extractor(class_name):
         raise ModelError(f"model '{model}' uses {class_name}: {unsupported_message(class_name)}")
     # A user preset replacing a built-in (a calibrated flux-dev) lends its coefficients in the built-in's place.
-    donors = [p for p in presets.values() if p.transformer == class_name and not p.is_test_model]
+    donors = [p for p in all_presets().values() if p.transformer == class_name and not p.is_test_model]
     if not donors:
         raise ModelError(
             f"model '{model}' uses {class_name}, which has an extractor but no preset to take coefficients "

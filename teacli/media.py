@@ -96,6 +96,8 @@ def default_suffix(kind: MediaKind) -> str:
 def check_output_path(path: Path, kind: MediaKind, overwrite: bool, metadata: bool = True) -> Path:
     """The file name must suit what the pipeline makes; say what would. With metadata, the sidecar the
     output will get (sidecar_path) must be free too, under the same --overwrite."""
+    if path.is_dir():
+        raise OutputError(f"output path {path} is a directory; give a file name")
     suffix = path.suffix.lower()
     allowed = {
         MediaKind.image: tuple(image_extensions()),

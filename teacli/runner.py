@@ -171,7 +171,7 @@ def open_image(path: str | Path) -> Any:
         with Image.open(path) as image:
             return image.convert("RGB")
     except FileNotFoundError:
-        raise GenerationError(f"--image {path} does not exist") from None
+        raise GenerationError(f"--image {path} does not exist; give a PNG, JPEG or WebP file") from None
     except (UnidentifiedImageError, OSError) as error:
         reason = "not an image Pillow can read" if isinstance(error, UnidentifiedImageError) else str(error)
         raise GenerationError(f"--image {path}: {reason}; give a PNG, JPEG or WebP file") from None

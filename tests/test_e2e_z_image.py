@@ -17,10 +17,10 @@ THRESH = 1.0
 @pytest.fixture
 def prompts_per_call(monkeypatch):
     """The batch size of every transformer call the CLI makes."""
-    import teacli.cli._session as session
+    import teacli.loading as loading
 
     sizes = []
-    load = session.load_pipeline
+    load = loading.load_pipeline
 
     def load_and_watch(*args, **kwargs):
         pipe = load(*args, **kwargs)
@@ -31,7 +31,7 @@ def prompts_per_call(monkeypatch):
         pipe.transformer.register_forward_pre_hook(count, with_kwargs=True)
         return pipe
 
-    monkeypatch.setattr(session, "load_pipeline", load_and_watch)
+    monkeypatch.setattr(loading, "load_pipeline", load_and_watch)
     return sizes
 
 

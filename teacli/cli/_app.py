@@ -29,10 +29,12 @@ class CLIError(typer.TyperException):
 def user_error_types() -> tuple[type[Exception], ...]:
     from ..calibration import CalibrationError
     from ..catalog import PresetError
+    from ..context import ExtractorContractError
     from ..embedded import UnknownEmbeddedModel
     from ..hook import TeaCacheError
     from ..loading import ModelError
     from ..output import OutputError
+    from ..peers import PeerError
     from ..plot import PlotUnavailable
     from ..preparation import OptionsError
     from ..prompts import PromptsError
@@ -51,6 +53,8 @@ def user_error_types() -> tuple[type[Exception], ...]:
         PromptsError,
         PlotUnavailable,
         OptionsError,
+        PeerError,
+        ExtractorContractError,  # a preset's modulated_input naming what its extractor does not offer
     )
 
 
@@ -98,8 +102,8 @@ class OneLineErrorsGroup(TyperGroup):
         except typer.TyperException as error:  # usage errors from parsing, and CLIError
             print_error(error.format_message() if hasattr(error, "format_message") else str(error))
             code = getattr(error, "exit_code", EXIT_USER_ERROR)
-        except typer.Abort:
-            print_error("aborted")
+        except typer.Abort:  # Ctrl-C outside a command's own handler
+            print_error("interrupted; nothing was written")
             code = EXIT_INTERRUPTED
         except user_error_types() as error:
             print_error(str(error))
