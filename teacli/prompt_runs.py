@@ -1,0 +1,438 @@
+"""Many prompts in one run: the prompts file, one stable output name per prompt, and a JSONL manifest that
+makes the run resumable and lets several processes (torchrun, accelerate launch) share the work.
+
+A prompts file is plain text (one prompt a line) or JSONL (one object a line with "prompt" and optional
+per-prompt options, PROMPT_OPTIONS). Prompt i (counted from 0 over the prompts, not the lines) gets the seed
+base_seed + i unless its line gives one, and the file name `{i:05d}-{slug}-s{seed}{suffix}`: the same in every
+run and on every rank, and never shared by two prompts.
+
+The manifest has one JSON line per output. A single process appends to it as it goes; under torch.distributed
+rank r appends to its own part file (manifest.rank{r}.jsonl) and rank 0 merges the parts at the end. Lines are
+written whole (flushed and synced one at a time), so an interrupted run leaves only complete lines, and a
+later line for the same index replaces an earlier one.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import math
+import os
+import re
+import unicodedata
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from .output import OutputError, sigint_deferred, write_atomic
+from .prompts import PromptsError, read_prompts
+
+SLUG_LENGTH = 40
+# Per-prompt options a JSONL line may give, with the check each value must pass.
+PROMPT_OPTIONS = (
+    "seed",
+    "negative_prompt",
+    "steps",
+    "guidance",
+    "true_cfg",
+    "height",
+    "width",
+    "frames",
+    "fps",
+    "thresh",
+)
+# What an output was made with, recorded in the manifest and compared on resume.
+SETTINGS = ("model", "steps", "guidance", "true_cfg", "negative_prompt", "height", "width", "frames", "fps", "thresh")
+
+
+class ManifestError(PromptsError):
+    """The manifest cannot be used with these prompts; the message says which line and what to do."""
+
+
+@dataclass(frozen=True)
+class PromptJob:
+    """One prompt of a prompts file: its index among the prompts, its seed, and the options its line gave."""
+
+    index: int
+    prompt: str
+    seed: int
+    options: dict[str, Any] = field(default_factory=dict)  # per-prompt options (JSONL), never "prompt"/"seed"
+    line: int | None = None  # line number in the prompts file, for messages
+
+    def where(self, source: str | Path | None = None) -> str:
+        place = f"line {self.line}" if self.line is not None else f"prompt {self.index}"
+        return f"{source} {place}" if source is not None else place
+
+
+# --- the prompts file ---------------------------------------------------------------------------------------
+
+
+def read_prompt_jobs(path: str | Path, base_seed: int = 0) -> list[PromptJob]:
+    """The prompts of a text or JSONL file, each with its index, seed and options; PromptsError names the line
+    of any bad one. JSONL: a name ending .jsonl, or every line that is not blank or a '#' comment starts '{'."""
+    path = Path(path)
+    prompts = read_prompts(path)  # reading errors, UTF-8 and emptiness are checked there, with the same messages
+    if path.suffix.lower() != ".jsonl" and not all(line.startswith("{") for line in prompts):
+        return [PromptJob(index, prompt, base_seed + index) for index, prompt in enumerate(prompts)]
+    jobs = []
+    for number, raw in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        text = raw.strip()
+        if not text or text.startswith("#"):
+            continue
+        jobs.append(parse_jsonl_line(text, index=len(jobs), line=number, base_seed=base_seed, source=path))
+    return jobs
+
+
+def parse_jsonl_line(text: str, *, index: int, line: int, base_seed: int = 0, source: Any = "--prompts") -> PromptJob:
+    """One JSONL line as a PromptJob: "prompt" (required) and the PROMPT_OPTIONS, each checked."""
+    where = f"{source} line {line}"
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise PromptsError(f"{where} is not valid JSON ({error.msg} at column {error.colno})") from None
+    if not isinstance(data, dict):
+        raise PromptsError(f'{where} is not a JSON object; write {{"prompt": "...", "seed": 1}}')
+    unknown = [key for key in data if key != "prompt" and key not in PROMPT_OPTIONS]
+    if unknown:
+        key = unknown[0]
+        close = difflib.get_close_matches(key, ("prompt", *PROMPT_OPTIONS), n=1)
+        hint = f"did you mean '{close[0]}'? " if close else ""
+        raise PromptsError(f"{where}: unknown key '{key}'; {hint}a line takes prompt, {', '.join(PROMPT_OPTIONS)}")
+    prompt = data.get("prompt")
+    if not isinstance(prompt, str) or not prompt.strip():
+        raise PromptsError(f'{where} needs "prompt": a non-empty string')
+    options = {}
+    for key in PROMPT_OPTIONS:
+        if data.get(key) is not None:  # null means "not given": the command line's value applies
+            options[key] = check_option(key, data[key], where)
+    seed = options.pop("seed", base_seed + index)
+    return PromptJob(index, prompt.strip(), seed, options, line)
+
+
+def check_option(key: str, value: Any, where: str) -> Any:
+    """One per-prompt option's value, or PromptsError saying what the key takes."""
+
+    def fail(wanted: str) -> PromptsError:
+        return PromptsError(f"{where}: '{key}' must be {wanted}, got {json.dumps(value)}")
+
+    is_int = isinstance(value, int) and not isinstance(value, bool)
+    is_number = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    if key == "negative_prompt":
+        if not isinstance(value, str):
+            raise fail("a string")
+        return value
+    if key == "seed":
+        if not is_int or not 0 <= value < 2**63:
+            raise fail("an integer >= 0")
+        return value
+    if key == "steps":
+        if not is_int or value < 2:
+            raise fail("an integer >= 2 (the first and last steps are always computed)")
+        return value
+    if key in ("height", "width", "frames"):
+        if not is_int or value <= 0:
+            raise fail("a positive integer")
+        return value
+    if key == "fps":
+        if not is_number or value <= 0:
+            raise fail("a positive number")
+        return float(value)
+    if key == "thresh":
+        if not is_number or value < 0:
+            raise fail("a finite number >= 0 (0 computes every step)")
+        return float(value)
+    if not is_number:  # guidance, true_cfg
+        raise fail("a finite number")
+    return float(value)
+
+
+# --- names ----------------------------------------------------------------------------------------------------
+
+
+def slugify(text: str, length: int = SLUG_LENGTH) -> str:
+    """Lower-case ASCII letters and digits joined by '-', at most `length` characters ("prompt" when none)."""
+    ascii_text = unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode("ascii")
+    slug = re.sub(r"[^a-z0-9]+", "-", ascii_text.lower()).strip("-")
+    return slug[:length].rstrip("-") or "prompt"
+
+
+def output_name(job: PromptJob, suffix: str) -> str:
+    """The file name of a prompt's output: the index keeps duplicate prompts apart, the seed tells runs apart."""
+    return f"{job.index:05d}-{slugify(job.prompt)}-s{job.seed}{suffix}"
+
+
+# --- the manifest ---------------------------------------------------------------------------------------------
+
+
+def part_path(manifest: Path, rank: int) -> Path:
+    """Where rank `rank` records what it made during a distributed run."""
+    return manifest.with_name(f"{manifest.stem}.rank{rank}{manifest.suffix}")
+
+
+def part_paths(manifest: Path) -> list[Path]:
+    """Every part file of `manifest` on disk (this run's or an interrupted one's), by rank."""
+    pattern = re.compile(rf"{re.escape(manifest.stem)}\.rank(\d+){re.escape(manifest.suffix)}")
+    found = []
+    if manifest.parent.is_dir():
+        for path in manifest.parent.iterdir():
+            match = pattern.fullmatch(path.name)
+            if match:
+                found.append((int(match.group(1)), path))
+    return [path for _, path in sorted(found)]
+
+
+def read_manifest(path: Path) -> list[dict[str, Any]]:
+    """The entries of a manifest (or part) file; [] when missing. A last line without its newline is what an
+    interrupted write left and is ignored; any other bad line is a ManifestError naming it."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return []
+    except (OSError, UnicodeDecodeError) as error:
+        raise ManifestError(f"manifest {path} cannot be read ({error}); pick another --manifest") from None
+    lines = text.split("\n")
+    lines.pop()  # after the last newline: empty, or a line cut short
+    entries = []
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            entry = json.loads(line)
+        except json.JSONDecodeError:
+            entry = None
+        if not isinstance(entry, dict) or not isinstance(entry.get("index"), int):
+            raise ManifestError(
+                f"manifest {path} line {number} is not a teacli manifest line; pick another --manifest or --out-dir"
+            )
+        entries.append(entry)
+    return entries
+
+
+def recorded_entries(manifest: Path) -> dict[int, dict[str, Any]]:
+    """What the manifest and any part files left by ranks record, by index; a later line for an index wins."""
+    done: dict[int, dict[str, Any]] = {}
+    for path in (manifest, *part_paths(manifest)):
+        for entry in read_manifest(path):
+            done[entry["index"]] = entry
+    return done
+
+
+def entry_path(entry: Mapping[str, Any], manifest: Path) -> Path:
+    """The output an entry names (relative to the manifest's folder)."""
+    return manifest.parent / entry["file"]
+
+
+def merge_manifest(manifest: Path, entries: Iterable[Mapping[str, Any]] = ()) -> list[dict[str, Any]]:
+    """Rewrite the manifest (atomically) with what it and its part files record plus `entries`, one line per
+    index in index order, later records winning; then remove the part files it took in."""
+    parts = part_paths(manifest)
+    merged = recorded_entries(manifest)
+    for entry in entries:
+        merged[entry["index"]] = dict(entry)
+    lines = [merged[index] for index in sorted(merged)]
+    text = "".join(json.dumps(entry, ensure_ascii=False) + "\n" for entry in lines)
+    write_atomic(manifest, lambda temporary: temporary.write_text(text, encoding="utf-8"))
+    for part in parts:
+        part.unlink(missing_ok=True)
+    return lines
+
+
+class ManifestWriter:
+    """Appends whole lines to a manifest or part file: each flushed and synced, Ctrl-C held while it is written."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        self._file = open(self.path, "a+b")  # noqa: SIM115 - kept open for the run, closed by close()
+        self._drop_cut_line()
+
+    def _drop_cut_line(self) -> None:
+        """A line an interrupted run cut short would glue onto the next one: cut it off."""
+        size = self._file.seek(0, os.SEEK_END)
+        if size == 0:
+            return
+        self._file.seek(0)
+        data = self._file.read()
+        if not data.endswith(b"\n"):
+            self._file.truncate(data.rfind(b"\n") + 1)
+            self._file.seek(0, os.SEEK_END)
+
+    def append(self, entry: Mapping[str, Any]) -> None:
+        line = (json.dumps(dict(entry), ensure_ascii=False) + "\n").encode("utf-8")
+        with sigint_deferred():
+            self._file.write(line)
+            self._file.flush()
+            os.fsync(self._file.fileno())
+
+    def close(self) -> None:
+        self._file.close()
+
+    def __enter__(self) -> ManifestWriter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+# --- what is left to make -------------------------------------------------------------------------------------
+
+
+@dataclass
+class Plan:
+    """Which prompts are made and which are skipped, decided before any model is loaded."""
+
+    todo: list[PromptJob] = field(default_factory=list)
+    skipped: list[tuple[PromptJob, dict[str, Any]]] = field(default_factory=list)  # with their manifest entries
+    replace: set[int] = field(default_factory=set)  # indices whose existing file is replaced (leftover or --overwrite)
+
+    def shard(self, rank: int, world_size: int) -> Plan:
+        """This rank's share: prompt i goes to rank i % world_size."""
+        return Plan(
+            todo=[job for job in self.todo if job.index % world_size == rank],
+            skipped=[(job, entry) for job, entry in self.skipped if job.index % world_size == rank],
+            replace={index for index in self.replace if index % world_size == rank},
+        )
+
+
+def plan_jobs(
+    jobs: Sequence[PromptJob],
+    manifest: Path,
+    out_dir: Path,
+    suffix: str,
+    settings_of: Callable[[PromptJob], Mapping[str, Any]],
+    overwrite: bool = False,
+    made_for: Callable[[Path, PromptJob], bool] | None = None,
+) -> Plan:
+    """Skip the prompts the manifest (and its part files) records with the same index, prompt, seed and settings
+    whose file still exists; make the rest. A recorded prompt that differs is a ManifestError: the manifest
+    belongs to another prompts file or other settings. An existing file in the way of a prompt to make is an
+    OutputError, unless `made_for(path, job)` says it is an earlier, unrecorded output of that very prompt (a run
+    stopped between writing it and recording it) or `overwrite`; those are replaced. With overwrite nothing is
+    skipped."""
+    recorded = recorded_entries(manifest)
+    plan = Plan()
+    for job in jobs:
+        entry = recorded.get(job.index)
+        if entry is not None and not overwrite:
+            check_entry(entry, job, settings_of(job), manifest)
+            if entry_path(entry, manifest).is_file():
+                plan.skipped.append((job, entry))
+                continue
+        path = out_dir / output_name(job, suffix)
+        if path.exists() or path.is_symlink():
+            if not (overwrite or (made_for is not None and made_for(path, job))):
+                raise OutputError(
+                    f"{path} already exists and the manifest does not list it; pass --overwrite to replace it "
+                    "or choose another --out-dir"
+                )
+            plan.replace.add(job.index)
+        plan.todo.append(job)
+    return plan
+
+
+def check_entry(entry: Mapping[str, Any], job: PromptJob, settings: Mapping[str, Any], manifest: Path) -> None:
+    """A recorded entry for this index must be this prompt with this seed and settings."""
+    advice = "pick another --manifest or --out-dir, or pass --overwrite to make every prompt again"
+    if entry.get("prompt") != job.prompt:
+        raise ManifestError(
+            f"manifest {manifest} records prompt {job.index} as {json.dumps(entry.get('prompt'))[:60]}, "
+            f"not {json.dumps(job.prompt)[:60]}: it belongs to another prompts file; {advice}"
+        )
+    if entry.get("seed") != job.seed:
+        raise ManifestError(
+            f"manifest {manifest} made prompt {job.index} with seed {entry.get('seed')}, not {job.seed}; {advice}"
+        )
+    recorded = entry.get("settings") or {}
+    for key, value in settings.items():
+        if recorded.get(key) != value:
+            raise ManifestError(
+                f"manifest {manifest} made prompt {job.index} with {key} {json.dumps(recorded.get(key))}, "
+                f"not {json.dumps(value)}; {advice}"
+            )
+
+
+# --- making them ----------------------------------------------------------------------------------------------
+
+
+class CacheKeeper:
+    """One TeaCache application reused across prompts: reset before each, so every prompt starts from an empty
+    state and its own counts; applied anew only when a prompt's config differs (a per-prompt thresh)."""
+
+    def __init__(self, pipe: Any) -> None:
+        self.pipe = pipe
+        self.handle: Any = None
+        self.config: Any = None
+
+    def fresh(self, config: Any) -> Any:
+        from .hook import apply_teacache
+
+        if self.handle is not None and self.config == config:
+            self.handle.reset()
+        else:
+            self.close()
+            self.handle = apply_teacache(self.pipe, config)
+            self.config = config
+        return self.handle
+
+    def close(self) -> None:
+        if self.handle is not None:
+            self.handle.remove()
+            self.handle = None
+
+
+def manifest_entry(
+    job: PromptJob,
+    file: Path,
+    manifest: Path,
+    settings: Mapping[str, Any],
+    totals: Mapping[str, int],
+    seconds: float,
+    *,
+    rank: int = 0,
+    device: str | None = None,
+    estimated_speedup: float | None = None,
+) -> dict[str, Any]:
+    """One manifest line: what was asked (index, prompt, seed, the line's options, the settings), where it went
+    (file, relative to the manifest's folder) and what TeaCache did (counts, seconds)."""
+    try:
+        name = file.resolve().relative_to(manifest.parent.resolve()).as_posix()
+    except ValueError:
+        name = str(file.resolve())
+    return {
+        "index": job.index,
+        "prompt": job.prompt,
+        "seed": job.seed,
+        "options": dict(job.options),
+        "settings": dict(settings),
+        "file": name,
+        "computed": totals["computed"],
+        "cached": totals["cached"],
+        "forced": totals["forced"],
+        "calls": totals["calls"],
+        "seconds": round(seconds, 4),
+        "estimated_speedup": None if estimated_speedup is None else round(estimated_speedup, 4),
+        "rank": rank,
+        "device": device,
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+
+
+def job_settings(request: Any, model: str, thresh: float) -> dict[str, Any]:
+    """The SETTINGS of one prompt's GenerationRequest, as the manifest records them."""
+    values = {"model": model, "thresh": float(thresh)}
+    values.update({key: getattr(request, key) for key in SETTINGS if key not in values})
+    return json.loads(json.dumps(values))  # as read back from JSON, so resume compares like with like
+
+
+def summarize(entries: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
+    """Totals over manifest entries: counts, generation seconds and the speedup estimate over all of them."""
+    entries = list(entries)
+    totals = {key: sum(entry[key] for entry in entries) for key in ("computed", "forced", "cached", "calls")}
+    seconds = sum(entry["seconds"] for entry in entries)
+    estimated = [entry for entry in entries if entry.get("estimated_speedup")]
+    speedup = None
+    if estimated and seconds > 0:
+        uncached = sum(entry["seconds"] * entry["estimated_speedup"] for entry in estimated)
+        speedup = uncached / sum(entry["seconds"] for entry in estimated)
+    return {"outputs": len(entries), **totals, "seconds": seconds, "estimated_speedup": speedup}
