@@ -384,7 +384,7 @@ def generate_prompts(
 
 def _prepare_prompts(prompts: Path, preset: Any, launch: Any, **given: Any) -> dict[str, Any]:
     """Everything checked and decided before any process waits for another or loads the model."""
-    from ..distributed import DistributedError, rank_device
+    from ..distributed import DistributedError, pick_backend, rank_device, timeout_from_env
     from ..media import MediaKind, default_suffix
     from ..output import OutputError, check_writable
     from ..prompt_runs import job_settings, read_prompt_jobs
@@ -450,10 +450,13 @@ def _prepare_prompts(prompts: Path, preset: Any, launch: Any, **given: Any) -> d
         check_writable(manifest, overwrite=True, kind="manifest")
     except OutputError as error:
         raise CLIError(str(error)) from None
-    try:
-        device = rank_device(launch, given["device"].value)
-    except DistributedError as error:
-        raise CLIError(str(error)) from None
+    device = rank_device(launch, given["device"].value)
+    if launch.distributed:
+        try:  # the launch settings teacli reads, checked before any process waits for another
+            pick_backend(launch, device)
+            timeout_from_env()
+        except DistributedError as error:
+            raise CLIError(str(error)) from None
     return dict(
         prompts=prompts,
         preset=preset,
