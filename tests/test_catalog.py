@@ -341,13 +341,13 @@ def test_resolve_a_missing_preset_file(tmp_path):
     assert str(path) in str(raised.value)
 
 
-def test_resolve_an_unknown_name_lists_the_presets():
+def test_resolve_an_unknown_name_points_to_the_list_of_presets():
     with pytest.raises(ModelError) as raised:
         resolve_preset("no-such-model")
     message = str(raised.value)
-    assert "no-such-model" in message
-    for name in builtin_presets():
-        assert name in message
+    assert "no-such-model" in message and "`teacli list-models`" in message
+    # One line a terminal can show: the 80-odd preset names are list-models' job.
+    assert len(message) < 250
 
 
 def test_resolve_a_local_flux_pipeline_borrows_flux_dev(tmp_path):
