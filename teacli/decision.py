@@ -46,6 +46,25 @@ def rel_l1(current: torch.Tensor, previous: torch.Tensor) -> float:
     return ((current - previous).abs().mean() / denominator.clamp_min(1e-12)).item()
 
 
+def rel_l1_terms(current: torch.Tensor, previous: torch.Tensor) -> torch.Tensor:
+    """rel_l1's pieces that add up over shards: [sum|current - previous|, sum|previous|, element count].
+
+    Summed over the ranks that each hold a shard of the tensor (context parallelism), they give
+    rel_l1 of the whole tensor through `rel_l1_from_terms`. float64, on the inputs' device.
+    """
+    current = current.float()
+    previous = previous.float()
+    numerator = (current - previous).abs().sum(dtype=torch.float64)
+    denominator = previous.abs().sum(dtype=torch.float64)
+    count = torch.tensor(float(previous.numel()), dtype=torch.float64, device=previous.device)
+    return torch.stack((numerator, denominator, count))
+
+
+def rel_l1_from_terms(numerator: float, denominator: float, count: float) -> float:
+    """rel_l1 from summed terms: mean|current - previous| / mean|previous|, as `rel_l1` clamps it."""
+    return (numerator / count) / max(denominator / count, 1e-12)
+
+
 def rescale(distance: float, coefficients: Sequence[float], x_range: tuple[float, float] | None = None) -> float:
     """Evaluate the polynomial (highest power first, like numpy.poly1d) and clamp it at 0.
 

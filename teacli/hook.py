@@ -14,7 +14,7 @@ import time
 import weakref
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import torch
@@ -22,7 +22,7 @@ from diffusers.hooks.hooks import BaseState, HookRegistry, ModelHook, StateManag
 from diffusers.utils.torch_utils import unwrap_module
 
 from .context import CacheContext
-from .decision import Decision, Verdict, decide, rel_l1
+from .decision import Decision, Verdict, decide, rel_l1, rel_l1_from_terms, rel_l1_terms
 from .registry import Extractor, get_extractor
 from .stats import StepRecord, TeaCacheStats
 
@@ -84,6 +84,11 @@ class TeaCacheConfig:
             call that would be cached is computed (forced) instead. None: no limit.
         cache_device: where cached residuals are kept (None: on the device of the streams). "cpu"
             keeps them in host memory; a cached call copies them back before adding them.
+        sync_decisions: make every rank of a context-parallel run take the same decision by summing
+            rel_l1's numerator and denominator over the ranks (one all-reduce per call) before deciding.
+            "auto": when torch.distributed is initialized and the transformer has diffusers' context
+            parallelism enabled (over its sequence-shard group); True: over that group, else over the
+            default (world) group; False: never. Each rank still caches its own shard's residual.
     """
 
     thresh: float = 0.2
@@ -99,6 +104,7 @@ class TeaCacheConfig:
     end: float = 1.0
     max_cached_in_row: int | None = None
     cache_device: str | torch.device | None = None
+    sync_decisions: bool | str = "auto"
 
     def __post_init__(self) -> None:
         if isinstance(self.thresh, bool) or not isinstance(self.thresh, (int, float)):
@@ -144,6 +150,8 @@ class TeaCacheConfig:
                 raise TeaCacheError(
                     f"cache_device {self.cache_device!r} is not a torch device; give e.g. 'cpu' or 'cuda:0'"
                 ) from None
+        if not (isinstance(self.sync_decisions, bool) or self.sync_decisions == "auto"):
+            raise TeaCacheError(f"sync_decisions must be 'auto', True or False, got {self.sync_decisions!r}")
 
     @property
     def has_window(self) -> bool:
@@ -281,7 +289,7 @@ class TeaCacheHook(ModelHook):
                 self._slot_step = None
             self.state_manager.slot = self._call_slot(position)
             state = self.state_manager.get_state()
-            output, record = self._step(context, state, position)
+            output, record = self._step(module, context, state, position)
         synchronize(context.hidden_states.device)
         record = StepRecord(**record, seconds=time.perf_counter() - started)
         self.stats.add(record)
@@ -297,11 +305,21 @@ class TeaCacheHook(ModelHook):
         )
         return output
 
-    def _step(self, context: CacheContext, state: TeaCacheState, position: _Position) -> tuple[Any, dict]:
+    def _step(
+        self, module: torch.nn.Module, context: CacheContext, state: TeaCacheState, position: _Position
+    ) -> tuple[Any, dict]:
         config = self.config
         modulated = context.select_modulated_input(config.modulated_input).detach()
         previous = state.previous_modulated_input
-        distance = rel_l1(modulated, previous) if previous is not None and previous.shape == modulated.shape else None
+        if previous is not None and previous.shape != modulated.shape:
+            previous = None
+        # One process (no process group): no lookup, no collective, the same rel_l1 as ever.
+        distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
+        sharding = _context_parallel(module) if distributed else None
+        group = self._sync_group(sharding, distributed)
+        distance = rel_l1(modulated, previous) if previous is not None and group is None else None
+        if sharding is not None and state.cached_residuals is not None:
+            context = _shard_streams(context, [r.shape for r in state.cached_residuals], sharding)
         streams = context.streams
         in_window = self._in_window(position)  # first: a window it cannot place fails on the first call
         forced = (
@@ -312,6 +330,8 @@ class TeaCacheHook(ModelHook):
             or not in_window
             or not state.residuals_fit(streams)
         )
+        if group is not None:
+            distance, forced = _synced_distance(modulated, previous, forced, group)
         verdict = decide(
             distance=distance,
             accumulated=state.accumulated,
@@ -330,7 +350,11 @@ class TeaCacheHook(ModelHook):
             state.previous_output = None  # a pair of outputs must be two computed calls in a row
             state.cached_in_row += 1
         else:
-            outputs = context.check_block_outputs(context.run_transformer_blocks())
+            outputs = context.run_transformer_blocks()
+            if sharding is not None and isinstance(outputs, tuple):
+                context = _shard_streams(context, [getattr(out, "shape", None) for out in outputs], sharding)
+                streams = context.streams
+            outputs = context.check_block_outputs(outputs)
             residuals = tuple(out - stream for out, stream in zip(outputs, streams))
             if config.cache_device is not None:
                 residuals = tuple(_to_device(residual, config.cache_device) for residual in residuals)
@@ -355,6 +379,24 @@ class TeaCacheHook(ModelHook):
             output_rel_l1=output_change,
         )
         return context.postprocess(*outputs), record
+
+    def _sync_group(self, sharding: Any, distributed: bool) -> Any:
+        """The process group whose ranks must decide together, or None to decide alone.
+
+        `sharding` is the transformer's ContextParallelConfig (None without context parallelism)."""
+        mode = self.config.sync_decisions
+        if mode is False:
+            return None
+        if not distributed:
+            if mode is True:
+                raise TeaCacheError(
+                    f"sync_decisions=True on {self.module_name} needs torch.distributed initialized (launch with "
+                    "torchrun or call init_process_group first); 'auto' syncs only under context parallelism"
+                )
+            return None
+        if sharding is not None:
+            return sharding._flattened_mesh.get_group()
+        return torch.distributed.group.WORLD if mode is True else None
 
     def _in_window(self, position: _Position) -> bool:
         """Whether the step lies in the configured cache window (always, without one)."""
@@ -462,6 +504,66 @@ def _lora_scope(module: torch.nn.Module, extractor: Extractor, kwargs: dict) -> 
     finally:
         if USE_PEFT_BACKEND:
             unscale_lora_layers(module, scale)
+
+
+def _context_parallel(module: torch.nn.Module) -> Any:
+    """diffusers' ContextParallelConfig of a transformer with context parallelism enabled, else None."""
+    parallel = getattr(unwrap_module(module), "_parallel_config", None)
+    sharding = getattr(parallel, "context_parallel_config", None)
+    if sharding is None or getattr(sharding, "_flattened_mesh", None) is None:
+        return None
+    return sharding if sharding.ring_degree * sharding.ulysses_degree > 1 else None
+
+
+def _synced_distance(
+    modulated: torch.Tensor, previous: torch.Tensor | None, forced: bool, group: Any
+) -> tuple[float | None, bool]:
+    """rel_l1 of the whole tensor the group's ranks hold shards of, and whether any rank must compute.
+
+    Every rank calls this exactly once per transformer call whatever its own state, so the collectives
+    always pair up; the result is the same on every rank, and so is the decision taken from it.
+    """
+    if previous is not None:
+        terms = rel_l1_terms(modulated, previous)
+    else:
+        terms = torch.zeros(3, dtype=torch.float64, device=modulated.device)
+    flags = torch.tensor([previous is None, forced], dtype=torch.float64, device=modulated.device)
+    summed = torch.cat((terms, flags))
+    torch.distributed.all_reduce(summed, op=torch.distributed.ReduceOp.SUM, group=group)
+    numerator, denominator, count, missing, forcing = summed.tolist()
+    distance = rel_l1_from_terms(numerator, denominator, count) if missing == 0 else None
+    return distance, forcing > 0
+
+
+def _shard_streams(context: CacheContext, shapes: Sequence[Any], sharding: Any) -> CacheContext:
+    """The context with its streams cut to the rank's sequence shard where the blocks work on one.
+
+    Some context-parallel plans (Wan, Qwen-Image) split the sequence at the first block, not at the
+    transformer's input: the blocks then return this rank's shard of a full-length stream, and the
+    residual (and a cached call's sum) must use the same shard, cut as diffusers cuts it.
+    """
+    from diffusers.hooks.context_parallel import EquipartitionSharder, PartitionAnythingSharder
+
+    streams = list(context.streams)
+    for index, (stream, shape) in enumerate(zip(streams, shapes)):
+        if shape is None or stream.shape == shape or stream.ndim != len(shape):
+            continue
+        differing = [dim for dim in range(stream.ndim) if stream.shape[dim] != shape[dim]]
+        if len(differing) != 1:
+            continue
+        if sharding.ulysses_anything or sharding.ring_anything:
+            shard = PartitionAnythingSharder.shard_anything(stream, differing[0], sharding._flattened_mesh)
+        elif stream.shape[differing[0]] % sharding._flattened_mesh.size() == 0:
+            shard = EquipartitionSharder.shard(stream, differing[0], sharding._flattened_mesh)
+        else:
+            continue
+        if shard.shape == shape:
+            streams[index] = shard
+    if all(new is old for new, old in zip(streams, context.streams)):
+        return context
+    if len(streams) == 1:
+        return replace(context, hidden_states=streams[0])
+    return replace(context, hidden_states=streams[0], encoder_hidden_states=streams[1])
 
 
 def _to_device(tensor: torch.Tensor, device: torch.device) -> torch.Tensor:
@@ -577,7 +679,7 @@ def apply_teacache(pipe_or_transformer: Any, config: TeaCacheConfig | Mapping[st
         hook = TeaCacheHook(extractors[name], config, stats, name, scheduler)
         hook._made_registry = not hasattr(module, "_diffusers_hook")
         registry = HookRegistry.check_if_exists_or_initialize(module)
-        registry.register_hook(hook, TEACACHE_HOOK)
+        _register_inside_context_parallel(registry, hook)
         registry.invalidate_child_registries_cache()
         if config.record_output_change:
             logger.debug("TeaCache recording input and output changes on %s for calibration", name)
@@ -590,6 +692,38 @@ def apply_teacache(pipe_or_transformer: Any, config: TeaCacheConfig | Mapping[st
                 config.coefficients_source,
             )
     return TeaCacheHandle(pipe_or_transformer, modules, configs, stats)
+
+
+# diffusers' context-parallel hooks on the transformer itself (its _cp_plan's "" entry), by the names
+# hooks/context_parallel.py registers them under ("cp_input---{module_id}", "cp_output---{module_id}").
+_CONTEXT_PARALLEL_ROOT_HOOKS = ("cp_input---", "cp_output---")
+
+
+def _register_inside_context_parallel(registry: HookRegistry, hook: TeaCacheHook) -> None:
+    """Register the hook so that it runs inside diffusers' context-parallel input split, if there is one.
+
+    The last hook registered runs first. TeaCache replaces the forward, so on top of the split it would
+    see the whole sequence, and the blocks' attention, which expects a shard, would be wrong. When
+    enable_parallelism came first (or from_pretrained(parallel_config=...)), diffusers' hooks are taken
+    off and registered again above TeaCache, in their order (only those: others may not survive it).
+    """
+    order = registry._hook_order
+    first = next((i for i, name in enumerate(order) if name in _CONTEXT_PARALLEL_ROOT_HOOKS), None)
+    if first is None:
+        registry.register_hook(hook, TEACACHE_HOOK)
+        return
+    others = [name for name in order[first:] if name not in _CONTEXT_PARALLEL_ROOT_HOOKS]
+    if others:
+        raise TeaCacheError(
+            f"{hook.module_name} has hooks {others} added after context parallelism; apply TeaCache before "
+            "them (or before enable_parallelism)"
+        )
+    above = [(name, registry.hooks[name]) for name in order[first:]]
+    for name, _ in reversed(above):
+        registry.remove_hook(name, recurse=False)
+    registry.register_hook(hook, TEACACHE_HOOK)
+    for name, outer in above:
+        registry.register_hook(outer, name)
 
 
 def _configs_by_module(config: Any, modules: dict[str, torch.nn.Module]) -> dict[str, TeaCacheConfig]:
