@@ -194,11 +194,56 @@ def wan_calls() -> list[dict]:
     ]
 
 
+def make_qwen_transformer():
+    from diffusers import QwenImageTransformer2DModel
+
+    torch.manual_seed(0)
+    model = QwenImageTransformer2DModel(
+        patch_size=2,
+        in_channels=16,
+        out_channels=4,
+        num_layers=2,
+        attention_head_dim=16,
+        num_attention_heads=2,
+        joint_attention_dim=32,
+        axes_dims_rope=(4, 6, 6),
+    )
+    return model.eval()
+
+
+def qwen_calls() -> list[dict]:
+    generator = torch.Generator().manual_seed(9)
+    noise, target = torch.randn(2, 1, 16, 16, generator=generator)  # a 4x4 grid of patches
+    text = torch.randn(1, 7, 32, generator=generator)  # 7 text tokens: shards of 4 and 3
+    return [
+        dict(
+            hidden_states=(1 - step / STEPS) * noise + step / STEPS * target,
+            encoder_hidden_states=text,
+            encoder_hidden_states_mask=None,
+            timestep=torch.tensor([1.0 - step / STEPS]),
+            img_shapes=[[(1, 4, 4)]],
+            return_dict=False,
+        )
+        for step in range(STEPS)
+    ]
+
+
+def make_flux():
+    from conftest import make_flux_transformer
+
+    return make_flux_transformer()
+
+
+EVEN = {}
+UNEVEN = {"ulysses_anything": True}  # diffusers cuts sequences of any length, the last shard shorter
 CP_MODELS = {
     # FLUX.1's plan splits the inputs at the transformer: the modulated input is a shard on each rank.
-    "flux": (lambda: __import__("conftest").make_flux_transformer(), flux_calls, 0.25),
+    "flux": (make_flux, flux_calls, 0.25, EVEN),
     # Wan's plan splits the sequence at the first block: the streams are cut inside the blocks.
-    "wan": (make_wan_transformer, wan_calls, 2.0),
+    "wan": (make_wan_transformer, wan_calls, 2.0, EVEN),
+    # So does Qwen-Image's, both streams, here unevenly (7 text tokens: 4 and 3). Uneven image tokens would
+    # need an all_gather of unequal tensors at proj_out, which gloo lacks (NCCL has it).
+    "qwen": (make_qwen_transformer, qwen_calls, 0.25, UNEVEN),
 }
 
 
@@ -206,7 +251,7 @@ def context_parallel(rank: int, world: int) -> dict:
     from diffusers import ContextParallelConfig
 
     result = {}
-    for name, (make, make_calls, thresh) in CP_MODELS.items():
+    for name, (make, make_calls, thresh, options) in CP_MODELS.items():
         calls = make_calls()
         config = dict(thresh=thresh, coefficients=IDENTITY, num_inference_steps=STEPS)
         model = make()
@@ -218,7 +263,7 @@ def context_parallel(rank: int, world: int) -> dict:
             model = make()
             if order == "teacache_first":
                 handle = apply_teacache(model, TeaCacheConfig(**config))
-            model.enable_parallelism(config=ContextParallelConfig(ulysses_degree=world))
+            model.enable_parallelism(config=ContextParallelConfig(ulysses_degree=world, **options))
             if order == "parallel_first":
                 handle = apply_teacache(model, TeaCacheConfig(**config))
             with torch.no_grad():
