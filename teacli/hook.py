@@ -264,6 +264,7 @@ class TeaCacheHook(ModelHook):
         self._restarted = False  # reset_state ran: the next call opens a new generation
         self._slot_step: int | None = None  # the step whose unnamed calls are being counted
         self._slot_calls = 0
+        self._warned_unsynced = False
 
     def initialize_hook(self, module: torch.nn.Module) -> torch.nn.Module:
         self._had_instance_forward = "forward" in vars(module)
@@ -318,6 +319,13 @@ class TeaCacheHook(ModelHook):
         sharding = _context_parallel(module) if distributed else None
         group = self._sync_group(sharding, distributed)
         distance = rel_l1(modulated, previous) if previous is not None and group is None else None
+        if sharding is not None and group is None and not self._warned_unsynced:
+            self._warned_unsynced = True
+            logger.warning(
+                "TeaCache on %s: context parallelism with sync_decisions=False; ranks that see different shards "
+                "may decide differently (wrong output or a hang in the attention collectives)",
+                self.module_name,
+            )
         if sharding is not None and state.cached_residuals is not None:
             context = _shard_streams(context, [r.shape for r in state.cached_residuals], sharding)
         streams = context.streams
@@ -659,6 +667,9 @@ def apply_teacache(pipe_or_transformer: Any, config: TeaCacheConfig | Mapping[st
 
     `config` is one TeaCacheConfig for every denoiser, or one per denoiser name for pipelines with
     two experts (Wan 2.2: {"transformer": ..., "transformer_2": ...}), each with its own coefficients.
+
+    Under diffusers' context parallelism it may come before or after enable_parallelism: TeaCache always
+    runs inside the input split, on this rank's shard, and caches that shard's residual.
     """
     modules = denoisers(pipe_or_transformer)
     configs = _configs_by_module(config, modules)

@@ -214,3 +214,16 @@ def test_diffusers_context_parallelism_decides_and_outputs_as_one_process(ranks,
         assert result["decisions"] == reference["decisions"]
         assert result["rel_l1"] == pytest.approx(reference["rel_l1"], rel=1e-5)
         assert result["output_diff"] < 1e-5
+        assert result["warnings"] == []
+
+
+@pytest.mark.parametrize("model", ["wan", "qwen"])
+def test_unsynced_context_parallelism_warns_once(ranks, model):
+    """These plans cut the sequence inside the blocks, so the modulated input is whole on every rank and
+    the decisions agree even unsynced; the warning is still given, as on models whose input is cut."""
+    reference = ranks[0]["context_parallel"][model]["reference"]
+    for rank in ranks:
+        result = rank["context_parallel"][model]["unsynced"]
+        assert result["decisions"] == reference["decisions"]
+        assert len(result["warnings"]) == 1
+        assert "sync_decisions=False" in result["warnings"][0]
