@@ -87,64 +87,65 @@ def read_prompt_jobs(path: str | Path, base_seed: int = 0) -> list[PromptJob]:
 
 def parse_jsonl_line(text: str, *, index: int, line: int, base_seed: int = 0, source: Any = "--prompts") -> PromptJob:
     """One JSONL line as a PromptJob: "prompt" (required) and the PROMPT_OPTIONS, each checked."""
-    where = f"{source} line {line}"
     try:
         data = json.loads(text)
     except json.JSONDecodeError as error:
-        raise PromptsError(f"{where} is not valid JSON ({error.msg} at column {error.colno})") from None
+        raise PromptsError(f"{source} line {line} is not valid JSON ({error.msg} at column {error.colno})") from None
     if not isinstance(data, dict):
-        raise PromptsError(f'{where} is not a JSON object; write {{"prompt": "...", "seed": 1}}')
+        raise PromptsError(f'{source} line {line} is not a JSON object; write {{"prompt": "a red fox", "seed": 1}}')
     unknown = [key for key in data if key != "prompt" and key not in PROMPT_OPTIONS]
     if unknown:
         key = unknown[0]
         close = difflib.get_close_matches(key, ("prompt", *PROMPT_OPTIONS), n=1)
         hint = f"did you mean '{close[0]}'? " if close else ""
-        raise PromptsError(f"{where}: unknown key '{key}'; {hint}a line takes prompt, {', '.join(PROMPT_OPTIONS)}")
+        raise PromptsError(
+            f"{source} line {line}: unknown key '{key}'; {hint}a line takes prompt, {', '.join(PROMPT_OPTIONS)}"
+        )
     prompt = data.get("prompt")
     if not isinstance(prompt, str) or not prompt.strip():
-        raise PromptsError(f'{where} needs "prompt": a non-empty string')
+        raise PromptsError(f'{source} line {line} needs "prompt": a non-empty string')
     options = {}
     for key in PROMPT_OPTIONS:
         if data.get(key) is not None:  # null means "not given": the command line's value applies
-            options[key] = check_option(key, data[key], where)
+            options[key] = check_option(key, data[key], f"{source} line {line}")
     seed = options.pop("seed", base_seed + index)
     return PromptJob(index, prompt.strip(), seed, options, line)
 
 
+def bad_value(where: str, key: str, value: Any, wanted: str) -> PromptsError:
+    return PromptsError(f"{where}: '{key}' must be {wanted}, got {json.dumps(value)}")
+
+
 def check_option(key: str, value: Any, where: str) -> Any:
     """One per-prompt option's value, or PromptsError saying what the key takes."""
-
-    def fail(wanted: str) -> PromptsError:
-        return PromptsError(f"{where}: '{key}' must be {wanted}, got {json.dumps(value)}")
-
     is_int = isinstance(value, int) and not isinstance(value, bool)
     is_number = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
     if key == "negative_prompt":
         if not isinstance(value, str):
-            raise fail("a string")
+            raise bad_value(where, key, value, "a string")
         return value
     if key == "seed":
         if not is_int or not 0 <= value < 2**63:
-            raise fail("an integer >= 0")
+            raise bad_value(where, key, value, "an integer >= 0")
         return value
     if key == "steps":
         if not is_int or value < 2:
-            raise fail("an integer >= 2 (the first and last steps are always computed)")
+            raise bad_value(where, key, value, "an integer >= 2 (the first and last steps are always computed)")
         return value
     if key in ("height", "width", "frames"):
         if not is_int or value <= 0:
-            raise fail("a positive integer")
+            raise bad_value(where, key, value, "a positive integer")
         return value
     if key == "fps":
         if not is_number or value <= 0:
-            raise fail("a positive number")
+            raise bad_value(where, key, value, "a positive number")
         return float(value)
     if key == "thresh":
         if not is_number or value < 0:
-            raise fail("a finite number >= 0 (0 computes every step)")
+            raise bad_value(where, key, value, "a finite number >= 0 (0 computes every step)")
         return float(value)
     if not is_number:  # guidance, true_cfg
-        raise fail("a finite number")
+        raise bad_value(where, key, value, "a finite number")
     return float(value)
 
 
@@ -331,24 +332,27 @@ def plan_jobs(
     return plan
 
 
+MANIFEST_ADVICE = "pick another --manifest or --out-dir, or pass --overwrite to make every prompt again"
+
+
 def check_entry(entry: Mapping[str, Any], job: PromptJob, settings: Mapping[str, Any], manifest: Path) -> None:
     """A recorded entry for this index must be this prompt with this seed and settings."""
-    advice = "pick another --manifest or --out-dir, or pass --overwrite to make every prompt again"
     if entry.get("prompt") != job.prompt:
         raise ManifestError(
             f"manifest {manifest} records prompt {job.index} as {json.dumps(entry.get('prompt'))[:60]}, "
-            f"not {json.dumps(job.prompt)[:60]}: it belongs to another prompts file; {advice}"
+            f"not {json.dumps(job.prompt)[:60]}: it belongs to another prompts file; {MANIFEST_ADVICE}"
         )
     if entry.get("seed") != job.seed:
         raise ManifestError(
-            f"manifest {manifest} made prompt {job.index} with seed {entry.get('seed')}, not {job.seed}; {advice}"
+            f"manifest {manifest} made prompt {job.index} with seed {entry.get('seed')}, not {job.seed}; "
+            f"{MANIFEST_ADVICE}"
         )
     recorded = entry.get("settings") or {}
     for key, value in settings.items():
         if recorded.get(key) != value:
             raise ManifestError(
                 f"manifest {manifest} made prompt {job.index} with {key} {json.dumps(recorded.get(key))}, "
-                f"not {json.dumps(value)}; {advice}"
+                f"not {json.dumps(value)}; {MANIFEST_ADVICE}"
             )
 
 
