@@ -27,6 +27,7 @@ import torch
 import torch.distributed as dist
 
 from teacli import apply_teacache, remove_teacache
+from teacli.hook import denoisers
 from teacli.loading import load_pipeline, resolve_preset, teacache_configs
 from teacli.runner import GenerationRequest, generate
 
@@ -77,6 +78,7 @@ def main() -> int:
     parser.add_argument("--anything", action="store_true", help="ulysses_anything/ring_anything: any token count")
     parser.add_argument("--attention-backend", help="e.g. flash, _native_cudnn (ring needs one of these)")
     parser.add_argument("--reference", action="store_true", help="compare with a run without parallelism")
+    parser.add_argument("--allow-pickle", action="store_true", help="load .bin weights (trusted models only)")
     parser.add_argument("--cpu", action="store_true", help="gloo on CPU processes, fp32 (tiny models)")
     args = parser.parse_args()
 
@@ -94,19 +96,20 @@ def main() -> int:
     rank, world = dist.get_rank(), dist.get_world_size()
     try:
         preset = resolve_preset(args.model)
-        pipe = load_pipeline(preset, device, dtype)
+        pipe = load_pipeline(preset, device, dtype, allow_pickle=args.allow_pickle)
         reference = run(pipe, preset, args) if args.reference else None
 
-        if args.attention_backend:
-            pipe.transformer.set_attention_backend(args.attention_backend)
-        pipe.transformer.enable_parallelism(
-            config=ContextParallelConfig(
-                ring_degree=args.ring,
-                ulysses_degree=args.ulysses,
-                ulysses_anything=args.anything and args.ulysses > 1,
-                ring_anything=args.anything and args.ring > 1,
+        for transformer in denoisers(pipe).values():  # both experts of Wan 2.2
+            if args.attention_backend:
+                transformer.set_attention_backend(args.attention_backend)
+            transformer.enable_parallelism(
+                config=ContextParallelConfig(
+                    ring_degree=args.ring,
+                    ulysses_degree=args.ulysses,
+                    ulysses_anything=args.anything and args.ulysses > 1,
+                    ring_anything=args.anything and args.ring > 1,
+                )
             )
-        )
         parallel = run(pipe, preset, args)
         gathered = [None] * world
         dist.all_gather_object(gathered, {key: parallel[key] for key in ("decisions", "distances", "seconds")})
