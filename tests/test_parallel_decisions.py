@@ -99,7 +99,8 @@ def test_single_process_takes_no_collective_and_measures_plain_rel_l1(monkeypatc
 
 
 def test_sync_on_without_a_process_group_says_how_to_launch():
-    assert not torch.distributed.is_initialized()
+    if torch.distributed.is_initialized():
+        pytest.skip("another test left a process group in this process")
     config = TeaCacheConfig(coefficients=IDENTITY, num_inference_steps=4, sync_decisions=True)
     with pytest.raises(TeaCacheError, match="torchrun"):
         run_toy(config, [0.1, 0.1, 0.1])
