@@ -89,6 +89,7 @@ def pick_backend(launch: Launch, device: torch.device, environ: Mapping[str, str
 
 
 def timeout_from_env(environ: Mapping[str, str] | None = None) -> timedelta:
+    """TEACLI_DIST_TIMEOUT: how long a process that has finished waits without any progress from the others."""
     env = os.environ if environ is None else environ
     text = env.get(TIMEOUT_ENV)
     if text is None:
@@ -102,34 +103,88 @@ def timeout_from_env(environ: Mapping[str, str] | None = None) -> timedelta:
     return timedelta(seconds=seconds)
 
 
+class ProcessGroup:
+    """The processes of one launch: a collective to exchange small objects, and a wait for the others that gives
+    up only after `timeout` without any progress from them, so an uneven split (a resumed run where one rank has
+    everything left) waits as long as the work takes, while a rank that hangs cannot hold the rest forever.
+    For one process every call is immediate."""
+
+    def __init__(self, launch: Launch, backend: str | None = None, store: Any = None, timeout: timedelta | None = None):
+        self.launch = launch
+        self.backend = backend
+        self.store = store  # this launch's keys in the rendezvous store (progress, finished ranks)
+        self.timeout = timeout or timedelta(seconds=DEFAULT_TIMEOUT_SECONDS)
+
+    def gather(self, value: Any) -> list[Any]:
+        """Every rank's `value`, in rank order (picklable objects); [value] for one process. Also a barrier, meant
+        for moments every rank reaches together (after reading the files, after wait_for_others)."""
+        if not self.launch.distributed:
+            return [value]
+        import torch.distributed as dist
+
+        gathered: list[Any] = [None] * self.launch.world_size
+        dist.all_gather_object(gathered, value)
+        return gathered
+
+    def heartbeat(self) -> None:
+        """Tell the others this rank is making progress (a denoising step, an output)."""
+        if self.store is not None:
+            self.store.add("progress", 1)
+
+    def wait_for_others(self, poll_seconds: float = 0.5) -> None:
+        """Say this rank is done, then wait until every rank is. DistributedError after `timeout` seconds in which
+        no rank made progress."""
+        if self.store is None:
+            return
+        import time
+
+        self.store.add("finished", 1)
+        last, idle_since = None, time.monotonic()
+        while self.store.add("finished", 0) < self.launch.world_size:
+            progress = self.store.add("progress", 0)
+            if progress != last:
+                last, idle_since = progress, time.monotonic()
+            elif time.monotonic() - idle_since > self.timeout.total_seconds():
+                raise DistributedError(
+                    f"no other process made progress for {self.timeout.total_seconds():g} s; gave up waiting for "
+                    f"them ({TIMEOUT_ENV} sets how long)"
+                )
+            time.sleep(poll_seconds)
+
+
+# Start-up (imports, reading the prompts) differs between processes without anything being wrong.
+START_TIMEOUT = timedelta(minutes=5)
+
+
 @contextmanager
-def process_group(launch: Launch, device: torch.device) -> Iterator[str | None]:
-    """torch.distributed set up for this launch (nothing for one process), torn down on the way out. Every wait
-    on the other processes gives up after TEACLI_DIST_TIMEOUT seconds, so one failed rank cannot hang the rest."""
+def process_group(launch: Launch, device: torch.device) -> Iterator[ProcessGroup]:
+    """torch.distributed set up for this launch (nothing for one process), torn down on the way out."""
     if not launch.distributed:
-        yield None
+        yield ProcessGroup(launch)
         return
     import torch.distributed as dist
 
     backend = pick_backend(launch, device)
+    timeout = timeout_from_env()
+    collective_timeout = max(timeout, START_TIMEOUT)
     if backend == "nccl":
         torch.cuda.set_device(device)  # NCCL's collectives run on the current device
-    dist.init_process_group(backend, rank=launch.rank, world_size=launch.world_size, timeout=timeout_from_env())
+    # The rendezvous store is made here (as init_process_group would) to keep a handle on it for the progress keys.
+    store, _, _ = next(dist.rendezvous("env://", launch.rank, launch.world_size, timeout=collective_timeout))
+    store.set_timeout(collective_timeout)
+    dist.init_process_group(
+        backend,
+        store=dist.PrefixStore("default_pg", store),
+        rank=launch.rank,
+        world_size=launch.world_size,
+        timeout=collective_timeout,
+    )
+    # torchrun keeps its store across restarts of the workers: one set of keys per attempt.
+    keys = dist.PrefixStore(f"teacli/{os.environ.get('TORCHELASTIC_RESTART_COUNT', '0')}", store)
     try:
-        yield backend
+        yield ProcessGroup(launch, backend, keys, timeout)
     finally:
         try:
             dist.destroy_process_group()
         except Exception:  # noqa: BLE001 - tearing down after another rank died must not hide the real error
             pass
-
-
-def all_gather(value: Any, launch: Launch) -> list[Any]:
-    """Every rank's `value`, in rank order (picklable objects); [value] for one process. Also a barrier."""
-    if not launch.distributed:
-        return [value]
-    import torch.distributed as dist
-
-    gathered: list[Any] = [None] * launch.world_size
-    dist.all_gather_object(gathered, value)
-    return gathered

@@ -61,6 +61,37 @@ def test_device_backend_and_timeout():
         timeout_from_env({"TEACLI_DIST_TIMEOUT": "0"})
 
 
+def test_a_finished_rank_waits_while_the_others_progress_and_gives_up_when_they_stop():
+    import threading
+    import time
+
+    from torch.distributed import HashStore
+
+    from teacli.distributed import ProcessGroup
+
+    stalled = ProcessGroup(Launch(0, 2, 0, 2), "gloo", HashStore(), timedelta(seconds=0.3))
+    started = time.monotonic()
+    with pytest.raises(DistributedError, match="no other process made progress for 0.3 s"):
+        stalled.wait_for_others(poll_seconds=0.02)
+    assert 0.3 <= time.monotonic() - started < 2
+
+    store = HashStore()
+    working = ProcessGroup(Launch(0, 2, 0, 2), "gloo", store, timedelta(seconds=0.3))
+
+    def other_rank():  # steps every 0.1 s for 1 s, then finishes
+        for _ in range(10):
+            time.sleep(0.1)
+            store.add("progress", 1)
+        store.add("finished", 1)
+
+    thread = threading.Thread(target=other_rank)
+    started = time.monotonic()
+    thread.start()
+    working.wait_for_others(poll_seconds=0.02)  # longer than the timeout in all, never idle for it
+    thread.join()
+    assert time.monotonic() - started >= 1.0 and store.add("finished", 0) == 2
+
+
 # --- two processes on gloo ----------------------------------------------------------------------------------------
 
 
@@ -83,11 +114,10 @@ def environment(teacli_cache) -> dict:
     )
 
 
-def launch(command, cwd, teacli_cache, timeout=240):
-    done = subprocess.run(
-        command, cwd=cwd, env=environment(teacli_cache), capture_output=True, text=True, timeout=timeout
+def launch(command, cwd, teacli_cache, timeout=240, **env):
+    return subprocess.run(
+        command, cwd=cwd, env=environment(teacli_cache) | env, capture_output=True, text=True, timeout=timeout
     )
-    return done
 
 
 def torchrun(*args):
@@ -182,9 +212,9 @@ def test_accelerate_launch_resumes_across_ranks_and_merges_leftover_parts(single
         assert np.array_equal(pixels(out / merged[index]["file"]), pixels(reference / lines[index]["file"]))
 
 
-# Runs the CLI with generation failing on rank 1's second prompt.
+# Runs the CLI with generation on rank 1's second prompt failing, or hanging.
 FAILING = r"""
-import os, sys
+import os, sys, time
 import teacli.runner
 from teacli.runner import GenerationError
 
@@ -194,6 +224,8 @@ made = []
 def generate(pipe, request, on_step=None):
     made.append(request.prompt)
     if os.environ["RANK"] == "1" and len(made) == 2:
+        if os.environ["FAIL"] == "hang":
+            time.sleep(600)
         raise GenerationError("made up failure on rank 1")
     return real(pipe, request, on_step=on_step)
 
@@ -210,7 +242,7 @@ def test_a_failing_rank_stops_every_rank_and_what_was_made_is_kept(single, teacl
     shutil.copy(reference / "p.txt", tmp_path / "p.txt")
     (tmp_path / "failing.py").write_text(FAILING)
     done = launch(torchrun("failing.py", "generate", "--prompts", "p.txt", *ARGS, "--out-dir", "out"), tmp_path,
-                  teacli_cache, timeout=200)  # fmt: skip
+                  teacli_cache, timeout=200, FAIL="error")  # fmt: skip
     assert done.returncode != 0
     errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
     assert errors == [
@@ -219,3 +251,19 @@ def test_a_failing_rank_stops_every_rank_and_what_was_made_is_kept(single, teacl
     lines = manifest_lines(tmp_path / "out" / "manifest.jsonl")
     assert [e["index"] for e in lines] == [0, 1, 2, 4]  # rank 0's three and rank 1's first
     assert not list((tmp_path / "out").glob("manifest.rank*"))
+
+
+def test_a_hanging_rank_makes_the_others_give_up_after_the_timeout(single, teacli_cache, tmp_path):
+    reference, _ = single
+    (tmp_path / "p.txt").write_text("\n".join(PROMPTS[:4]) + "\n", encoding="utf-8")
+    (tmp_path / "failing.py").write_text(FAILING)
+    done = launch(torchrun("failing.py", "generate", "--prompts", "p.txt", *ARGS, "--out-dir", "out"), tmp_path,
+                  teacli_cache, timeout=200, FAIL="hang", TEACLI_DIST_TIMEOUT="8")  # fmt: skip
+    assert done.returncode != 0  # rank 0 gave up; torchrun then stopped rank 1, still in its 600 s sleep
+    errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
+    assert errors == [
+        "error: rank 0: no other process made progress for 8 s; gave up waiting for them (TEACLI_DIST_TIMEOUT sets "
+        "how long)"
+    ], done.stderr
+    # Rank 0's two outputs and rank 1's first are in the manifest: a rerun makes only the hung one.
+    assert [e["index"] for e in manifest_lines(tmp_path / "out" / "manifest.jsonl")] == [0, 1, 2]

@@ -289,9 +289,9 @@ def test_an_unrecorded_output_of_the_same_prompt_is_remade_and_a_foreign_file_is
 
 
 def test_ctrl_c_leaves_whole_manifest_lines_and_the_rerun_makes_the_rest(runner, tmp_path, monkeypatch):
-    import teacli.cli._session as session
+    import teacli.measure as measure
 
-    real = session.measure_generation
+    real = measure.measure_generation
     calls = []
 
     def interrupted(*args, **kwargs):
@@ -300,12 +300,12 @@ def test_ctrl_c_leaves_whole_manifest_lines_and_the_rerun_makes_the_rest(runner,
             raise KeyboardInterrupt
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(session, "measure_generation", interrupted)
+    monkeypatch.setattr(measure, "measure_generation", interrupted)
     write(tmp_path / "p.txt", PROMPTS)
     result = run(runner, "--prompts", "p.txt", *FAST, code=130)
     assert "interrupted; 1 output(s)" in result.stderr and "run the same command again" in result.stderr
     assert [e["index"] for e in manifest_lines(tmp_path / "manifest.jsonl")] == [0]
-    monkeypatch.setattr(session, "measure_generation", real)
+    monkeypatch.setattr(measure, "measure_generation", real)
     report = run_json(runner, "--prompts", "p.txt", *FAST)
     assert (report["made"], report["skipped"]) == (2, 1)
     assert [e["index"] for e in manifest_lines(tmp_path / "manifest.jsonl")] == [0, 1, 2]
@@ -335,7 +335,7 @@ def test_bad_prompts_invocations_are_one_line_before_loading(runner, tmp_path, a
     write(tmp_path / "fps.jsonl", ['{"prompt": "a", "fps": 8}'])
     write(tmp_path / "frames.jsonl", ['{"prompt": "a"}', '{"prompt": "b", "frames": 9}'])
     result = runner.invoke(app, ["generate", *args, "--model", "tiny-flux", "--device", "cpu"])
-    assert result.exit_code == 1
+    assert result.exit_code == (2 if "give a PROMPT" in message else 1)  # no prompt at all: a usage error
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], result.stderr
     assert not list(tmp_path.glob("*.png")) and not (tmp_path / "manifest.jsonl").exists()

@@ -55,6 +55,12 @@ from ._options import (
 WARMUP_STEPS = 2
 
 
+class UsageError(CLIError):
+    """A command line that cannot be run as typed: exit code 2, as for a missing argument."""
+
+    exit_code = 2
+
+
 def generate(
     prompt: Annotated[
         str | None, typer.Argument(help="What to draw (or give --prompts FILE)", show_default=False)
@@ -133,7 +139,7 @@ def generate(
 ) -> None:
     """Generate an image, video or sound with TeaCache and report calls computed vs cached."""
     if (prompt is None) == (prompts is None):
-        raise CLIError(
+        raise UsageError(
             "give a PROMPT or --prompts FILE, not both"
             if prompts is not None
             else "give a PROMPT, or --prompts FILE (one prompt a line, or JSONL) for many"
@@ -402,13 +408,7 @@ def _prepare_prompts(prompts: Path, preset: Any, launch: Any, **given: Any) -> d
         image=given["image"],
         frames=given["frames"],
     )
-    for job in jobs:  # a JSONL line's options must suit the pipeline too
-        for key, option in PROMPT_KEY_OPTIONS.items():
-            if key in job.options:
-                try:
-                    check_pipeline_takes(preset, **{option.lstrip("-").replace("-", "_"): job.options[key]})
-                except CLIError as error:
-                    raise CLIError(f"{prompts} line {job.line}: {error} (the '{key}' key)") from None
+    _check_prompt_options(preset, jobs, prompts)
     kind = pipeline_media(preset)
     if kind is not MediaKind.video:
         if given["fps"] is not None:
@@ -435,7 +435,7 @@ def _prepare_prompts(prompts: Path, preset: Any, launch: Any, **given: Any) -> d
     if launch.is_main:
         check_settings(warned, given["strict"])
     elif given["strict"] and any(warned):
-        raise CLIError("refused because of --strict")
+        raise typer.Exit(EXIT_USER_ERROR)  # rank 0 says why
 
     out_dir = given["out_dir"] if given["out_dir"] is not None else Path.cwd()
     if out_dir.exists() and not out_dir.is_dir():
@@ -474,6 +474,23 @@ def _prepare_prompts(prompts: Path, preset: Any, launch: Any, **given: Any) -> d
     )
 
 
+def _check_prompt_options(preset: Any, jobs: list[Any], prompts: Path) -> None:
+    """A JSONL line's options must suit the pipeline too; the error names the line and the key."""
+    from ._session import OPTION_ARGUMENTS, check_pipeline_takes
+
+    for job in jobs:
+        for key, option in PROMPT_KEY_OPTIONS.items():
+            if key not in job.options:
+                continue
+            try:
+                check_pipeline_takes(preset, **{option.lstrip("-").replace("-", "_"): job.options[key]})
+            except CLIError:
+                argument = OPTION_ARGUMENTS[option]
+                raise CLIError(
+                    f"{prompts} line {job.line}: {preset.name} ({preset.pipeline}) takes no {argument}; drop '{key}'"
+                ) from None
+
+
 def _made_for(path: Path, job: Any) -> bool:
     """Whether the file in the way is an earlier, unrecorded output of this prompt (a run stopped between
     writing it and recording it): its metadata names this prompt and seed."""
@@ -488,13 +505,13 @@ def _made_for(path: Path, job: Any) -> bool:
 
 
 def _run_prompts(work: dict[str, Any], json_report: bool) -> None:
-    from ..distributed import all_gather, process_group
+    from ..distributed import DistributedError, process_group
     from ..prompt_runs import ManifestWriter, merge_manifest, part_path, plan_jobs
 
     launch, manifest = work["launch"], work["manifest"]
     made: list[dict[str, Any]] = []
     try:
-        with process_group(launch, work["device"]) as backend:
+        with process_group(launch, work["device"]) as group:
             # Each rank plans the whole file (the same files give the same plan), then all agree before any
             # writes: a rank that cannot go on stops every rank here instead of leaving them waiting.
             error = None
@@ -510,7 +527,7 @@ def _run_prompts(work: dict[str, Any], json_report: bool) -> None:
                 )
             except (CLIError, *user_error_types()) as failure:
                 error = str(failure)
-            errors = [(rank, message) for rank, message in enumerate(all_gather(error, launch)) if message]
+            errors = [(rank, message) for rank, message in enumerate(group.gather(error)) if message]
             if errors:
                 _raise_for_ranks(errors, launch)
             mine = plan.shard(launch.rank, launch.world_size)
@@ -520,27 +537,33 @@ def _run_prompts(work: dict[str, Any], json_report: bool) -> None:
                 loaded = True
                 try:
                     with ManifestWriter(writer_path) as writer:
-                        _make(work, mine, writer, made)
+                        _make(work, mine, writer, made, group.heartbeat)
                 except (CLIError, *user_error_types()) as failure:
                     error = str(failure)
                 except Exception as failure:  # noqa: BLE001 - reported by rank 0, so no rank waits for this one
                     if not launch.distributed:
                         raise
                     error = f"{type(failure).__name__}: {failure}"
+            try:
+                group.wait_for_others()
+            except DistributedError as failure:
+                if launch.is_main:  # what the others finished is in their part files: keep it in the manifest
+                    merge_manifest(manifest, made)
+                raise CLIError(f"rank {launch.rank}: {failure}") from None
             status = {
                 "rank": launch.rank,
                 "device": str(work["device"]),
                 "made": made,
                 "skipped": len(mine.skipped),
-                "todo": len(mine.todo),
                 "loaded": loaded,
                 "error": error,
             }
-            statuses = all_gather(status, launch)
+            statuses = group.gather(status)
             if launch.is_main and (launch.distributed or any(s["made"] for s in statuses)):
                 merge_manifest(manifest, [entry for s in statuses for entry in s["made"]])
-            all_gather(None, launch)  # the merged manifest holds every rank's lines before any part is removed
-            part_path(manifest, launch.rank).unlink(missing_ok=True) if launch.distributed else None
+            if launch.distributed:
+                group.gather(None)  # the merged manifest holds every rank's lines before any part is removed
+                part_path(manifest, launch.rank).unlink(missing_ok=True)
     except KeyboardInterrupt:
         if launch.is_main:
             where = manifest if not launch.distributed else f"{manifest} and its part files"
@@ -550,7 +573,7 @@ def _run_prompts(work: dict[str, Any], json_report: bool) -> None:
             )
         raise typer.Exit(EXIT_INTERRUPTED) from None
     if launch.is_main:
-        _report(work, statuses, backend, json_report)
+        _report(work, statuses, group.backend, json_report)
     errors = [(s["rank"], s["error"]) for s in statuses if s["error"]]
     if errors:
         _raise_for_ranks(errors, launch, done=" (the outputs made are recorded; run again to make the rest)")
@@ -566,16 +589,15 @@ def _raise_for_ranks(errors: list[tuple[int, str]], launch: Any, done: str = "")
     raise CLIError(f"{prefix}{message}{others}{done}")
 
 
-def _make(work: dict[str, Any], plan: Any, writer: Any, made: list[dict[str, Any]]) -> None:
+def _make(work: dict[str, Any], plan: Any, writer: Any, made: list[dict[str, Any]], heartbeat: Any) -> None:
     """This rank's prompts, one after the other, on one loaded pipeline; each starts from a reset TeaCache."""
     from ..loading import pick_dtype
-    from ..measure import measure_generation
     from ..media import save_output
     from ..metadata import output_metadata
     from ..preparation import prepare_pipeline
     from ..prompt_runs import CacheKeeper, manifest_entry, output_name
     from ..report import estimated_speedup
-    from ._session import Session, run_with_progress
+    from ._session import Session
 
     preset, launch, device = work["preset"], work["launch"], work["device"]
     dtype = pick_dtype(work["dtype"].value, device)
@@ -584,6 +606,7 @@ def _make(work: dict[str, Any], plan: Any, writer: Any, made: list[dict[str, Any
             pipe = prepare_pipeline(preset, device, dtype, work["loading"])
     else:
         pipe = prepare_pipeline(preset, device, dtype, work["loading"])
+    heartbeat()  # loading counts as progress for the processes waiting on this one
     session = Session(preset, pipe, work["coefficients"], work["caching"])
     keeper = CacheKeeper(pipe)
     try:
@@ -595,11 +618,8 @@ def _make(work: dict[str, Any], plan: Any, writer: Any, made: list[dict[str, Any
             def counts(stats: Any = stats) -> tuple[int, int]:
                 return stats.computed, len(stats.records)
 
-            if launch.is_main:
-                label = f"prompt {job.index} ({number}/{len(plan.todo)})"
-                run = run_with_progress(session, request, label, counts)
-            else:
-                run = measure_generation(pipe, request, counts)
+            label = f"prompt {job.index} ({number}/{len(plan.todo)})" if launch.is_main else None
+            run = _measure(pipe, request, counts, heartbeat, label)
             path = work["out_dir"] / output_name(job, work["suffix"])
             metadata = output_metadata(
                 request,
@@ -628,8 +648,27 @@ def _make(work: dict[str, Any], plan: Any, writer: Any, made: list[dict[str, Any
             )
             writer.append(entry)
             made.append(entry)
+            heartbeat()
     finally:
         keeper.close()
+
+
+def _measure(pipe: Any, request: Any, counts: Any, heartbeat: Any, label: str | None) -> Any:
+    """One measured generation (measure.measure_generation, as bench and generate PROMPT measure); every step
+    tells the other processes this one is alive. A progress bar with a label (rank 0)."""
+    from ..measure import measure_generation
+    from ._session import step_progress
+
+    if label is None:
+        return measure_generation(pipe, request, counts, on_step=lambda _step: heartbeat())
+    with step_progress(label, request.steps) as progress:
+        task = progress.add_task(label, total=request.steps)
+
+        def on_step(step: int) -> None:
+            progress.update(task, completed=step + 1)
+            heartbeat()
+
+        return measure_generation(pipe, request, counts, on_step=on_step)
 
 
 def _report(work: dict[str, Any], statuses: list[dict[str, Any]], backend: str | None, json_report: bool) -> None:
