@@ -48,6 +48,8 @@ USER_ERRORS = {
     "UnknownPeerError",
     "MissingShippedModel",
     "ExtractorContractError",
+    "ManifestError",
+    "DistributedError",
 }
 # Functions that build a message in several branches: every string they return is a message.
 MESSAGE_FUNCTIONS = {"teacli/lora.py": {"_explain"}}
