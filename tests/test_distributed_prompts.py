@@ -196,7 +196,8 @@ def test_accelerate_launch_resumes_across_ranks_and_merges_leftover_parts(single
         (out / lines[index]["file"]).unlink()
     command = [
         # The module, not the console script: CI may run without the environment's bin on PATH.
-        sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
+        sys.executable, "-m", "accelerate.commands.launch",
+        "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
         "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(free_port()),
         *teacli_module("--prompts", "p.txt", *ARGS, "--out-dir", "out", "--json"),
     ]  # fmt: skip

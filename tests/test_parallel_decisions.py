@@ -22,6 +22,13 @@ WORKER = Path(__file__).with_name("parallel_worker.py")
 IDENTITY = [1.0, 0.0]
 
 
+def assert_close_or_none(actual: list, expected: list, rel: float) -> None:
+    """rel_l1 per call, None where nothing was measured (a branch's first call); pytest 9.2's approx refuses None."""
+    assert [value is None for value in actual] == [value is None for value in expected]
+    pairs = [(a, e) for a, e in zip(actual, expected) if e is not None]
+    assert [a for a, _ in pairs] == pytest.approx([e for _, e in pairs], rel=rel)
+
+
 @pytest.fixture(scope="module")
 def ranks(tmp_path_factory) -> list[dict]:
     """Both ranks' results from one two-process run of every scenario."""
@@ -163,7 +170,7 @@ def test_shards_take_identical_decisions_measured_on_the_whole_tensor(ranks):
     assert synced[0]["decisions"] == synced[1]["decisions"] == whole["whole"]["decisions"]
     assert {"cached", "computed"} <= set(synced[0]["decisions"])
     for rank in synced:
-        assert rank["rel_l1"] == pytest.approx(whole["whole_rel_l1"], rel=1e-6)
+        assert_close_or_none(rank["rel_l1"], whole["whole_rel_l1"], rel=1e-6)
     # Each rank's outputs are its shard of the single-process outputs: per-shard residuals stay correct.
     for index, rank in enumerate(synced):
         for shard, full in zip(rank["outputs"], whole["whole"]["outputs"]):
@@ -213,7 +220,7 @@ def test_diffusers_context_parallelism_decides_and_outputs_as_one_process(ranks,
         result = rank["context_parallel"][model][order]
         assert result["hooks"] == ROOT_HOOKS[model]
         assert result["decisions"] == reference["decisions"]
-        assert result["rel_l1"] == pytest.approx(reference["rel_l1"], rel=1e-5)
+        assert_close_or_none(result["rel_l1"], reference["rel_l1"], rel=1e-5)
         assert result["output_diff"] < 1e-5
         assert result["warnings"] == []
 

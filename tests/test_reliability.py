@@ -80,7 +80,20 @@ def _attributes(module: torch.nn.Module) -> dict[str, set[str]]:
     return {name: set(vars(sub)) for name, sub in module.named_modules()}
 
 
-def test_apply_and_remove_two_hundred_times_leaves_no_hook_and_no_growth(pipe, record_property):
+@pytest.fixture
+def quiet_teacli_log():
+    """Each apply logs "TeaCache enabled" at INFO. After the CLI tests, pytest 9.2 leaves its log-capturing
+    handlers on the (non-propagating) teacli logger, and they keep every record: the harness's memory, not ours."""
+    import logging
+
+    logger = logging.getLogger("teacli")
+    previous = logger.level
+    logger.setLevel(logging.WARNING)  # setLevel, not the attribute: the logger caches its level checks
+    yield
+    logger.setLevel(previous)
+
+
+def test_apply_and_remove_two_hundred_times_leaves_no_hook_and_no_growth(pipe, record_property, quiet_teacli_log):
     transformer = pipe.transformer
     configs = teacache_configs(builtin_presets()["tiny-flux"])
     small = request(steps=4)
