@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -32,6 +33,28 @@ def tiny_flux_default(monkeypatch):
 
     monkeypatch.setattr(teacli.catalog, "DEFAULT_PRESET", "tiny-flux")
     monkeypatch.setattr(teacli.loading, "DEFAULT_PRESET", "tiny-flux")
+
+
+@pytest.fixture(scope="session")
+def tiny_flux_dir(teacli_cache) -> Path:
+    from teacli.embedded import embedded_model_path
+
+    return embedded_model_path("tiny-flux")
+
+
+@pytest.fixture(scope="session")
+def pickled_flux(tiny_flux_dir, tmp_path_factory) -> Path:
+    """tiny-flux saved again with pickle weights (diffusers models as .bin; transformers always writes safetensors)."""
+    from diffusers import FluxPipeline
+
+    directory = tmp_path_factory.mktemp("pickled") / "tiny-flux-pickle"
+    FluxPipeline.from_pretrained(tiny_flux_dir).save_pretrained(directory, safe_serialization=False)
+    weights = {
+        p.relative_to(directory).as_posix() for p in directory.rglob("*") if p.suffix in {".bin", ".safetensors"}
+    }
+    assert {"transformer/diffusion_pytorch_model.bin", "vae/diffusion_pytorch_model.bin"} <= weights
+    assert not any(w.startswith(("transformer/", "vae/")) and w.endswith(".safetensors") for w in weights)
+    return directory
 
 
 @pytest.fixture(scope="session")

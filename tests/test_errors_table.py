@@ -7,7 +7,6 @@ import ast
 import itertools
 import json
 import re
-import shutil
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -142,26 +141,6 @@ def test_the_section_has_its_groups_and_well_formed_rows():
 # --- the command line: bad invocations ---------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def tiny_flux_dir(teacli_cache) -> Path:
-    from teacli.embedded import embedded_model_path
-
-    return embedded_model_path("tiny-flux")
-
-
-@pytest.fixture(scope="module")
-def pickle_only(tiny_flux_dir, tmp_path_factory) -> Path:
-    """tiny-flux with its transformer's weights as a pickle file only."""
-    from safetensors.torch import load_file
-
-    target = tmp_path_factory.mktemp("pickle-only") / "tiny-flux-pickle"
-    shutil.copytree(tiny_flux_dir, target)
-    for weights in (target / "transformer").glob("*.safetensors"):
-        torch.save(load_file(weights), weights.with_suffix(".bin"))
-        weights.unlink()
-    return target
-
-
 def write_preset(path: Path, **changes) -> str:
     path.write_text(yaml.safe_dump(preset_to_dict(builtin_presets()["tiny-flux"]) | changes), encoding="utf-8")
     return str(path)
@@ -284,7 +263,7 @@ def test_the_cases_reach_every_group_a_user_can_reach_from_the_command_line():
 
 
 @pytest.fixture
-def files(tmp_path, monkeypatch, pickle_only):
+def files(tmp_path, monkeypatch, pickled_flux):
     """Files some cases need, made in the working directory before the snapshot of what it holds."""
     (tmp_path / "existing.png").write_bytes(b"the user's file")
     (tmp_path / "dir.png").mkdir()
@@ -304,7 +283,7 @@ def files(tmp_path, monkeypatch, pickle_only):
         "existing": "existing.png",
         "directory_png": "dir.png",
         "pickle_lora": str(lora),
-        "pickle_only": str(pickle_only),
+        "pickle_only": str(pickled_flux),
         "same_name_dir": str(same),
         "text": text,
         "env": lambda value: monkeypatch.setenv("TEACLI_PRESETS", value),

@@ -20,28 +20,6 @@ PACKAGE = Path(__file__).resolve().parent.parent
 SENTINEL = "teacli_sentinel_payload"  # a module whose import leaves a file behind
 
 
-@pytest.fixture(scope="module")
-def tiny_flux_dir(teacli_cache) -> Path:
-    from teacli.embedded import embedded_model_path
-
-    return embedded_model_path("tiny-flux")
-
-
-@pytest.fixture(scope="module")
-def pickled(tiny_flux_dir, tmp_path_factory) -> Path:
-    """tiny-flux saved again with pickle weights (diffusers models as .bin; transformers always writes safetensors)."""
-    from diffusers import FluxPipeline
-
-    directory = tmp_path_factory.mktemp("pickled") / "tiny-flux-pickle"
-    FluxPipeline.from_pretrained(tiny_flux_dir).save_pretrained(directory, safe_serialization=False)
-    weights = {
-        p.relative_to(directory).as_posix() for p in directory.rglob("*") if p.suffix in {".bin", ".safetensors"}
-    }
-    assert {"transformer/diffusion_pytorch_model.bin", "vae/diffusion_pytorch_model.bin"} <= weights
-    assert not any(w.startswith(("transformer/", "vae/")) and w.endswith(".safetensors") for w in weights)
-    return directory
-
-
 @pytest.fixture
 def sentinel(tmp_path, monkeypatch) -> Path:
     """An importable module that writes a marker file when imported; returns the marker's path."""
@@ -62,30 +40,32 @@ def preset_data(**changes):
 # --- safetensors only ----------------------------------------------------------------------------------
 
 
-def test_pickle_only_checkpoint_is_refused_without_allow_pickle(pickled):
-    preset = resolve_preset(str(pickled))  # a local pipeline directory: flux-dev's coefficients are borrowed
+def test_pickle_only_checkpoint_is_refused_without_allow_pickle(pickled_flux):
+    preset = resolve_preset(str(pickled_flux))  # a local pipeline directory: flux-dev's coefficients are borrowed
     with pytest.raises(ModelError) as refused:
         load_pipeline(preset, CPU, torch.float32)
     assert str(refused.value) == (
-        f"{pickled} has no safetensors weights for transformer, vae (only pickle files, which can run code when "
+        f"{pickled_flux} has no safetensors weights for transformer, vae (only pickle files, which can run code when "
         "loaded); pass --allow-pickle only if you trust its files"
     )
 
 
-def test_allow_pickle_loads_the_same_weights(pickled, tiny_flux_pipe):
-    pipe = load_pipeline(resolve_preset(str(pickled)), CPU, torch.float32, allow_pickle=True)
+def test_allow_pickle_loads_the_same_weights(pickled_flux, tiny_flux_pipe):
+    pipe = load_pipeline(resolve_preset(str(pickled_flux)), CPU, torch.float32, allow_pickle=True)
     for name in ("transformer", "vae", "text_encoder", "text_encoder_2"):
         mine, reference = getattr(pipe, name).state_dict(), getattr(tiny_flux_pipe, name).state_dict()
         assert mine.keys() == reference.keys() and len(mine) > 0
         assert all(torch.equal(mine[key], reference[key]) for key in mine), name
 
 
-def test_a_preset_component_with_pickle_weights_is_refused_by_name(pickled, tiny_flux_pipe):
-    component = {"class": "FluxTransformer2DModel", "model": str(pickled), "subfolder": "transformer"}
+def test_a_preset_component_with_pickle_weights_is_refused_by_name(pickled_flux, tiny_flux_pipe):
+    component = {"class": "FluxTransformer2DModel", "model": str(pickled_flux), "subfolder": "transformer"}
     preset = parse_preset(preset_data(components={"transformer": component}), "inline.yaml")
     with pytest.raises(ModelError) as refused:
         load_pipeline(preset, CPU, torch.float32)
-    assert str(refused.value).startswith(f"{pickled} has no safetensors weights for transformer (only pickle files")
+    assert str(refused.value).startswith(
+        f"{pickled_flux} has no safetensors weights for transformer (only pickle files"
+    )
     pipe = load_pipeline(preset, CPU, torch.float32, allow_pickle=True)
     reference = tiny_flux_pipe.transformer.state_dict()
     assert all(torch.equal(value, reference[key]) for key, value in pipe.transformer.state_dict().items())
@@ -113,10 +93,10 @@ def test_from_pretrained_gets_safetensors_only_and_never_remote_code(tiny_flux_d
     assert not any(kwargs.get("trust_remote_code") or "custom_pipeline" in kwargs for _, kwargs in seen)
 
 
-def test_components_the_preset_loads_itself_are_not_read_from_the_checkpoint(pickled, tiny_flux_dir):
+def test_components_the_preset_loads_itself_are_not_read_from_the_checkpoint(pickled_flux, tiny_flux_dir):
     component = {"class": "FluxTransformer2DModel", "model": str(tiny_flux_dir), "subfolder": "transformer"}
-    preset = parse_preset(preset_data(model=str(pickled), components={"transformer": component}), "inline.yaml")
-    with pytest.raises(ModelError, match=rf"^{pickled} has no safetensors weights for vae \(only pickle"):
+    preset = parse_preset(preset_data(model=str(pickled_flux), components={"transformer": component}), "inline.yaml")
+    with pytest.raises(ModelError, match=rf"^{pickled_flux} has no safetensors weights for vae \(only pickle"):
         load_pipeline(preset, CPU, torch.float32)
 
 
