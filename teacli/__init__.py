@@ -1,39 +1,50 @@
-"""teacli: TeaCache for diffusers pipelines, from the command line or from Python."""
+"""teacli: TeaCache for diffusers pipelines, from the command line or from Python.
 
-from .context import CacheContext, ExtractorContractError
-from .decision import Decision
-from .hook import TeaCacheConfig, TeaCacheError, TeaCacheHandle, apply_teacache, remove_teacache
-from .registry import (
-    EXTRACTOR_REGISTRY,
-    UnknownTransformerError,
-    get_extractor,
-    register_extractor,
-    supported_classes,
-)
-from .stats import StepRecord, TeaCacheStats
+The public names are imported on first use (PEP 562), so `import teacli` and the CLI's entry point stay light:
+the command line installs its Ctrl-C and SIGTERM handling before torch and diffusers are imported.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
 
 __version__ = "0.1.0"
 
-__all__ = [
-    "EXTRACTOR_REGISTRY",
-    "CacheContext",
-    "Decision",
-    "ExtractorContractError",
-    "StepRecord",
-    "TeaCacheConfig",
-    "TeaCacheError",
-    "TeaCacheHandle",
-    "TeaCacheStats",
-    "UnknownTransformerError",
-    "__version__",
-    "apply_teacache",
-    "get_extractor",
-    "register_extractor",
-    "remove_teacache",
-    "supported_classes",
-]
+# Public name -> the module that defines it.
+_EXPORTS = {
+    "CacheContext": "context",
+    "ExtractorContractError": "context",
+    "Decision": "decision",
+    "TeaCacheConfig": "hook",
+    "TeaCacheError": "hook",
+    "TeaCacheHandle": "hook",
+    "apply_teacache": "hook",
+    "remove_teacache": "hook",
+    "EXTRACTOR_REGISTRY": "registry",
+    "UnknownTransformerError": "registry",
+    "get_extractor": "registry",
+    "register_extractor": "registry",
+    "supported_classes": "registry",
+    "StepRecord": "stats",
+    "TeaCacheStats": "stats",
+}
 
-# Register the built-in extractors now, so EXTRACTOR_REGISTRY is complete as soon as teacli is imported.
-from .registry import load_builtin_extractors as _load_builtin_extractors  # noqa: E402
+__all__ = sorted([*_EXPORTS, "__version__"])
 
-_load_builtin_extractors()
+
+def __getattr__(name: str) -> Any:
+    module_name = _EXPORTS.get(name)
+    if module_name is None:
+        raise AttributeError(f"module 'teacli' has no attribute {name!r}")
+    module = importlib.import_module(f".{module_name}", __name__)
+    if module_name == "registry":
+        # EXTRACTOR_REGISTRY is complete as soon as it is reached through teacli.
+        module.load_builtin_extractors()
+    value = getattr(module, name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_EXPORTS])

@@ -5,10 +5,16 @@ over the configurations, so drift (thermal, other processes) hits all of them al
 `isolate`, each configuration runs in a process of its own instead. Quality is measured against
 vanilla's output; the ideal speedup says what skipping that many transformer calls could give at
 most, so efficiency = speedup / ideal shows what the cache's own overhead costs.
+
+The peers' settings are first fitted to the pipeline and request (`Peer.fit`): a setting the model
+cannot take runs adapted, its row named by what ran and one warning line saying so. A peer that fails
+(fitting, preparing, applying or running) is dropped with one line and listed under `skipped`; the
+rest of the bench goes on.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -21,6 +27,9 @@ from .runner import GenerationRequest
 # A threshold -> the config for apply_teacache (one per denoiser for two-expert pipelines).
 MakeConfig = Callable[[float], TeaCacheConfig | dict[str, TeaCacheConfig]]
 VANILLA, TEACACHE = "vanilla", "teacache"
+Dropped = list[tuple[str, str]]  # (peer method, the one line saying why it did not run)
+
+logger = logging.getLogger("teacli")
 
 
 @dataclass(frozen=True)
@@ -30,6 +39,8 @@ class BenchConfig:
     setting: str = ""  # human-readable: "thresh=0.2", "threshold=0.05"
     thresh: float | None = None  # TeaCache's threshold
     peer: Any = None  # a teacli.peers.PeerSetting for the other caches
+    adapted_from: str | None = None  # the row label as asked, when the peer's fit() changed the setting
+    adaptation: str | None = None  # fit()'s one line saying what changed and why
 
 
 def bench_configs(thresholds: Sequence[float], peer_settings: Sequence[Any] = ()) -> list[BenchConfig]:
@@ -90,6 +101,7 @@ class BenchRow:
 class BenchResult:
     rows: list[BenchRow]  # vanilla first
     skipped: list[tuple[str, str]] = field(default_factory=list)  # (method, why it did not run)
+    dropped: Dropped = field(default_factory=list)  # peers that failed during the bench; to_dict lists them skipped
 
     @property
     def vanilla(self) -> BenchRow:
@@ -131,6 +143,8 @@ class BenchResult:
             "ssim": row.quality.ssim,
             "peak_memory_bytes": row.peak_memory_bytes,
             "extra_memory_bytes": self.extra_memory_bytes(row),
+            "adapted_from": row.config.adapted_from,
+            "adaptation": row.config.adaptation,
         }
 
     def to_dict(self, **header: Any) -> dict[str, Any]:
@@ -142,7 +156,7 @@ class BenchResult:
             "vanilla_seconds_per_transformer_call": self.vanilla.seconds_per_call,
             "psnr_cap": PSNR_CAP,
             "rows": [self.row_dict(row) for row in self.rows],
-            "skipped": [{"method": method, "reason": reason} for method, reason in self.skipped],
+            "skipped": [{"method": method, "reason": reason} for method, reason in [*self.skipped, *self.dropped]],
         }
 
 
@@ -154,12 +168,52 @@ class ConfigRunner:
         self.make_config = make_config
         self.peers = peers or {}
 
-    def prepare(self, configs: Sequence[BenchConfig], request: GenerationRequest) -> None:
-        """One-time work of the peers before anything is measured (MagCache calibrates its ratios)."""
+    def fit(self, configs: Sequence[BenchConfig], request: GenerationRequest) -> tuple[list[BenchConfig], Dropped]:
+        """The peers' settings as they can run on this pipeline and request (Peer.fit), each change logged as
+        one warning and recorded on the config; a setting that becomes one already listed runs once; a peer
+        whose fit fails is dropped."""
+        from .peers import PeerError, peer_errors
+
+        fitted: list[BenchConfig] = []
+        dropped: Dropped = []
+        labels: set[str] = set()
+        for config in configs:
+            if config.peer is not None and config.method in dict(dropped):
+                continue
+            if config.peer is not None:
+                peer = self.peers[config.method]
+                try:
+                    with peer_errors(f"{peer.title} ({config.name})"):
+                        setting, note = peer.fit(self.pipe, config.peer, request)
+                except PeerError as error:
+                    dropped.append((config.method, str(error)))
+                    continue
+                if setting.label in labels:
+                    logger.warning("%s; that row is listed already, so the bench keeps one", note or config.name)
+                    continue
+                if note is not None:
+                    logger.warning(note)
+                    config = replace(config, adapted_from=config.name, adaptation=note)
+                config = replace(config, name=setting.label, setting=setting.setting, peer=setting)
+            labels.add(config.name)
+            fitted.append(config)
+        return fitted, dropped
+
+    def prepare(self, configs: Sequence[BenchConfig], request: GenerationRequest) -> Dropped:
+        """One-time work of the peers before anything is measured (MagCache calibrates its ratios); the
+        peers whose preparation failed, with why."""
+        from .peers import PeerError, peer_errors
         from .runner import generate
 
+        dropped: Dropped = []
         for method in dict.fromkeys(c.method for c in configs if c.peer is not None):
-            self.peers[method].prepare(self.pipe, lambda: generate(self.pipe, request), request.steps)
+            peer = self.peers[method]
+            try:
+                with peer_errors(f"{peer.title} preparation"):
+                    peer.prepare(self.pipe, lambda: generate(self.pipe, request), request.steps)
+            except PeerError as error:
+                dropped.append((method, str(error)))
+        return dropped
 
     def run(self, config: BenchConfig, request: GenerationRequest) -> Run:
         if config.method == VANILLA:
@@ -171,11 +225,15 @@ class ConfigRunner:
                 return measure_generation(self.pipe, request, lambda: (stats.computed, len(stats.records)))
             finally:
                 handle.remove()
-        undo = self.peers[config.method].apply(self.pipe, config.peer, request.steps)
-        try:
-            return measure_generation(self.pipe, request)
-        finally:
-            undo()
+        from .peers import peer_errors
+
+        peer = self.peers[config.method]
+        with peer_errors(f"{peer.title} ({config.name})"):  # its hooks fail inside the generation
+            undo = peer.apply(self.pipe, config.peer, request.steps)
+            try:
+                return measure_generation(self.pipe, request)
+            finally:
+                undo()
 
 
 def run_bench(
@@ -188,7 +246,10 @@ def run_bench(
     on_run: Callable[[str], None] = lambda label: None,
 ) -> BenchResult:
     """`warmup` unmeasured rounds, then `runs` measured rounds, each over every configuration in turn."""
-    return _scored(_measured_rows(runner, request, configs, runs, warmup, on_run))
+    rows, dropped = _measured_rows(runner, request, configs, runs, warmup, on_run)
+    result = _scored(rows)
+    result.dropped = dropped
+    return result
 
 
 def _measured_rows(
@@ -198,20 +259,43 @@ def _measured_rows(
     runs: int,
     warmup: int,
     on_run: Callable[[str], None] = lambda label: None,
-) -> list[BenchRow]:
-    """The rows with their runs (outputs kept). Each round starts one configuration later than the one
-    before, so no configuration always runs right after the same other one (a position in the round can
-    carry its own cost: caches, clocks)."""
-    runner.prepare(configs, request)
+) -> tuple[list[BenchRow], Dropped]:
+    """The rows with their runs (outputs kept), and the peers dropped on the way. Each round starts one
+    configuration later than the one before, so no configuration always runs right after the same other
+    one (a position in the round can carry its own cost: caches, clocks). A peer that fails is dropped
+    with one warning line (its rows go, the bench goes on); on_run still hears of the runs it would have
+    made, so a progress bar sized for every configuration ends full."""
+    from .peers import PeerError
+
+    expected = (warmup + runs) * len(configs)
+    configs, dropped = runner.fit(configs, request)
+    dropped += runner.prepare(configs, request)
+    for method, reason in dropped:
+        logger.warning("skipping %s: %s", method, reason)
+    failed = dict(dropped)
     rows = [BenchRow(config) for config in configs]
+    made = 0
     for round_index in range(warmup + runs):
         shift = round_index % len(rows)
         for row in rows[shift:] + rows[:shift]:
-            run = runner.run(row.config, request)
+            if row.config.method in failed:
+                continue
+            try:
+                run = runner.run(row.config, request)
+            except PeerError as error:
+                if row.config.peer is None:
+                    raise
+                failed[row.config.method] = str(error)
+                dropped.append((row.config.method, str(error)))
+                logger.warning("skipping %s: %s", row.config.method, error)
+                continue
             if round_index >= warmup:
                 row.runs.append(run)
+            made += 1
             on_run(row.name if round_index >= warmup else f"warm-up {row.name}")
-    return rows
+    for _ in range(expected - made):
+        on_run("skipped")
+    return [row for row in rows if row.config.method not in failed], dropped
 
 
 def _scored(rows: list[BenchRow]) -> BenchResult:
@@ -239,14 +323,16 @@ class IsolatedJob:
     cache: CacheOptions = field(default_factory=CacheOptions)
 
 
-def _isolated_worker(job: IsolatedJob) -> list[Run]:
-    """Runs in its own process: load, prepare, warm up, measure; returns the runs (with outputs)."""
+def _isolated_worker(job: IsolatedJob) -> tuple[BenchConfig | None, list[Run], Dropped]:
+    """Runs in its own process: load, fit, prepare, warm up, measure; returns the configuration as it ran
+    (None when its peer failed), the runs (with outputs) and the peer dropped. The parent logs the lines."""
     from .cli._app import quiet_libraries
     from .loading import pick_device, pick_dtype, resolve_preset, teacache_configs
     from .peers import PEERS
     from .preparation import prepare_pipeline
 
     quiet_libraries()
+    logger.setLevel(logging.ERROR)  # the parent says what was adapted or skipped, once
     preset = resolve_preset(job.model, offline=job.load.offline)
     device = pick_device(job.device)
     pipe = prepare_pipeline(preset, device, pick_dtype(job.dtype, device), job.load)
@@ -257,8 +343,8 @@ def _isolated_worker(job: IsolatedJob) -> list[Run]:
         ),
         PEERS,
     )
-    (row,) = _measured_rows(runner, job.request, [job.config], job.runs, job.warmup)
-    return row.runs
+    rows, dropped = _measured_rows(runner, job.request, [job.config], job.runs, job.warmup)
+    return (rows[0].config, rows[0].runs, dropped) if rows else (None, [], dropped)
 
 
 def run_isolated(jobs: Sequence[IsolatedJob], on_config: Callable[[str], None] = lambda label: None) -> BenchResult:
@@ -266,10 +352,25 @@ def run_isolated(jobs: Sequence[IsolatedJob], on_config: Callable[[str], None] =
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
 
-    rows = []
+    rows: list[BenchRow] = []
+    dropped: Dropped = []
     context = multiprocessing.get_context("spawn")
     for job in jobs:
+        if job.config.method in dict(dropped):  # its peer failed already
+            on_config(job.config.name)
+            continue
         with ProcessPoolExecutor(max_workers=1, mp_context=context) as pool:
-            rows.append(BenchRow(job.config, pool.submit(_isolated_worker, job).result()))
+            config, runs, lost = pool.submit(_isolated_worker, job).result()
+        for method, reason in lost:
+            logger.warning("skipping %s: %s", method, reason)
+        dropped += lost
+        if config is not None and any(row.name == config.name for row in rows):
+            logger.warning("%s; that row is listed already, so the bench keeps one", config.adaptation or config.name)
+        elif config is not None:
+            if config.adaptation is not None:
+                logger.warning(config.adaptation)
+            rows.append(BenchRow(config, runs))
         on_config(job.config.name)
-    return _scored(rows)
+    result = _scored(rows)
+    result.dropped = dropped
+    return result

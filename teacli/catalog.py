@@ -7,9 +7,11 @@ a built-in's name replaces it. Every error names the file and the field.
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import re
+import stat
 from dataclasses import dataclass, field
 from functools import cache
 from importlib import resources
@@ -17,6 +19,10 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+
+from .limits import LIMITS, problem, short
+
+logger = logging.getLogger("teacli")
 
 EMBEDDED_PREFIX = "embedded:"
 DEFAULT_PRESET = "teacli-shapes"  # trained and shipped with teacli, so it runs offline anywhere
@@ -37,6 +43,43 @@ PLAIN_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 # from_pretrained arguments that would run code from a model repository; a preset may not pass them.
 CODE_KWARGS = ("trust_remote_code", "custom_pipeline", "custom_revision", "code_revision")
+
+# Pipeline arguments teacli sets itself (runner.pipeline_kwargs and generate), or whose change breaks reading the
+# result (output_type: latent, return_dict: false): a preset's call_kwargs may not give them. Each with where the
+# setting belongs instead.
+RESERVED_CALL_KWARGS = {
+    "prompt": "the prompt is the command's PROMPT argument",
+    "negative_prompt": "use defaults.negative_prompt or --negative-prompt",
+    "num_inference_steps": "use defaults.steps or --steps",
+    "guidance_scale": "use defaults.guidance or --guidance",
+    "true_cfg_scale": "use defaults.true_cfg or --true-cfg",
+    "height": "use defaults.height or --height",
+    "width": "use defaults.width or --width",
+    "num_frames": "use defaults.frames or --frames",
+    "fps": "use defaults.fps or --fps",
+    "frame_rate": "use defaults.fps or --fps",
+    "generator": "--seed makes the generators",
+    "latents": "--seed makes the starting noise",
+    "num_images_per_prompt": "use --num-images",
+    "num_videos_per_prompt": "use --num-images",
+    "num_waveforms_per_prompt": "use --num-images",
+    "image": "use --image",
+    "output_type": "teacli reads the pipeline's default output: images, frames or audio",
+    "return_dict": "teacli reads the pipeline's default output: images, frames or audio",
+    "callback_on_step_end": "teacli's progress bar uses it",
+    "callback_on_step_end_tensor_inputs": "teacli's progress bar uses the step callback",
+    "callback": "teacli's progress bar uses the step callback",
+    "callback_steps": "teacli's progress bar uses the step callback",
+}
+
+# The denoisers an `experts` entry may name: hook.DENOISER_COMPONENTS (tests keep the two equal).
+EXPERT_NAMES = ("transformer", "transformer_2")
+
+# What a preset file may hold: it is a few dozen fields. Bounded so that no file (a YAML alias bomb, a FIFO,
+# a huge or deeply nested document) can take more than a moment or more than a little memory to read.
+MAX_PRESET_BYTES = 1_048_576  # 1 MiB
+MAX_PRESET_NODES = 10_000  # values, counted once per alias that repeats them
+MAX_PRESET_DEPTH = 32  # levels of nesting
 
 
 class PresetError(ValueError):
@@ -141,6 +184,20 @@ def _fail(path: str, field_name: str, message: str) -> PresetError:
     return PresetError(f"preset {path}: field '{field_name}': {message}")
 
 
+def _text(value: Any) -> str:
+    """A name or key from a preset as a message shows it (unquoted), never longer than short() allows."""
+    text = value if isinstance(value, str) else short(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _finite(value: float) -> bool:
+    """A finite number that also fits a float (an integer of 400 digits does not)."""
+    try:
+        return math.isfinite(value)
+    except OverflowError:
+        return False
+
+
 def _string(data: dict, path: str, name: str, required: bool = True, default: str = "") -> str:
     value = data.get(name, None)
     if value is None:
@@ -148,30 +205,49 @@ def _string(data: dict, path: str, name: str, required: bool = True, default: st
             raise _fail(path, name, "missing")
         return default
     if not isinstance(value, str) or not value.strip():
-        raise _fail(path, name, f"expected a non-empty string, got {value!r}")
+        raise _fail(path, name, f"expected a non-empty string, got {short(value)}")
     return value
 
 
-def _number(value: Any, path: str, name: str, *, minimum: float | None = None, integer: bool = False) -> Any:
+def _number(
+    value: Any,
+    path: str,
+    name: str,
+    *,
+    minimum: float | None = None,
+    integer: bool = False,
+    setting: str | None = None,
+) -> Any:
+    """A number field. `setting` names its range in teacli.limits: the bounds the command line checks too
+    (an integer of 23 digits or NaN is refused there as here); `minimum` is a preset's own, stricter one."""
+    if setting is not None:
+        integer = LIMITS[setting].integer
     if isinstance(value, str) and not integer:
         # YAML 1.1 reads 1e-3 (no dot) as a string; accept what is plainly a number.
         try:
             value = float(value)
         except ValueError:
             pass
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or (integer and not isinstance(value, int)):
-        raise _fail(path, name, f"expected {'an integer' if integer else 'a number'}, got {value!r}")
-    if not math.isfinite(value):
-        raise _fail(path, name, f"expected a finite number, got {value!r}")
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise _fail(path, name, f"expected {'an integer' if integer else 'a number'}, got {short(value)}")
+    if setting is not None:
+        # limits' float check cannot take an integer too large for a float: those are out of range anyway.
+        wanted = problem(setting, value) if integer or _finite(value) else LIMITS[setting].describe()
+        if wanted is not None:
+            raise _fail(path, name, f"must be {wanted}, got {short(value)}")
+    elif integer and not isinstance(value, int):
+        raise _fail(path, name, f"expected an integer, got {short(value)}")
+    elif not _finite(value):
+        raise _fail(path, name, f"expected a finite number, got {short(value)}")
     if minimum is not None and value < minimum:
-        raise _fail(path, name, f"must be >= {minimum}, got {value!r}")
+        raise _fail(path, name, f"must be >= {minimum}, got {short(value)}")
     return value
 
 
 def _flag(data: dict, path: str, name: str) -> bool:
     value = data.get(name, False)
     if not isinstance(value, bool):
-        raise _fail(path, name, f"expected true or false, got {value!r}")
+        raise _fail(path, name, f"expected true or false, got {short(value)}")
     return value
 
 
@@ -184,7 +260,7 @@ def _optional_text(data: dict, path: str, name: str, prefix: str = "") -> str | 
     """A string that may be empty (an empty negative prompt is the unconditional branch)."""
     value = data.get(name)
     if value is not None and not isinstance(value, str):
-        raise _fail(path, prefix + name, f"expected a string, got {value!r}")
+        raise _fail(path, prefix + name, f"expected a string, got {short(value)}")
     return value
 
 
@@ -193,33 +269,34 @@ def parse_preset(data: Any, path: str) -> Preset:
     if not isinstance(data, dict):
         raise PresetError(f"preset {path}: expected a mapping of fields, got {type(data).__name__}")
     known = set(Preset.__dataclass_fields__) - {"source"}
-    unknown = sorted(set(data) - known)
+    unknown = _unknown(data, known)
     if unknown:
-        raise _fail(path, unknown[0], f"unknown field; known fields: {', '.join(sorted(known))}")
+        raise _fail(path, unknown, f"unknown field; known fields: {', '.join(sorted(known))}")
 
     strings = {name: _string(data, path, name) for name in REQUIRED_STRINGS}
     for name, expected in NAME_FIELDS.items():
         if not PLAIN_NAME.fullmatch(strings[name]):
-            raise _fail(path, name, f"expected {expected}, got {strings[name]!r}: a name, never a path to code")
+            raise _fail(path, name, f"expected {expected}, got {short(strings[name])}: a name, never a path to code")
 
     coefficients = _coefficients(data.get("coefficients"), path, "coefficients")
 
     defaults = data.get("defaults")
     if not isinstance(defaults, dict):
         raise _fail(path, "defaults", "expected a mapping with at least 'steps'")
-    unknown = sorted(set(defaults) - set(Defaults.__dataclass_fields__))
+    unknown = _unknown(defaults, set(Defaults.__dataclass_fields__))
     if unknown:
-        raise _fail(path, f"defaults.{unknown[0]}", "unknown field")
+        raise _fail(path, f"defaults.{unknown}", "unknown field")
     if "steps" not in defaults:
         raise _fail(path, "defaults.steps", "missing")
+    # The command line's bounds (teacli.limits), and a preset's own stricter minimum where it had one.
     parsed_defaults = Defaults(
-        steps=_number(defaults["steps"], path, "defaults.steps", minimum=2, integer=True),
-        guidance=_optional(defaults, path, "guidance", prefix="defaults.", minimum=0),
-        height=_optional(defaults, path, "height", prefix="defaults.", minimum=8, integer=True),
-        width=_optional(defaults, path, "width", prefix="defaults.", minimum=8, integer=True),
-        true_cfg=_optional(defaults, path, "true_cfg", prefix="defaults.", minimum=0),
-        frames=_optional(defaults, path, "frames", prefix="defaults.", minimum=1, integer=True),
-        fps=_optional(defaults, path, "fps", prefix="defaults.", minimum=1),
+        steps=_number(defaults["steps"], path, "defaults.steps", setting="steps"),
+        guidance=_optional(defaults, path, "guidance", prefix="defaults.", setting="guidance"),
+        height=_optional(defaults, path, "height", prefix="defaults.", setting="height", minimum=8),
+        width=_optional(defaults, path, "width", prefix="defaults.", setting="width", minimum=8),
+        true_cfg=_optional(defaults, path, "true_cfg", prefix="defaults.", setting="true_cfg"),
+        frames=_optional(defaults, path, "frames", prefix="defaults.", setting="frames"),
+        fps=_optional(defaults, path, "fps", prefix="defaults.", setting="fps", minimum=1),
         negative_prompt=_optional_text(defaults, path, "negative_prompt", prefix="defaults."),
     )
 
@@ -231,16 +308,19 @@ def parse_preset(data: Any, path: str) -> Preset:
     call_kwargs = {} if call_kwargs is None else call_kwargs
     if not isinstance(call_kwargs, dict) or not all(isinstance(k, str) for k in call_kwargs):
         raise _fail(path, "call_kwargs", "expected a mapping of pipeline argument names to values")
+    for key in call_kwargs:
+        if key in RESERVED_CALL_KWARGS:
+            raise _fail(path, f"call_kwargs.{key}", f"teacli sets this itself; remove it ({RESERVED_CALL_KWARGS[key]})")
 
     return Preset(
         **strings,
         components=_components(data.get("components"), path),
         coefficients=coefficients,
-        thresh=float(_number(data.get("thresh"), path, "thresh", minimum=0)),
+        thresh=float(_number(data.get("thresh"), path, "thresh", setting="thresh")),
         defaults=parsed_defaults,
         description=_string(data, path, "description", required=False),
-        ret_steps=_optional(data, path, "ret_steps", minimum=0, integer=True) or 0,
-        cutoff_steps=_optional(data, path, "cutoff_steps", minimum=1, integer=True),
+        ret_steps=_optional(data, path, "ret_steps", setting="ret_steps") or 0,
+        cutoff_steps=_optional(data, path, "cutoff_steps", setting="cutoff_steps"),
         rel_l1_range=_range(data.get("rel_l1_range"), path, "rel_l1_range"),
         call_kwargs=dict(call_kwargs),
         needs_image=_flag(data, path, "needs_image"),
@@ -249,6 +329,12 @@ def parse_preset(data: Any, path: str) -> Preset:
         calibration=dict(calibration or {}),
         source=path,
     )
+
+
+def _unknown(data: dict, known: set[str]) -> str | None:
+    """The first key of `data` not in `known`, as a message names it; None when every key is known."""
+    unknown = sorted((key for key in data if key not in known), key=str)
+    return _text(unknown[0]) if unknown else None
 
 
 def _range(value: Any, path: str, name: str) -> tuple[float, float] | None:
@@ -278,19 +364,23 @@ def _experts(value: Any, path: str) -> dict[str, ExpertOverride]:
         raise _fail(path, "experts", "expected a mapping of denoiser names (transformer_2) to overrides")
     experts = {}
     for name, spec in value.items():
-        where = f"experts.{name}"
+        where = f"experts.{_text(name)}"
+        if name not in EXPERT_NAMES:
+            raise _fail(
+                path, where, f"not a denoiser TeaCache hooks; name one of {', '.join(EXPERT_NAMES)} (the pipeline's)"
+            )
         if not isinstance(spec, dict):
             raise _fail(path, where, f"expected a mapping with some of: {', '.join(EXPERT_FIELDS)}")
-        unknown = sorted(set(spec) - set(EXPERT_FIELDS))
+        unknown = _unknown(spec, set(EXPERT_FIELDS))
         if unknown:
-            raise _fail(path, f"{where}.{unknown[0]}", f"unknown field; known: {', '.join(EXPERT_FIELDS)}")
+            raise _fail(path, f"{where}.{unknown}", f"unknown field; known: {', '.join(EXPERT_FIELDS)}")
         experts[name] = ExpertOverride(
             coefficients=_coefficients(spec["coefficients"], path, f"{where}.coefficients")
             if "coefficients" in spec
             else None,
             coefficients_source=_string(spec, path, "coefficients_source", required=False) or None,
-            thresh=_optional(spec, path, "thresh", prefix=f"{where}.", minimum=0),
-            ret_steps=_optional(spec, path, "ret_steps", prefix=f"{where}.", minimum=0, integer=True),
+            thresh=_optional(spec, path, "thresh", prefix=f"{where}.", setting="thresh"),
+            ret_steps=_optional(spec, path, "ret_steps", prefix=f"{where}.", setting="ret_steps"),
             modulated_input=_string(spec, path, "modulated_input", required=False) or None,
             rel_l1_range=_range(spec.get("rel_l1_range"), path, f"{where}.rel_l1_range"),
         )
@@ -304,12 +394,14 @@ def _components(value: Any, path: str) -> dict[str, Component]:
         raise _fail(path, "components", "expected a mapping of component names to {class, model}")
     components = {}
     for name, spec in value.items():
-        where = f"components.{name}"
+        where = f"components.{_text(name)}"
+        if not isinstance(name, str):
+            raise _fail(path, where, "expected a component name such as text_encoder")
         if not isinstance(spec, dict):
             raise _fail(path, where, "expected a mapping with 'class' and 'model'")
-        unknown = sorted(set(spec) - {"class", "model", "subfolder", "kwargs"})
+        unknown = _unknown(spec, {"class", "model", "subfolder", "kwargs"})
         if unknown:
-            raise _fail(path, f"{where}.{unknown[0]}", "unknown field; known: class, model, subfolder, kwargs")
+            raise _fail(path, f"{where}.{unknown}", "unknown field; known: class, model, subfolder, kwargs")
         kwargs = spec.get("kwargs") or {}
         if not isinstance(kwargs, dict):
             raise _fail(path, f"{where}.kwargs", "expected a mapping of from_pretrained arguments")
@@ -317,10 +409,10 @@ def _components(value: Any, path: str) -> dict[str, Component]:
         fields = {key: spec.get(key) for key in ("class", "model", "subfolder")}
         for key, text in fields.items():
             if (text is None and key != "subfolder") or (text is not None and (not isinstance(text, str) or not text)):
-                raise _fail(path, f"{where}.{key}", f"expected a non-empty string, got {text!r}")
+                raise _fail(path, f"{where}.{key}", f"expected a non-empty string, got {short(text)}")
         if not PLAIN_NAME.fullmatch(fields["class"]):
             raise _fail(
-                path, f"{where}.class", f"expected a transformers or diffusers class name, got {fields['class']!r}"
+                path, f"{where}.class", f"expected a transformers or diffusers class name, got {short(fields['class'])}"
             )
         components[name] = Component(fields["class"], fields["model"], fields["subfolder"], dict(kwargs))
     return components
@@ -331,6 +423,8 @@ def _check_safe_kwargs(kwargs: dict, path: str, where: str) -> None:
     for key in kwargs:
         if key in CODE_KWARGS:
             raise _fail(path, f"{where}.{key}", "teacli never runs code from a model repository; remove it")
+        if not isinstance(key, str):
+            raise _fail(path, f"{where}.{_text(key)}", "expected a mapping of from_pretrained arguments")
     if "use_safetensors" in kwargs and kwargs["use_safetensors"] is not True:
         raise _fail(
             path,
@@ -389,16 +483,136 @@ def preset_to_dict(preset: Preset) -> dict[str, Any]:
     return {key: value for key, value in data.items() if value is not None}
 
 
+class _PresetLoader(yaml.SafeLoader):
+    """yaml.safe_load's loader (the same tags, the same values), bounded: it stops composing past
+    MAX_PRESET_NODES values or MAX_PRESET_DEPTH levels, and refuses a document whose aliases repeat values
+    past those bounds (a "billion laughs" file: a few lines whose aliases stand for billions of values)."""
+
+    def __init__(self, text: str, path: str) -> None:
+        super().__init__(text)
+        self.path = path
+        self.composed = 0
+        self.depth = 0
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        self.composed += 1
+        if self.composed > MAX_PRESET_NODES:
+            raise _too_many(self.path)
+        if self.depth >= MAX_PRESET_DEPTH:
+            raise _too_deep(self.path)
+        self.depth += 1
+        try:
+            return super().compose_node(parent, index)
+        finally:
+            self.depth -= 1
+
+    def get_single_data(self) -> Any:
+        node = self.get_single_node()
+        if node is None:
+            return None
+        self.check_expansion(node)
+        return self.construct_document(node)
+
+    def check_expansion(self, root: yaml.Node) -> None:
+        """Count the values as if every alias were replaced by a copy of what it names, without copying:
+        each node's count and depth once (aliases share nodes), stopping as soon as a bound is passed."""
+        sizes: dict[int, tuple[int, int]] = {}  # id(node) -> (values, levels) it stands for
+        open_nodes: set[int] = set()  # on the path from the root: meeting one again is an alias of itself
+        stack: list[tuple[yaml.Node, bool]] = [(root, False)]
+        while stack:
+            node, children_done = stack.pop()
+            key = id(node)
+            children = _child_nodes(node)
+            if children_done:
+                open_nodes.discard(key)
+                size = 1 + sum(sizes[id(child)][0] for child in children)
+                depth = 1 + max((sizes[id(child)][1] for child in children), default=0)
+                if size > MAX_PRESET_NODES:
+                    raise _too_many(self.path)
+                if depth > MAX_PRESET_DEPTH:
+                    raise _too_deep(self.path)
+                sizes[key] = (size, depth)
+            elif key not in sizes:
+                if key in open_nodes:
+                    raise PresetError(
+                        f"preset {self.path}: a YAML alias refers to a value that contains it (an endless value); "
+                        "a preset is a few dozen fields: write them out"
+                    )
+                open_nodes.add(key)
+                stack.append((node, True))
+                stack.extend((child, False) for child in children if id(child) not in sizes)
+
+
+def _too_many(path: str) -> PresetError:
+    return PresetError(
+        f"preset {path}: too many YAML aliases/nodes: it holds over {MAX_PRESET_NODES} values once its aliases "
+        "are expanded; a preset is a few dozen fields: write them out"
+    )
+
+
+def _too_deep(path: str) -> PresetError:
+    return PresetError(
+        f"preset {path}: nested more than {MAX_PRESET_DEPTH} levels deep (counting what its aliases stand for); "
+        "a preset is a few dozen fields: write them out"
+    )
+
+
+def _child_nodes(node: yaml.Node) -> list[yaml.Node]:
+    if isinstance(node, yaml.SequenceNode):
+        return list(node.value)
+    if isinstance(node, yaml.MappingNode):
+        return [item for pair in node.value for item in pair]
+    return []
+
+
+def _file_kind(mode: int) -> str:
+    if stat.S_ISDIR(mode):
+        return "a directory"
+    if stat.S_ISFIFO(mode):
+        return "a named pipe (FIFO)"
+    if stat.S_ISSOCK(mode):
+        return "a socket"
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        return "a device"
+    return "a special file"
+
+
+def _read_preset_bytes(path: Path) -> bytes:
+    """The file's bytes: a regular file of at most MAX_PRESET_BYTES. Anything else is refused before it is
+    opened (opening a FIFO for reading blocks until a writer comes), and checked again once open."""
+    try:
+        mode = path.stat().st_mode
+    except OSError as error:
+        raise PresetError(f"preset {path}: cannot be read ({error.strerror or error})") from None
+    if not stat.S_ISREG(mode):
+        raise PresetError(f"preset {path}: cannot be read ({_file_kind(mode)}, not a regular file)")
+    try:
+        # O_NONBLOCK: should the file become a FIFO after the check, opening it still returns at once.
+        descriptor = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+        with open(descriptor, "rb") as file:
+            mode = os.fstat(file.fileno()).st_mode
+            if not stat.S_ISREG(mode):
+                raise PresetError(f"preset {path}: cannot be read ({_file_kind(mode)}, not a regular file)")
+            data = file.read(MAX_PRESET_BYTES + 1)
+    except OSError as error:
+        raise PresetError(f"preset {path}: cannot be read ({error.strerror or error})") from None
+    if len(data) > MAX_PRESET_BYTES:
+        raise PresetError(
+            f"preset {path}: is larger than {MAX_PRESET_BYTES} bytes; a preset is a few dozen fields "
+            "(is it the right file?)"
+        )
+    return data
+
+
 def load_preset_file(path: str | Path) -> Preset:
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as error:
-        raise PresetError(f"preset {path}: cannot be read ({error.strerror or error})") from None
+        text = _read_preset_bytes(path).decode("utf-8")
     except UnicodeDecodeError:
         raise PresetError(f"preset {path}: is not UTF-8 text; save it as UTF-8") from None
+    loader = _PresetLoader(text, str(path))
     try:
-        data = yaml.safe_load(text)
+        data = loader.get_single_data()
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark is not None else ""
@@ -406,6 +620,8 @@ def load_preset_file(path: str | Path) -> Preset:
         if isinstance(error, yaml.constructor.ConstructorError):
             problem = f"{problem} (presets are plain YAML: tags such as !!python/object are not allowed)"
         raise PresetError(f"preset {path}: not valid YAML{where}: {problem}") from None
+    finally:
+        loader.dispose()
     return parse_preset(data, str(path))
 
 
@@ -421,9 +637,8 @@ def builtin_presets() -> dict[str, Preset]:
         if entry.name.endswith(PRESET_SUFFIXES):
             preset = load_preset_file(Path(str(entry)))
             if preset.name in presets:
-                raise PresetError(
-                    f"preset {entry}: field 'name': '{preset.name}' is also used by {presets[preset.name].source}"
-                )
+                other = presets[preset.name].source
+                raise PresetError(f"preset {entry}: field 'name': '{_text(preset.name)}' is also used by {other}")
             presets[preset.name] = preset
     return presets
 
@@ -461,14 +676,40 @@ def user_preset_dirs() -> list[Path]:
     return list(unique.values())
 
 
+# Non-regular files (FIFOs, directories, ...) named like presets that were skipped and said so, once each.
+_skipped: set[str] = set()
+
+
+def _is_special(path: Path) -> bool:
+    """A FIFO, directory, socket or device: never opened (a FIFO would block every command). A path that cannot
+    be stat'ed (a dangling link) is not special: load_preset_file says why it cannot be read."""
+    try:
+        mode = path.stat().st_mode
+    except OSError:
+        return False
+    if stat.S_ISREG(mode):
+        return False
+    if str(path) not in _skipped:
+        _skipped.add(str(path))
+        logger.warning("skipping %s: %s, not a regular file, cannot be a preset", path, _file_kind(mode))
+    return True
+
+
 def _presets_in(directory: Path) -> dict[str, Preset]:
     presets: dict[str, Preset] = {}
-    files = [p for p in directory.iterdir() if p.name.endswith(PRESET_SUFFIXES) and not p.name.startswith(".")]
+    try:
+        names = [p for p in directory.iterdir() if p.name.endswith(PRESET_SUFFIXES) and not p.name.startswith(".")]
+    except OSError as error:
+        raise PresetError(
+            f"preset directory {directory} cannot be read ({error.strerror or error}); fix its permissions or "
+            f"remove it from {PRESETS_ENV}"
+        ) from None
+    files = [p for p in names if not _is_special(p)]
     for path in sorted(files, key=lambda p: p.name):
         preset = load_preset_file(path)
         if preset.name in presets:
             raise PresetError(
-                f"preset {path}: field 'name': '{preset.name}' is also used by {presets[preset.name].source} "
+                f"preset {path}: field 'name': '{_text(preset.name)}' is also used by {presets[preset.name].source} "
                 "in the same directory; rename one or move it elsewhere"
             )
         presets[preset.name] = preset

@@ -8,11 +8,13 @@ model-specific piece, so nothing here names a model.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import math
+import numbers
 import time
 import weakref
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -23,6 +25,7 @@ from diffusers.utils.torch_utils import unwrap_module
 
 from .context import CacheContext
 from .decision import Decision, Verdict, decide, rel_l1, rel_l1_from_terms, rel_l1_terms
+from .limits import LIMITS, short
 from .registry import Extractor, get_extractor
 from .stats import StepRecord, TeaCacheStats
 
@@ -107,51 +110,89 @@ class TeaCacheConfig:
     sync_decisions: bool | str = "auto"
 
     def __post_init__(self) -> None:
-        if isinstance(self.thresh, bool) or not isinstance(self.thresh, (int, float)):
-            raise TeaCacheError(f"thresh must be a number, got {self.thresh!r}")
-        if not math.isfinite(self.thresh) or self.thresh < 0:
-            raise TeaCacheError(f"thresh must be a finite number >= 0 (0 computes every step), got {self.thresh}")
-        self.thresh = float(self.thresh)
-        try:
-            self.coefficients = [float(c) for c in self.coefficients]
-        except (TypeError, ValueError):
-            raise TeaCacheError(f"coefficients must be numbers, got {self.coefficients!r}") from None
-        if not self.coefficients:
-            raise TeaCacheError("coefficients are required: take them from a preset (teacli list-models shows them)")
-        if not all(math.isfinite(c) for c in self.coefficients):
-            raise TeaCacheError(f"coefficients must be finite, got {self.coefficients}")
+        # Every field is checked for what the API can be handed: numpy scalars pass as numbers, bools do not,
+        # and neither does NaN, an integer too large for a float, a string where a list belongs, ... Values are
+        # stored as plain Python ones, so replace() re-checks them unchanged.
+        thresh = _real(self.thresh)
+        if thresh is None:
+            raise TeaCacheError(f"thresh must be a number, got {short(self.thresh)}")
+        if not math.isfinite(thresh) or thresh < 0:
+            raise TeaCacheError(
+                f"thresh must be a finite number >= 0 (0 computes every step), got {short(self.thresh)}"
+            )
+        self.thresh = thresh
+        self.coefficients = _coefficient_list(self.coefficients)
         for name in ("ret_steps", "cutoff_steps", "num_inference_steps"):
             value = getattr(self, name)
-            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
-                raise TeaCacheError(f"{name} must be a non-negative integer, got {value!r}")
+            if value is None and name != "ret_steps":
+                continue
+            if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 0:
+                raise TeaCacheError(f"{name} must be a non-negative integer, got {short(value)}")
+            most = int(LIMITS["steps"].high)
+            if value > most:
+                raise TeaCacheError(f"{name} must be at most {most} (a step of the schedule), got {short(value)}")
+            setattr(self, name, int(value))
         if self.rel_l1_range is not None:
-            low, high = (float(v) for v in self.rel_l1_range)
+            low, high = _range_bounds(self.rel_l1_range)
             if not low <= high:
-                raise TeaCacheError(f"rel_l1_range must be (low, high) with low <= high, got {self.rel_l1_range}")
+                raise TeaCacheError(
+                    f"rel_l1_range must be (low, high) with low <= high, got {short(self.rel_l1_range)}"
+                )
             self.rel_l1_range = (low, high)
+        if not isinstance(self.coefficients_source, str):
+            raise TeaCacheError(
+                f"coefficients_source must be a string (where the coefficients come from), got "
+                f"{short(self.coefficients_source)}"
+            )
+        if self.modulated_input is not None and not isinstance(self.modulated_input, str):
+            raise TeaCacheError(
+                f"modulated_input must be None or the name of an extractor's alternative, got "
+                f"{short(self.modulated_input)}"
+            )
+        record = _flag(self.record_output_change)
+        if record is None:
+            raise TeaCacheError(f"record_output_change must be True or False, got {short(self.record_output_change)}")
+        self.record_output_change = record
         for name in ("start", "end"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-                raise TeaCacheError(f"{name} must be a fraction of the schedule between 0 and 1, got {value!r}")
-            setattr(self, name, float(value))
+            value = _real(getattr(self, name))
+            if value is None or not math.isfinite(value):
+                raise TeaCacheError(
+                    f"{name} must be a fraction of the schedule between 0 and 1, got {short(getattr(self, name))}"
+                )
+            setattr(self, name, value)
         if not 0.0 <= self.start < self.end <= 1.0:
             raise TeaCacheError(
                 f"the cache window needs 0 <= start < end <= 1 (fractions of the schedule), "
                 f"got start={self.start:g}, end={self.end:g}"
             )
         limit = self.max_cached_in_row
-        if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
-            hint = "; to compute every step use thresh 0" if limit == 0 else ""
-            raise TeaCacheError(f"max_cached_in_row must be an integer >= 1 or None, got {limit!r}{hint}")
+        if limit is not None and (isinstance(limit, bool) or not isinstance(limit, numbers.Integral) or limit < 1):
+            hint = "; to compute every step use thresh 0" if isinstance(limit, numbers.Integral) and limit == 0 else ""
+            raise TeaCacheError(f"max_cached_in_row must be an integer >= 1 or None, got {short(limit)}{hint}")
+        if limit is not None:
+            self.max_cached_in_row = int(limit)
         if self.cache_device is not None:
-            try:
-                self.cache_device = torch.device(self.cache_device)
-            except (RuntimeError, TypeError):
+            device = None
+            if isinstance(self.cache_device, (str, torch.device)) or (
+                isinstance(self.cache_device, numbers.Integral) and not isinstance(self.cache_device, bool)
+            ):
+                try:
+                    device = torch.device(self.cache_device)
+                except (RuntimeError, TypeError, ValueError):
+                    pass
+            if device is None:
                 raise TeaCacheError(
-                    f"cache_device {self.cache_device!r} is not a torch device; give e.g. 'cpu' or 'cuda:0'"
-                ) from None
-        if not (isinstance(self.sync_decisions, bool) or self.sync_decisions == "auto"):
-            raise TeaCacheError(f"sync_decisions must be 'auto', True or False, got {self.sync_decisions!r}")
+                    f"cache_device {short(self.cache_device)} is not a torch device; give e.g. 'cpu' or 'cuda:0'"
+                )
+            if device.type == "meta":
+                raise TeaCacheError(
+                    "cache_device 'meta' cannot hold residuals (a meta tensor has no values); use 'cpu' or a GPU"
+                )
+            self.cache_device = device
+        sync = self.sync_decisions if isinstance(self.sync_decisions, str) else _flag(self.sync_decisions)
+        if sync != "auto" and not isinstance(sync, bool):
+            raise TeaCacheError(f"sync_decisions must be 'auto', True or False, got {short(self.sync_decisions)}")
+        self.sync_decisions = sync
 
     @property
     def has_window(self) -> bool:
@@ -162,6 +203,65 @@ class TeaCacheConfig:
         """The steps of a `total`-step schedule that may be cached (before the first/last-step rule)."""
         # Rounded first so that e.g. 0.3 * 10 = 3.0000000000000004 still lets step 3 in.
         return range(math.ceil(round(self.start * total, 9)), math.ceil(round(self.end * total, 9)))
+
+
+def _real(value: Any) -> float | None:
+    """A real number as a float (inf for an integer too large for one); None for anything else, bools included.
+
+    numpy scalars and one-element tensors are numbers; True is not one, even though Python counts it as 1.
+    """
+    if isinstance(value, torch.Tensor) and value.numel() == 1 and (value.is_floating_point() or _integer_dtype(value)):
+        value = value.item()
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        return None
+    try:
+        return float(value)
+    except OverflowError:
+        return math.inf if value > 0 else -math.inf
+
+
+def _integer_dtype(tensor: torch.Tensor) -> bool:
+    return tensor.dtype != torch.bool and not tensor.is_complex() and not tensor.is_floating_point()
+
+
+def _flag(value: Any) -> bool | None:
+    """True or False (numpy's bools too), else None."""
+    if isinstance(value, bool):
+        return value
+    if type(value).__module__ == "numpy" and type(value).__name__ in ("bool", "bool_"):
+        return bool(value)
+    return None
+
+
+def _coefficient_list(coefficients: Any) -> list[float]:
+    """TeaCacheConfig.coefficients as a list of finite floats: any sequence of numbers (a list, a tuple, a
+    numpy array, a 1-d tensor), never a string (whose characters iterate as digits) or a mapping."""
+    values: list[float | None] = [None]
+    if not isinstance(coefficients, (str, bytes, bytearray, Mapping)) and isinstance(coefficients, Iterable):
+        try:
+            values = [_real(item) for item in coefficients]
+        except (TypeError, ValueError, RuntimeError):
+            pass
+    if any(value is None for value in values):
+        raise TeaCacheError(f"coefficients must be a list of numbers, highest power first, got {short(coefficients)}")
+    if not values:
+        raise TeaCacheError("coefficients are required: take them from a preset (teacli list-models shows them)")
+    if not all(math.isfinite(value) for value in values):
+        raise TeaCacheError(f"coefficients must be finite, got {short(coefficients)}")
+    return values
+
+
+def _range_bounds(bounds: Any) -> tuple[float, float]:
+    """rel_l1_range as (low, high) floats: two finite numbers in a tuple, list, array or tensor."""
+    values: list[float | None] = []
+    if not isinstance(bounds, (str, bytes, bytearray, Mapping)) and isinstance(bounds, Iterable):
+        try:
+            values = [_real(item) for item in itertools.islice(bounds, 3)]  # 3: enough to see too many
+        except (TypeError, ValueError, RuntimeError):
+            values = []
+    if len(values) != 2 or not all(value is not None and math.isfinite(value) for value in values):
+        raise TeaCacheError(f"rel_l1_range must be (low, high), two finite numbers, got {short(bounds)}")
+    return values[0], values[1]
 
 
 class TeaCacheState(BaseState):

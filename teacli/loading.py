@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import re
+import signal
+import threading
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 
@@ -36,6 +40,176 @@ class ModelError(ValueError):
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle")
 NO_REMOTE_CODE = "teacli never runs code from a model repository"
 NOT_CACHED = "is not in the local Hugging Face cache; run once without --offline to download it"
+
+
+# A library's reason quoted in a message is cut to this many characters: messages are one readable line.
+REASON_LIMIT = 200
+# safetensors itself refuses a header longer than this (its MAX_HEADER_SIZE).
+SAFETENSORS_HEADER_LIMIT = 100_000_000
+GIT_LFS_POINTER = b"version https://git-lfs"
+
+
+def short_reason(text: object) -> str:
+    """The first non-empty line of a library's message, spaces collapsed, at most REASON_LIMIT characters."""
+    line = next((" ".join(line.split()) for line in str(text).splitlines() if line.strip()), "")
+    return line if len(line) <= REASON_LIMIT else line[: REASON_LIMIT - 1] + "…"
+
+
+def safetensors_problem(path: Path) -> str | None:
+    """Why `path` is not a whole safetensors file (a short reason), or None when it is one.
+
+    Reads the 8-byte header length and the JSON header only, and checks that the file is exactly as long as
+    the header's largest data offset says: a truncated download, an empty file, a git-lfs pointer or any
+    other file fails here before torch reads a byte of it.
+    """
+    try:
+        size = path.stat().st_size
+        with path.open("rb") as file:
+            if file.read(len(GIT_LFS_POINTER)) == GIT_LFS_POINTER:
+                return "a git-lfs pointer, not the weights; run git lfs pull"
+            if size < 8:
+                return "empty file" if size == 0 else f"only {size} bytes"
+            file.seek(0)
+            length = int.from_bytes(file.read(8), "little")
+            if length > min(SAFETENSORS_HEADER_LIMIT, size - 8):
+                return f"header length {length} does not fit in the file's {size} bytes"
+            raw = file.read(length)
+    except OSError as error:
+        return f"cannot be read: {short_reason(error.strerror or type(error).__name__)}"
+    try:
+        header = json.loads(raw)
+    except ValueError:  # UnicodeDecodeError is one too
+        return "header is not JSON"
+    if not isinstance(header, dict):
+        return "header is not a JSON object"
+    end = 0
+    for name, entry in header.items():
+        if name == "__metadata__":
+            continue
+        offsets = entry.get("data_offsets") if isinstance(entry, dict) else None
+        if not (
+            isinstance(offsets, list)
+            and len(offsets) == 2
+            and all(type(offset) is int for offset in offsets)
+            and 0 <= offsets[0] <= offsets[1]
+        ):
+            return "header has a malformed tensor entry"
+        end = max(end, offsets[1])
+    expected = 8 + length + end
+    if size < expected:
+        return f"only {size} of its {expected} bytes"
+    if size > expected:
+        return f"{size - expected} bytes more than its header describes"
+    return None
+
+
+def _damaged(file: Path | str, reason: str) -> str:
+    return f"{file} is damaged (truncated or not a safetensors file: {reason}); download it again"
+
+
+def check_weight_files(folder: Path) -> None:
+    """A ModelError naming the first damaged safetensors file in `folder` (its own files, not subfolders), or a
+    shard its index lists that is missing or damaged. Headers only: cheap even for large models."""
+    try:
+        files = sorted(p for p in folder.iterdir() if p.name.endswith(".safetensors"))
+    except OSError:
+        return  # from_pretrained says what is wrong with the folder itself
+    for file in files:
+        problem = safetensors_problem(file)
+        if problem is not None:
+            raise ModelError(_damaged(file, problem))
+    for index in sorted(folder.glob("*.safetensors.index.json")):
+        try:
+            weight_map = json.loads(index.read_text(encoding="utf-8"))["weight_map"]
+            shards = sorted({str(shard) for shard in weight_map.values()})
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as error:
+            reason = short_reason(error) or type(error).__name__
+            raise ModelError(f"{index} is damaged (not a valid shard index: {reason}); download it again") from None
+        for shard in shards:
+            if not (folder / shard).is_file():
+                raise ModelError(
+                    f"{folder / short_reason(shard)} is missing (listed in {index.name}); download it again"
+                )
+
+
+class InterruptWatch:
+    """Whether a Ctrl-C (SIGINT) arrived while a library was loading weights."""
+
+    def __init__(self) -> None:
+        self.seen = False
+
+
+@contextmanager
+def noting_interrupts() -> Iterator[InterruptWatch]:
+    """Note every SIGINT while the block runs, then let the handler in place handle it as before.
+
+    A library that turns the KeyboardInterrupt into another exception (or raises one while it unwinds) must
+    not make a Ctrl-C read as a broken model: raise_if_interrupted turns such an error back into one.
+    """
+    watch = InterruptWatch()
+    handler = None
+    if threading.current_thread() is threading.main_thread():
+        previous = signal.getsignal(signal.SIGINT)
+        if callable(previous):
+
+            def handler(signum, frame):
+                watch.seen = True
+                return previous(signum, frame)
+
+            try:
+                signal.signal(signal.SIGINT, handler)
+            except (ValueError, OSError):  # not the main interpreter
+                handler = None
+    try:
+        yield watch
+    finally:
+        if handler is not None and signal.getsignal(signal.SIGINT) is handler:
+            signal.signal(signal.SIGINT, previous)
+
+
+def _chain(error: BaseException) -> list[BaseException]:
+    """`error` and the exceptions it was raised from or while handling."""
+    seen: list[BaseException] = []
+    while error is not None and not any(error is e for e in seen):
+        seen.append(error)
+        error = error.__cause__ or error.__context__
+    return seen
+
+
+def raise_if_interrupted(error: BaseException, watch: InterruptWatch | None = None) -> None:
+    """Raise KeyboardInterrupt when `error` came out of a Ctrl-C: one arrived while loading, or `error` was
+    raised while a KeyboardInterrupt unwound. Never a ModelError for the user's own Ctrl-C."""
+    if (watch is not None and watch.seen) or any(isinstance(e, KeyboardInterrupt) for e in _chain(error)):
+        raise KeyboardInterrupt from error
+
+
+def named_weight_files(error: BaseException) -> list[Path]:
+    """The safetensors files on disk that `error` (or one it came from) names: to check them, never to trust
+    what the message says about them."""
+    found: list[Path] = []
+    for link in _chain(error):
+        for quoted, bare in re.findall(r"'([^'\n]+?\.safetensors)'|([^\s'\"`]+?\.safetensors)(?![\w-])", str(link)):
+            path = Path(quoted or bare)
+            if path.is_file() and path not in found:
+                found.append(path)
+    return found
+
+
+def check_named_files(error: BaseException) -> None:
+    for file in named_weight_files(error):
+        problem = safetensors_problem(file)
+        if problem is not None:
+            raise ModelError(_damaged(file, problem)) from None
+
+
+def hub_files(repo_id: str) -> list[str] | None:
+    """The file list of a hub repository, or None when it cannot be had (offline, unreachable, not a repo)."""
+    try:
+        from huggingface_hub import list_repo_files
+
+        return list_repo_files(repo_id)
+    except Exception:  # noqa: BLE001 - any failure only means the listing is unknown
+        return None
 
 
 def _pickle_hint(model: str, components: Sequence[str]) -> str:
@@ -212,10 +386,17 @@ def check_loaded_transformers(preset: Preset, pipe) -> None:
     """The classes actually loaded must have extractors too: a preset may name the wrong one."""
     from .hook import denoisers
 
-    for name, module in denoisers(pipe).items():
+    loaded = denoisers(pipe)
+    for name, module in loaded.items():
         class_name = type(module).__name__
         if not has_extractor(class_name):
             raise ModelError(f"{preset.model}: its {name} is a {class_name}: {unsupported_message(class_name)}")
+    for name in preset.experts:  # an override for a denoiser this pipeline lacks (a one-expert Wan 2.1, ...)
+        if name not in loaded:
+            raise PresetError(
+                f"preset {preset.source or preset.name}: field 'experts.{name}': {preset.pipeline} loaded from "
+                f"{preset.model} has no {name} (its denoisers: {', '.join(loaded)}); remove the entry"
+            )
 
 
 def pick_device(device: str) -> torch.device:
@@ -239,7 +420,14 @@ def pick_dtype(dtype: str, device: torch.device) -> torch.dtype:
 
 
 def _load_component(
-    preset: Preset, name: str, spec: Component, dtype: torch.dtype, *, allow_pickle: bool, offline: bool
+    preset: Preset,
+    name: str,
+    spec: Component,
+    dtype: torch.dtype,
+    *,
+    allow_pickle: bool,
+    offline: bool,
+    watch: InterruptWatch | None = None,
 ):
     """One component the checkpoint does not ship, from its own repository (as the model card shows)."""
     import diffusers
@@ -257,14 +445,33 @@ def _load_component(
     if spec.subfolder:
         kwargs["subfolder"] = spec.subfolder
     kwargs["local_files_only"] = local
-    if isinstance(component_class, type) and issubclass(component_class, torch.nn.Module):
+    has_weights = isinstance(component_class, type) and issubclass(component_class, torch.nn.Module)
+    if has_weights:
         kwargs.setdefault("dtype", dtype)
         kwargs["use_safetensors"] = None if allow_pickle else True  # None: diffusers/transformers' default
+    if local and has_weights:  # before loading anything, as for the pipeline's own folders
+        folder = Path(location).expanduser() / (spec.subfolder or "")
+        check_weight_files(folder)
+        if not allow_pickle and "." in pickle_only_components(_top_files(folder)):
+            raise ModelError(_pickle_hint(spec.model, [name]))
     try:
         return component_class.from_pretrained(location, **kwargs)
-    except OSError as error:
-        if not allow_pickle and "safetensors" in str(error):
-            raise ModelError(_pickle_hint(spec.model, [name])) from None
+    except Exception as error:
+        raise_if_interrupted(error, watch)
+        if not has_weights:
+            raise
+        try:
+            check_named_files(error)
+            snapshot = None if local else cached_snapshot(spec.model)
+            if snapshot is not None:
+                check_weight_files(snapshot / (spec.subfolder or ""))
+        except ModelError as damaged:
+            raise damaged from None
+        if not allow_pickle and not local:
+            prefix = f"{spec.subfolder.strip('/')}/" if spec.subfolder else ""
+            listing = [f.removeprefix(prefix) for f in hub_files(spec.model) or [] if f.startswith(prefix)]
+            if "." in pickle_only_components(listing):
+                raise ModelError(_pickle_hint(spec.model, [name])) from None
         raise
 
 
@@ -275,6 +482,8 @@ def load_pipeline(
 
     Weights load from safetensors files only unless `allow_pickle`; remote code is never enabled.
     `offline` (and any local directory) reads files on disk only: no request reaches the hub.
+    A damaged weights file (truncated, empty, not safetensors) is a ModelError naming it, found from its
+    header before anything loads; a Ctrl-C while loading stays a KeyboardInterrupt.
     """
     import diffusers
 
@@ -300,22 +509,42 @@ def load_pipeline(
         use_safetensors=None if allow_pickle else True,  # None: diffusers' default, pickle when no safetensors
         local_files_only=local,
     )
-    if local and not allow_pickle:  # say so before loading anything, and before diffusers logs its own attempt
-        pickled = _pickle_only_in_folder(Path(location).expanduser(), skip=set(preset.components))
-        if pickled:
-            raise ModelError(_pickle_hint(preset.model, pickled))
+    skip = set(preset.components)  # loaded from their own repositories, not from this folder
+    if local:  # say so before loading anything, and before diffusers logs its own attempt
+        for folder in _component_folders(Path(location).expanduser(), skip):
+            check_weight_files(folder)
+        if not allow_pickle:
+            pickled = _pickle_only_in_folder(Path(location).expanduser(), skip)
+            if pickled:
+                raise ModelError(_pickle_hint(preset.model, pickled))
+    watch = None
     try:
-        components = {
-            name: _load_component(preset, name, spec, dtype, allow_pickle=allow_pickle, offline=offline)
-            for name, spec in preset.components.items()
-        }
-        pipe = pipeline_class.from_pretrained(location, **options, **components)
+        with noting_interrupts() as watch:
+            components = {
+                name: _load_component(
+                    preset, name, spec, dtype, allow_pickle=allow_pickle, offline=offline, watch=watch
+                )
+                for name, spec in preset.components.items()
+            }
+            pipe = pipeline_class.from_pretrained(location, **options, **components)
     except (PresetError, ModelError):
         raise
-    except (OSError, ValueError) as error:
-        if not allow_pickle and "safetensors" in str(error):
-            raise ModelError(_pickle_hint(preset.model, _pickle_components(location, error))) from None
-        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    except Exception as error:
+        raise_if_interrupted(error, watch)
+        try:
+            check_named_files(error)
+            snapshot = None if local else cached_snapshot(location)
+            for folder in _component_folders(snapshot, skip) if snapshot is not None else []:
+                check_weight_files(folder)
+        except ModelError as damaged:
+            raise damaged from None
+        if not allow_pickle:
+            pickled = _pickle_evidence(location, local, error, skip)
+            if pickled:
+                raise ModelError(_pickle_hint(preset.model, pickled)) from None
+        if not isinstance(error, (OSError, ValueError)) and type(error).__name__ != "SafetensorError":
+            raise
+        first_line = short_reason(error) or type(error).__name__
         if "custom code" in first_line or "trust_remote_code" in first_line:
             raise ModelError(f"could not load {preset.model}: {first_line} ({NO_REMOTE_CODE})") from None
         if from_cache:
@@ -330,21 +559,59 @@ def load_pipeline(
     return pipe
 
 
-def _pickle_only_in_folder(folder: Path, skip: set[str]) -> list[str]:
-    """The components a local pipeline folder's model_index.json lists whose weights are pickle files only."""
-    import json
+def _top_files(folder: Path) -> list[str]:
+    """The names of the files directly in `folder`; [] when it cannot be listed."""
+    try:
+        return [p.name for p in folder.iterdir() if p.is_file()]
+    except OSError:
+        return []
 
+
+def _index_components(folder: Path) -> list[str] | None:
+    """The components a pipeline folder's model_index.json lists; None without a readable one."""
     try:
         index = json.loads((folder / "model_index.json").read_text(encoding="utf-8"))
     except (OSError, ValueError):
-        return []  # from_pretrained reports a missing or broken index itself
-    names = [k for k, v in index.items() if not k.startswith("_") and isinstance(v, list) and v and v[0]]
-    loaded = [name for name in names if name not in skip and (folder / name).is_dir()]
-    return pickle_only_components([f"{name}/{file}" for name in loaded for file in _local_files(folder / name)])
+        return None  # from_pretrained reports a missing or broken index itself
+    if not isinstance(index, dict):
+        return None
+    return [k for k, v in index.items() if not k.startswith("_") and isinstance(v, list) and v and v[0]]
+
+
+def _component_folders(folder: Path, skip: set[str]) -> list[Path]:
+    """The component folders from_pretrained will read weights from."""
+    names = _index_components(folder) or []
+    return [folder / name for name in names if name not in skip and (folder / name).is_dir()]
+
+
+def _pickle_evidence(location: str, local: bool, error: Exception, skip: set[str]) -> list[str]:
+    """The components a failed load is about whose weights the files show are pickle only: the folder on disk,
+    the hub's file listing (quoted in diffusers' error, else asked of the hub) or the folder an error names.
+    [] when the files do not show it, whatever the error's wording."""
+    if local:
+        return _pickle_only_in_folder(Path(location).expanduser(), skip)
+    candidates = [c for c in _pickle_components(location, error) if c not in skip]
+    listing = re.findall(r"'([^']+)'", "\n".join(str(link) for link in _chain(error)))
+    if not pickle_only_components(listing):
+        listing = hub_files(location) or []
+    for link in _chain(error):  # "Error no file named X.safetensors found in directory DIR."
+        for directory in re.findall(r"found in directory (\S+?)\.?$", str(link).strip(), flags=re.M):
+            folder = Path(directory)
+            listing += [f"{folder.name}/{name}" for name in _top_files(folder)] if folder.is_dir() else []
+    shown = set(pickle_only_components(listing))
+    return [c for c in candidates if c in shown]
+
+
+def _pickle_only_in_folder(folder: Path, skip: set[str]) -> list[str]:
+    """The components a local pipeline folder's model_index.json lists whose weights are pickle files only."""
+    folders = _component_folders(folder, skip)
+    return pickle_only_components([f"{c.name}/{file}" for c in folders for file in _local_files(c)])
 
 
 def _pickle_components(location: str, error: Exception) -> list[str]:
-    """Which components a "no safetensors" error is about: from the directory, else from the message."""
+    """Which components a "no safetensors" error is about: from the directory, else from the message.
+
+    Names only: the pickle hint needs the files to show it too (_pickle_evidence)."""
     message = str(error)
     if _is_local(location):
         found = pickle_only_components(_local_files(Path(location).expanduser()))

@@ -11,12 +11,26 @@ import re
 from pathlib import Path
 from typing import Any
 
-from .loading import NOT_CACHED, PICKLE_SUFFIXES, ModelError, cached_snapshot
+from .loading import (
+    NOT_CACHED,
+    PICKLE_SUFFIXES,
+    ModelError,
+    cached_snapshot,
+    hub_files,
+    named_weight_files,
+    noting_interrupts,
+    raise_if_interrupted,
+    safetensors_problem,
+    short_reason,
+)
 
 LORA_EXTRA = "pip install 'teacli[lora]'"
 # owner/name, as the hub spells repository ids; anything else is taken for a path on disk.
 HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
 ADAPTER_PREFIX = "teacli_lora_"  # adapter names are module-dict keys: no dots
+# diffusers' guess of a LoRA folder's weights file skips names with these, and prefers this name.
+NOT_LORA_FILES = ("scheduler", "optimizer", "checkpoint")
+LORA_FILE = "pytorch_lora_weights.safetensors"
 
 
 def load_lora(pipe: Any, path: str, scale: float = 1.0, *, allow_pickle: bool = False, offline: bool = False) -> str:
@@ -45,10 +59,16 @@ def load_lora(pipe: Any, path: str, scale: float = 1.0, *, allow_pickle: bool = 
     if weight_name is not None:
         options["weight_name"] = weight_name
     try:
-        pipe.load_lora_weights(source, **options)
+        with noting_interrupts() as watch:
+            pipe.load_lora_weights(source, **options)
+    except KeyboardInterrupt:
+        _drop_adapter(pipe, name)
+        raise
     except Exception as error:  # noqa: BLE001 - diffusers and peft raise many types; each means a bad file
         _drop_adapter(pipe, name)
-        raise ModelError(_explain(pipe, path, error, allow_pickle)) from None
+        raise_if_interrupted(error, watch)  # a Ctrl-C a library reported as something else
+        _diagnose(path, source, local, error, allow_pickle)
+        raise ModelError(_explain(pipe, path, error)) from None
     if not any(name in names for names in pipe.get_list_adapters().values()):
         raise ModelError(f"{path} is not a LoRA for {_target(pipe)}: none of its weights matched the pipeline's layers")
     scales = {**scales, name: float(scale)}
@@ -75,17 +95,31 @@ def _require_peft() -> None:
 
 
 def locate_lora(path: str, *, allow_pickle: bool, offline: bool) -> tuple[str, str | None, bool]:
-    """(what to pass to load_lora_weights, the weight file name or None, whether it is on disk)."""
+    """(what to pass to load_lora_weights, the weight file name or None, whether it is on disk).
+
+    A file or folder on disk is checked before anything loads: its safetensors files' headers (a damaged file
+    is named), and a folder must hold a weights file; pickle-only weights need `allow_pickle`.
+    """
     local = Path(path).expanduser()
     if local.is_file():
         if not allow_pickle and local.name.endswith(PICKLE_SUFFIXES):
             raise ModelError(_pickle_message(path))
+        if local.name.endswith(".safetensors"):
+            _check_lora_file(local)
         return str(local.parent), local.name, True
     if local.is_dir():
-        files = [p.name for p in local.iterdir() if p.is_file()]
-        has_pickle = any(f.endswith(PICKLE_SUFFIXES) for f in files)
-        if not allow_pickle and has_pickle and not any(f.endswith(".safetensors") for f in files):
-            raise ModelError(_pickle_message(path))
+        files = sorted(p for p in local.iterdir() if p.is_file())
+        safe = [p for p in files if p.name.endswith(".safetensors")]
+        if not safe:
+            if not any(p.name.endswith(PICKLE_SUFFIXES) for p in files):
+                raise ModelError(
+                    f"LoRA folder {path} holds no weights file (.safetensors); pass the LoRA's .safetensors file "
+                    "or the folder it is in"
+                )
+            if not allow_pickle:
+                raise ModelError(_pickle_message(path))
+        for file in _lora_candidates(safe):
+            _check_lora_file(file)
         return str(local), None, True
     if not HUB_ID.fullmatch(path) or path.lower().endswith((".safetensors", *PICKLE_SUFFIXES)):
         where = "" if local.is_absolute() else f" (relative to {Path.cwd()})"
@@ -97,6 +131,48 @@ def locate_lora(path: str, *, allow_pickle: bool, offline: bool) -> tuple[str, s
     if snapshot is None:
         raise ModelError(f"LoRA {path} {NOT_CACHED}")
     return locate_lora(str(snapshot), allow_pickle=allow_pickle, offline=offline)
+
+
+def _lora_candidates(files: list[Path]) -> list[Path]:
+    """The safetensors files of a folder that diffusers may pick as the LoRA (it takes the first it lists)."""
+    kept = [f for f in files if not any(word in f.name for word in NOT_LORA_FILES)]
+    return [f for f in kept if f.name.endswith(LORA_FILE)] or kept
+
+
+def _check_lora_file(file: Path) -> None:
+    problem = safetensors_problem(file)
+    if problem is not None:
+        raise ModelError(_damaged_lora(file, problem))
+
+
+def _damaged_lora(file: Path | str, reason: str) -> str:
+    return f"LoRA {file} is damaged (truncated or not a safetensors file: {reason}); download it again"
+
+
+def _diagnose(path: str, source: str, local: bool, error: Exception, allow_pickle: bool) -> None:
+    """A ModelError for a failed load that the files explain: a damaged file (one the error names, or, for a hub
+    id, one in its cached copy), or a hub repository whose listing holds pickle weights only, or none at all.
+
+    Local files were checked before loading (locate_lora); this looks at what was downloaded, and never takes
+    an error's wording for the files' state."""
+    files = named_weight_files(error)
+    snapshot = None if local else cached_snapshot(path)
+    if snapshot is not None:
+        files += _lora_candidates(sorted(snapshot.glob("*.safetensors")))
+    for file in files:
+        problem = safetensors_problem(file)
+        if problem is not None:
+            raise ModelError(_damaged_lora(file, problem)) from None
+    listing = None if local else hub_files(source)
+    top = [name for name in listing or [] if "/" not in name]
+    if listing is not None and not any(name.endswith(".safetensors") for name in top):
+        if not any(name.endswith(PICKLE_SUFFIXES) for name in top):
+            raise ModelError(
+                f"LoRA {path} has no weights file (.safetensors) at the top of its hub repository; download the "
+                "LoRA's file and pass its path"
+            ) from None
+        if not allow_pickle:
+            raise ModelError(_pickle_message(path)) from None
 
 
 def _pickle_message(path: str) -> str:
@@ -113,17 +189,20 @@ def _target(pipe: Any) -> str:
 
 
 def _first_line(error: Exception) -> str:
-    """The line that says what went wrong; torch's state-dict errors put it after a heading."""
+    """The line that says what went wrong (torch's state-dict errors put it after a heading), cut short."""
     lines = [line.strip() for line in str(error).strip().splitlines() if line.strip()]
     mismatch = [line for line in lines if line.startswith("size mismatch")]
-    return (mismatch or lines or [type(error).__name__])[0]
+    return short_reason((mismatch or lines or [type(error).__name__])[0])
 
 
-def _explain(pipe: Any, path: str, error: Exception, allow_pickle: bool) -> str:
-    """One line for a failed load_lora_weights: what was wrong with the file and what to do."""
+def _explain(pipe: Any, path: str, error: Exception) -> str:
+    """One line for a failed load_lora_weights: what was wrong with the file and what to do.
+
+    Pickle advice is never given here: only the files can say a LoRA is pickle only (locate_lora, _diagnose).
+    """
     text = str(error)
-    if not allow_pickle and ("safetensors" in text.lower() or type(error).__name__ == "SafetensorError"):
-        return _pickle_message(path)
+    if type(error).__name__ == "SafetensorError":  # safetensors could not read the file diffusers picked
+        return _damaged_lora(path, _first_line(error))
     if "Invalid LoRA checkpoint" in text:
         return f"{path} is not a LoRA: none of its weights has a LoRA name (lora_A/lora_B, lora_down/lora_up)"
     if isinstance(error, OSError):

@@ -199,7 +199,7 @@ def to_audio(samples: Any, sample_rate: int) -> Audio:
     return Audio(array, int(sample_rate))
 
 
-def save_video(video: Video, path: Path, overwrite: bool = True) -> None:
+def save_video(video: Video, path: Path, overwrite: bool = False) -> None:
     write_atomic_group([(path, video_writer(video, path))], overwrite)
 
 
@@ -234,7 +234,7 @@ def _write_mp4(video: Video, path: Path) -> None:
             writer.append_data(frame)
 
 
-def save_audio(audio: Audio, path: Path, overwrite: bool = True) -> None:
+def save_audio(audio: Audio, path: Path, overwrite: bool = False) -> None:
     write_atomic_group([(path, audio_writer(audio))], overwrite)
 
 
@@ -267,7 +267,7 @@ def output_kind(output: Any) -> MediaKind:
     return MediaKind.audio if isinstance(output, Audio) else MediaKind.image
 
 
-def save_output(output: Any, path: Path, metadata: Mapping[str, Any] | None = None, overwrite: bool = True) -> None:
+def save_output(output: Any, path: Path, metadata: Mapping[str, Any] | None = None, overwrite: bool = False) -> None:
     """Write an image, Video or Audio, with its metadata in PNG text chunks or a sidecar `<path>.json`.
 
     The output and its sidecar are written to temporary files and renamed together: an error or Ctrl-C

@@ -69,15 +69,15 @@ def temporary_beside(path: Path) -> Path:
     raise OutputError(f"cannot create a temporary file in {path.parent}; check the directory")
 
 
-def write_atomic(path: Path, write: Writer, overwrite: bool = True) -> None:
+def write_atomic(path: Path, write: Writer, overwrite: bool = False) -> None:
     """Write to a temporary file beside `path`, then rename it into place.
 
-    With overwrite=False an existing `path` (even one that appeared while `write` ran) is never replaced:
-    OutputError, and nothing is left behind."""
+    An existing `path` (even one that appeared while `write` ran) is never replaced unless overwrite=True (the
+    user's --overwrite): OutputError, and nothing is left behind."""
     write_atomic_group([(path, write)], overwrite)
 
 
-def write_atomic_group(files: Sequence[tuple[Path, Writer]], overwrite: bool = True) -> None:
+def write_atomic_group(files: Sequence[tuple[Path, Writer]], overwrite: bool = False) -> None:
     """Write several files that belong together (an output and its metadata sidecar): all of them to
     temporary files first, then every rename at once, so an error or Ctrl-C while writing leaves none of
     them and no temporary file behind."""
@@ -123,29 +123,43 @@ def _place_new(temporary: Path, path: Path) -> None:
     temporary.unlink()
 
 
+# Held back while a group of files is committed: Ctrl-C and the signals that ask a process to stop.
+DEFERRED_SIGNALS = tuple(
+    number for number in (signal.SIGINT, getattr(signal, "SIGTERM", None), getattr(signal, "SIGHUP", None)) if number
+)
+
+
 @contextmanager
 def sigint_deferred() -> Iterator[None]:
-    """Hold back Ctrl-C for the few renames that commit a group, so it is never half committed; the
-    interrupt is raised once they are done. Only the main thread can change signal handlers."""
+    """Hold back Ctrl-C (and SIGTERM, SIGHUP) for the few renames that commit a group, so it is never half
+    committed; the signal is acted on once they are done. Only the main thread can change signal handlers."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
     received: list[int] = []
-    previous = signal.signal(signal.SIGINT, lambda number, _frame: received.append(number))
+    previous = {number: signal.getsignal(number) for number in DEFERRED_SIGNALS}
+    for number, handler in previous.items():
+        if handler is not signal.SIG_IGN:
+            signal.signal(number, lambda number, _frame: received.append(number))
     try:
         yield
     finally:
-        signal.signal(signal.SIGINT, previous)
-    if received and callable(previous):
-        previous(signal.SIGINT, None)
+        for number, handler in previous.items():
+            signal.signal(number, handler)
+    if received:
+        number, handler = received[0], previous[received[0]]
+        if callable(handler):
+            handler(number, None)
+        elif handler == signal.SIG_DFL:
+            signal.raise_signal(number)
 
 
-def save_image(image: Any, path: Path, overwrite: bool = True, **options: Any) -> None:
+def save_image(image: Any, path: Path, overwrite: bool = False, **options: Any) -> None:
     image_format = image_extensions()[path.suffix.lower()]
     write_atomic(path, lambda temporary: image.save(temporary, format=image_format, **options), overwrite)
 
 
-def save_json(data: Any, path: Path, overwrite: bool = True) -> None:
+def save_json(data: Any, path: Path, overwrite: bool = False) -> None:
     write_atomic(path, json_writer(data), overwrite)
 
 

@@ -19,7 +19,7 @@ def check_plot_available() -> None:
         raise PlotUnavailable(f"--plot needs matplotlib, which is not installed: {PLOT_INSTALL}") from None
 
 
-def plot_bench(data: dict[str, Any], path: Path) -> None:
+def plot_bench(data: dict[str, Any], path: Path, overwrite: bool = False) -> None:
     """Speedup (y) against PSNR to vanilla (x), one line per method through its settings.
 
     `data` is BenchResult.to_dict(): identical outputs sit at the PSNR cap, marked so in the legend.
@@ -73,5 +73,7 @@ def plot_bench(data: dict[str, Any], path: Path) -> None:
     axes.grid(True, alpha=0.3)
     axes.legend()
     figure.tight_layout()
-    write_atomic(path, lambda temporary: figure.savefig(temporary, format="png"))
-    plt.close(figure)
+    try:
+        write_atomic(path, lambda temporary: figure.savefig(temporary, format="png"), overwrite)
+    finally:
+        plt.close(figure)

@@ -12,6 +12,7 @@ from typing import Any
 
 import torch
 
+from . import limits
 from .catalog import Preset
 
 
@@ -32,6 +33,7 @@ class LoadOptions:
     def __post_init__(self) -> None:
         if not math.isfinite(self.lora_scale):
             raise OptionsError(f"--lora-scale must be a finite number, got {self.lora_scale}")
+        limits.check("lora_scale", self.lora_scale, OptionsError, "--lora-scale")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -56,19 +58,15 @@ class CacheOptions:
         end = 1.0 if self.end is None else self.end
         if not start < end:
             raise OptionsError(f"--start ({start:g}) must be below --end ({end:g}): no step would be cacheable")
-        if self.ret_steps is not None and self.ret_steps < 0:
-            raise OptionsError(f"--ret-steps must be >= 0, got {self.ret_steps}")
-        if self.max_cached_in_row is not None and self.max_cached_in_row < 1:
-            raise OptionsError(
-                f"--max-cached-in-row must be at least 1, got {self.max_cached_in_row} (--thresh 0 never reuses)"
-            )
-        if self.cache_device is not None:
-            try:
-                torch.device(self.cache_device)
-            except (RuntimeError, ValueError):
+        limits.check("ret_steps", self.ret_steps, OptionsError, "--ret-steps")
+        if self.max_cached_in_row is not None and not isinstance(self.max_cached_in_row, bool):
+            if isinstance(self.max_cached_in_row, int) and self.max_cached_in_row < 1:
                 raise OptionsError(
-                    f"--cache-device takes a torch device such as cpu or cuda:0, got {self.cache_device!r}"
-                ) from None
+                    f"--max-cached-in-row must be at least 1, got {self.max_cached_in_row} (--thresh 0 never reuses)"
+                )
+        limits.check("max_cached_in_row", self.max_cached_in_row, OptionsError, "--max-cached-in-row")
+        if self.cache_device is not None:
+            check_cache_device(self.cache_device)
 
     def given(self) -> dict[str, Any]:
         """The settings the user gave, by TeaCacheConfig field name."""
@@ -82,6 +80,32 @@ class CacheOptions:
         if isinstance(configs, dict):
             return {name: replace(config, **given) for name, config in configs.items()}
         return replace(configs, **given)
+
+
+# Device types that hold real memory a residual can be kept in ("meta" has shapes but no values).
+STORAGE_DEVICE_TYPES = ("cpu", "cuda", "mps", "xpu", "npu", "hpu")
+
+
+def check_cache_device(name: str) -> None:
+    """--cache-device names a device torch knows, that stores values, and that this machine has."""
+    try:
+        device = torch.device(name)
+    except (RuntimeError, ValueError, TypeError):
+        raise OptionsError(
+            f"--cache-device takes a torch device such as cpu or cuda:0, got {limits.short(name)}"
+        ) from None
+    if device.type not in STORAGE_DEVICE_TYPES:
+        raise OptionsError(
+            f"--cache-device {name} cannot hold residuals (a {device.type} tensor has no values); use cpu or a GPU"
+        )
+    backend = getattr(torch, device.type, None)
+    available = device.type == "cpu" or (backend is not None and backend.is_available())
+    if not available:
+        raise OptionsError(f"--cache-device {name}: no {device.type} device is available here; use cpu")
+    if device.index is not None and device.type == "cuda" and device.index >= torch.cuda.device_count():
+        raise OptionsError(
+            f"--cache-device {name}: this machine has {torch.cuda.device_count()} CUDA device(s); use cpu or cuda:0"
+        )
 
 
 def prepare_pipeline(preset: Preset, device: torch.device, dtype: torch.dtype, options: LoadOptions) -> Any:

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import difflib
 import json
-import math
 import os
 import re
 import unicodedata
@@ -26,6 +25,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from . import limits
 from .output import OutputError, sigint_deferred, write_atomic
 from .prompts import PromptsError, read_prompts
 
@@ -75,6 +75,11 @@ def read_prompt_jobs(path: str | Path, base_seed: int = 0) -> list[PromptJob]:
     path = Path(path)
     prompts = read_prompts(path)  # reading errors, UTF-8 and emptiness are checked there, with the same messages
     if path.suffix.lower() != ".jsonl" and not all(line.startswith("{") for line in prompts):
+        if base_seed + len(prompts) - 1 > limits.MAX_SEED:
+            raise PromptsError(
+                f"--seed {base_seed} + {len(prompts) - 1} (one seed per prompt) is above {limits.MAX_SEED}; "
+                "use a smaller --seed"
+            )
         return [PromptJob(index, prompt, base_seed + index) for index, prompt in enumerate(prompts)]
     jobs = []
     for number, raw in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
@@ -109,44 +114,28 @@ def parse_jsonl_line(text: str, *, index: int, line: int, base_seed: int = 0, so
         if data.get(key) is not None:  # null means "not given": the command line's value applies
             options[key] = check_option(key, data[key], f"{source} line {line}")
     seed = options.pop("seed", base_seed + index)
+    if seed > limits.MAX_SEED:
+        raise PromptsError(
+            f"{source} line {line}: the seed {base_seed} + {index} is above {limits.MAX_SEED}; use a smaller --seed"
+        )
     return PromptJob(index, prompt.strip(), seed, options, line)
 
 
 def bad_value(where: str, key: str, value: Any, wanted: str) -> PromptsError:
-    return PromptsError(f"{where}: '{key}' must be {wanted}, got {json.dumps(value)}")
+    return PromptsError(f"{where}: '{key}' must be {wanted}, got {limits.short(value)}")
 
 
 def check_option(key: str, value: Any, where: str) -> Any:
-    """One per-prompt option's value, or PromptsError saying what the key takes."""
-    is_int = isinstance(value, int) and not isinstance(value, bool)
-    is_number = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    """One per-prompt option's value, or PromptsError saying what the key takes: the same ranges as the command
+    line and presets (teacli.limits)."""
     if key == "negative_prompt":
         if not isinstance(value, str):
             raise bad_value(where, key, value, "a string")
         return value
-    if key == "seed":
-        if not is_int or not 0 <= value < 2**63:
-            raise bad_value(where, key, value, "an integer >= 0")
-        return value
-    if key == "steps":
-        if not is_int or value < 2:
-            raise bad_value(where, key, value, "an integer >= 2 (the first and last steps are always computed)")
-        return value
-    if key in ("height", "width", "frames"):
-        if not is_int or value <= 0:
-            raise bad_value(where, key, value, "a positive integer")
-        return value
-    if key == "fps":
-        if not is_number or value <= 0:
-            raise bad_value(where, key, value, "a positive number")
-        return float(value)
-    if key == "thresh":
-        if not is_number or value < 0:
-            raise bad_value(where, key, value, "a finite number >= 0 (0 computes every step)")
-        return float(value)
-    if not is_number:  # guidance, true_cfg
-        raise bad_value(where, key, value, "a finite number")
-    return float(value)
+    wanted = limits.problem(key, value)
+    if wanted is not None:
+        raise bad_value(where, key, value, wanted)
+    return value if limits.LIMITS[key].integer else float(value)
 
 
 # --- names ----------------------------------------------------------------------------------------------------
@@ -194,7 +183,11 @@ def read_manifest(path: Path) -> list[dict[str, Any]]:
     except (OSError, UnicodeDecodeError) as error:
         raise ManifestError(f"manifest {path} cannot be read ({error}); pick another --manifest") from None
     lines = text.split("\n")
-    lines.pop()  # after the last newline: empty, or a line cut short
+    tail = lines.pop()  # after the last newline: empty, or a line an interrupted write cut short
+    if tail and not is_cut_manifest_line(tail.encode("utf-8")):
+        raise ManifestError(
+            f"manifest {path} line {len(lines) + 1} is not a teacli manifest line; pick another --manifest or --out-dir"
+        )
     entries = []
     for number, line in enumerate(lines, start=1):
         if not line.strip():
@@ -234,10 +227,20 @@ def merge_manifest(manifest: Path, entries: Iterable[Mapping[str, Any]] = ()) ->
         merged[entry["index"]] = dict(entry)
     lines = [merged[index] for index in sorted(merged)]
     text = "".join(json.dumps(entry, ensure_ascii=False) + "\n" for entry in lines)
-    write_atomic(manifest, lambda temporary: temporary.write_text(text, encoding="utf-8"))
+    # Replacing is safe: every line was read back as teacli's own above (read_manifest refuses anything else).
+    write_atomic(manifest, lambda temporary: temporary.write_text(text, encoding="utf-8"), overwrite=True)
     for part in parts:
         part.unlink(missing_ok=True)
     return lines
+
+
+# Every manifest line starts so (manifest_entry puts "index" first): what an interrupted write leaves of one.
+MANIFEST_LINE_START = b'{"index": '
+
+
+def is_cut_manifest_line(tail: bytes) -> bool:
+    """Whether `tail`, the bytes after a manifest's last newline, is the start of a line teacli was writing."""
+    return tail.startswith(MANIFEST_LINE_START)
 
 
 class ManifestWriter:
@@ -249,14 +252,23 @@ class ManifestWriter:
         self._drop_cut_line()
 
     def _drop_cut_line(self) -> None:
-        """A line an interrupted run cut short would glue onto the next one: cut it off."""
+        """A line an interrupted run cut short would glue onto the next one: cut it off, but only when it is
+        the start of a line teacli writes; any other bytes are the user's and are never truncated."""
         size = self._file.seek(0, os.SEEK_END)
         if size == 0:
             return
         self._file.seek(0)
         data = self._file.read()
         if not data.endswith(b"\n"):
-            self._file.truncate(data.rfind(b"\n") + 1)
+            start = data.rfind(b"\n") + 1
+            if not is_cut_manifest_line(data[start:]):
+                self._file.close()
+                line = data.count(b"\n") + 1
+                raise ManifestError(
+                    f"manifest {self.path} line {line} is not a teacli manifest line; "
+                    "pick another --manifest or --out-dir"
+                )
+            self._file.truncate(start)
             self._file.seek(0, os.SEEK_END)
 
     def append(self, entry: Mapping[str, Any]) -> None:

@@ -77,3 +77,7 @@ def get_extractor(class_name: str) -> Extractor:
         return EXTRACTOR_REGISTRY[class_name]
     except KeyError:
         raise UnknownTransformerError(unsupported_message(class_name)) from None
+
+
+# The built-in extractors register on import, so EXTRACTOR_REGISTRY is complete once this module is.
+load_builtin_extractors()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import inspect
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -78,8 +78,67 @@ def generators(request: GenerationRequest) -> Any:
     return [torch.Generator("cpu").manual_seed(request.seed + i) for i in range(request.num_images)]
 
 
+# Where pipelines keep the VAE's spatial downscaling, by the names diffusers uses across families.
+VAE_SCALE_ATTRIBUTES = (
+    "vae_scale_factor",
+    "vae_scale_factor_spatial",
+    "vae_spatial_compression_ratio",
+    "vae_spatial_scale_factor",
+)
+
+
+def size_multiple(pipe: Any) -> int | None:
+    """The step between the heights and widths this pipeline can make: the VAE's downscaling times the
+    transformer's spatial patch (2 where the pipeline packs 2x2 latent patches itself); None when unknown."""
+    scale = next(
+        (getattr(pipe, name) for name in VAE_SCALE_ATTRIBUTES if isinstance(getattr(pipe, name, None), int)), None
+    )
+    if scale is None:
+        return None
+    patch = getattr(pipe, "transformer_spatial_patch_size", None)  # pipelines that patchify for the transformer
+    if not isinstance(patch, int):
+        config = getattr(getattr(pipe, "transformer", None), "config", None)
+        patch = getattr(config, "patch_size", None) or getattr(config, "all_patch_size", None)
+        patch = patch[-1] if isinstance(patch, (list, tuple)) and patch else patch
+        patch = patch if isinstance(patch, int) and patch > 0 else 1
+        pack = getattr(pipe, "_pack_latents", None)
+        if patch == 1 and callable(pack) and "patch_size" not in inspect.signature(pack).parameters:
+            patch = 2  # packs fixed 2x2 latent patches itself
+    return scale * patch
+
+
+def fit_size(pipe: Any, request: GenerationRequest) -> tuple[GenerationRequest, str | None]:
+    """The request with a height and width this pipeline can make (rounded down to its size step, as the
+    pipelines themselves round), and a warning when that changed what was asked; GenerationError when the
+    size is below the smallest the model makes. The returned request is what metadata records."""
+    multiple = size_multiple(pipe)
+    if multiple is None or (request.height is None and request.width is None):
+        return request, None
+    fitted: dict[str, int] = {}
+    for name in ("height", "width"):
+        value = getattr(request, name)
+        if value is None:
+            continue
+        if value < multiple:
+            raise GenerationError(
+                f"{name} {value} is below the smallest {type(pipe).__name__} can make ({multiple}); "
+                f"give a multiple of {multiple}"
+            )
+        if value % multiple:
+            fitted[name] = value - value % multiple
+    if not fitted:
+        return request, None
+    asked = f"{request.height}x{request.width}"
+    request = replace(request, **fitted)
+    return request, (
+        f"{type(pipe).__name__} makes sizes in steps of {multiple}: {asked} (height x width) becomes "
+        f"{request.height}x{request.width}, which the output and its metadata record"
+    )
+
+
 def pipeline_kwargs(pipe: Any, request: GenerationRequest) -> dict[str, Any]:
     """The keyword arguments for `pipe(...)`, using only the names this pipeline takes."""
+    request, _ = fit_size(pipe, request)  # callers that record the size fitted it already, with a warning
     params = call_parameters(pipe)
     kwargs: dict[str, Any] = {
         "prompt": request.prompt,

@@ -109,14 +109,14 @@ BAD_INPUTS = [
     (["generate", PROMPT, "--thresh", "-0.1"], "--thresh must be a finite number >= 0"),
     (["generate", PROMPT, "--thresh", "nan"], "--thresh must be a finite number >= 0"),
     (["generate", PROMPT, "--thresh", "abc"], "Invalid value for '--thresh'"),
-    (["generate", PROMPT, "--steps", "1"], "--steps must be at least 2"),
+    (["generate", PROMPT, "--steps", "1"], "--steps must be an integer between 2 and 10000, got 1"),
     (["generate", PROMPT, "--out", "missing-dir/x.png"], "does not exist"),
     (["generate", PROMPT, "--out", "x.unknownext"], "this model makes images: cannot write one as '.unknownext'"),
     (["generate", PROMPT, "--model", "missing.yaml"], "preset file missing.yaml does not exist"),
     (["bench", "--thresh", "0.1,abc"], "'abc' is not a number"),
     (["bench", "--thresh", "0.1,-1"], "--thresh must be a finite number >= 0"),
-    (["bench", "--runs", "0"], "--runs must be positive"),
-    (["bench", "--warmup", "-1"], "--warmup must be >= 0"),
+    (["bench", "--runs", "0"], "--runs must be an integer between 1 and 1000, got 0"),
+    (["bench", "--warmup", "-1"], "--warmup must be an integer between 0 and 1000, got -1"),
 ]
 
 

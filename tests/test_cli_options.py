@@ -152,9 +152,9 @@ BAD_OPTIONS = [
     (["--start", "1.5"], "--start is a fraction of the schedule between 0 and 1"),
     (["--start", "0.6", "--end", "0.4"], "--start (0.6) must be below --end (0.4)"),
     (["--max-cached-in-row", "0"], "--max-cached-in-row must be at least 1"),
-    (["--ret-steps", "-1"], "--ret-steps must be >= 0"),
+    (["--ret-steps", "-1"], "--ret-steps must be an integer between 0 and 10000, got -1"),
     (["--cache-device", "gpu"], "--cache-device takes a torch device"),
-    (["--num-images", "0"], "--num-images must be positive"),
+    (["--num-images", "0"], "--num-images must be an integer between 1 and 1000, got 0"),
     (["--lora", "missing.safetensors"], "LoRA missing.safetensors does not exist"),
     (["--lora-scale", "inf"], "--lora-scale must be a finite number"),
 ]

@@ -273,7 +273,7 @@ def test_written_files_have_the_usual_permissions(tmp_path):
         write_atomic(tmp_path / "new.txt", lambda path: path.write_text("x"))
         assert stat.S_IMODE((tmp_path / "new.txt").stat().st_mode) == 0o644  # not mkstemp's 0o600
         os.chmod(tmp_path / "new.txt", 0o640)
-        write_atomic(tmp_path / "new.txt", lambda path: path.write_text("y"))
+        write_atomic(tmp_path / "new.txt", lambda path: path.write_text("y"), overwrite=True)
         assert stat.S_IMODE((tmp_path / "new.txt").stat().st_mode) == 0o640  # a replaced file keeps its mode
     finally:
         os.umask(umask)

@@ -1,26 +1,42 @@
-"""The teacli command line: generate, bench, calibrate and list-models, each a thin layer over the library."""
+"""The teacli command line: generate, bench, calibrate and list-models, each a thin layer over the library.
+
+`main` installs the signal handling first and imports the commands (and with them torch and diffusers) after,
+so a Ctrl-C or SIGTERM during the slow imports is one line and an exit code, never a traceback.
+"""
 
 from __future__ import annotations
 
-import typer
-
-from ._app import OneLineErrorsGroup
-
-app = typer.Typer(
-    cls=OneLineErrorsGroup,
-    help="TeaCache for diffusers pipelines: fewer transformer calls, same pictures.",
-    no_args_is_help=True,
-    pretty_exceptions_show_locals=False,
-    context_settings={"help_option_names": ["-h", "--help"]},
-)
-
-from . import bench, calibrate, generate, list_models  # noqa: E402
-
-app.command("generate")(generate.generate)
-app.command("bench")(bench.bench)
-app.command("calibrate")(calibrate.calibrate)
-app.command("list-models")(list_models.list_models)
+import sys
+from typing import Any
 
 
 def main() -> None:
-    app(prog_name="teacli")
+    from . import _signals
+
+    _signals.hold()  # a Ctrl-C now is acted on once the imports are complete
+    try:
+        from ._commands import app
+
+        _import_libraries()
+        received = _signals.release()
+        if received is not None:
+            sys.stderr.write("error: interrupted; nothing was written\n")
+            sys.exit(128 + received)
+        app(prog_name="teacli")
+    finally:
+        _signals.forget_handled_interrupt()
+
+
+def _import_libraries() -> None:
+    """The heavy libraries every command uses, imported while signals are held (see _signals.hold)."""
+    import diffusers  # noqa: F401
+    import torch  # noqa: F401
+    import transformers  # noqa: F401
+
+
+def __getattr__(name: str) -> Any:
+    if name == "app":
+        from ._commands import app
+
+        return app
+    raise AttributeError(f"module 'teacli.cli' has no attribute {name!r}")

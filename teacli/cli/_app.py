@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import logging
 import sys
+import traceback
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
 from typing import Any
 
 import typer
@@ -11,8 +14,9 @@ from rich.console import Console
 from rich.markup import escape
 from typer.core import TyperGroup
 
+from ._signals import exit_code as interrupt_exit_code
+
 EXIT_USER_ERROR = 1
-EXIT_INTERRUPTED = 130
 
 stderr = Console(stderr=True)
 
@@ -82,11 +86,93 @@ def print_json(data: Any) -> None:
             return [finite(item) for item in value]
         return value
 
-    sys.stdout.write(json.dumps(finite(data), indent=2, allow_nan=False) + "\n")
+    text = json.dumps(finite(data), indent=2, allow_nan=False) + "\n"
+    stream = _json_stream or sys.stdout
+    if stream is None:
+        raise CLIError("--json prints to stdout, which is closed; run without closing stdout (or drop --json)")
+    try:
+        stream.write(text)
+        stream.flush()
+    except OSError as error:
+        silence_stdout()
+        reason = error.strerror or error
+        raise CLIError(f"could not write the JSON report to stdout ({reason}); check where stdout goes") from None
+
+
+# Where print_json writes while stdout is reserved for the JSON report (see reserve_stdout_for_json).
+_json_stream: Any = None
+# What a command set up for its own duration; OneLineErrorsGroup.main closes it when the command ends.
+_command_resources = ExitStack()
+
+
+def reserve_stdout_for_json(option: str = "--json") -> None:
+    """For a command whose JSON report goes to stdout: refuse now if stdout is closed, and until the command
+    ends send everything else written to stdout (a library's print or logger, cache-dit's among them) to
+    stderr, so stdout carries the JSON alone."""
+    if sys.stdout is None:
+        raise CLIError(f"{option} prints to stdout, which is closed; run without closing stdout (or drop {option})")
+    _command_resources.enter_context(_stdout_reserved())
+
+
+@contextmanager
+def _stdout_reserved() -> Iterator[None]:
+    global _json_stream
+    import io
+    import os
+    from contextlib import redirect_stdout
+
     sys.stdout.flush()
+    try:
+        descriptor = sys.stdout.fileno()
+        sys.stderr.flush()
+        error_descriptor = sys.stderr.fileno()
+    except (OSError, ValueError, AttributeError, io.UnsupportedOperation):
+        descriptor = None  # an in-memory stdout (tests): redirecting the Python object is enough
+    if descriptor is None:
+        _json_stream = sys.stdout
+        try:
+            with redirect_stdout(sys.stderr):
+                yield
+        finally:
+            _json_stream = None
+        return
+    # At the descriptor level, so loggers and C code holding the original stdout are redirected too.
+    saved = os.dup(descriptor)
+    os.dup2(error_descriptor, descriptor)
+    _json_stream = open(saved, "w", encoding="utf-8", closefd=True)  # noqa: SIM115 - closed below
+    try:
+        yield
+    finally:
+        try:
+            sys.stdout.flush()
+        except OSError:
+            pass
+        os.dup2(saved, descriptor)
+        stream, _json_stream = _json_stream, None
+        try:
+            stream.close()
+        except OSError:
+            pass
+
+
+class Interrupted(CLIError):
+    """Ctrl-C or SIGTERM that reached the top of a command: Typer would turn it into a silent exit 130."""
+
+    def __init__(self, interrupt: KeyboardInterrupt) -> None:
+        super().__init__("interrupted; nothing was written")
+        self.exit_code = interrupt_exit_code(interrupt)
 
 
 class OneLineErrorsGroup(TyperGroup):
+    def invoke(self, ctx: Any) -> Any:
+        try:
+            return super().invoke(ctx)
+        except KeyboardInterrupt as interrupt:
+            raise Interrupted(interrupt) from None
+        except BrokenPipeError:  # Typer would exit 1 without a word
+            silence_stdout()
+            raise CLIError("stdout was closed before the report was written (a broken pipe)") from None
+
     def main(
         self,
         args: Any = None,
@@ -95,23 +181,100 @@ class OneLineErrorsGroup(TyperGroup):
         standalone_mode: bool = True,
         **extra: Any,
     ) -> Any:
+        args, debug = take_debug_flag(sys.argv[1:] if args is None else list(args))
         try:
-            code = super().main(
-                args=args, prog_name=prog_name, complete_var=complete_var, standalone_mode=False, **extra
-            )
+            with _command_resources:
+                code = super().main(
+                    args=args, prog_name=prog_name, complete_var=complete_var, standalone_mode=False, **extra
+                )
         except typer.TyperException as error:  # usage errors from parsing, and CLIError
             print_error(error.format_message() if hasattr(error, "format_message") else str(error))
             code = getattr(error, "exit_code", EXIT_USER_ERROR)
-        except typer.Abort:  # Ctrl-C outside a command's own handler
+        except (typer.Abort, KeyboardInterrupt) as error:  # Ctrl-C or SIGTERM outside a command's own handler
             print_error("interrupted; nothing was written")
-            code = EXIT_INTERRUPTED
+            code = interrupt_exit_code(error)
         except user_error_types() as error:
             print_error(str(error))
             code = EXIT_USER_ERROR
+        except Exception as error:  # noqa: BLE001 - a library's failure, told in one line (--debug: traceback)
+            if debug:
+                traceback.print_exc()
+            print_error(describe_failure(error))
+            code = EXIT_USER_ERROR
         code = code if isinstance(code, int) else 0
+        code = flush_stdout(code)
         if standalone_mode:
             sys.exit(code)
         return code
+
+
+def take_debug_flag(args: list[str]) -> tuple[list[str], bool]:
+    """`--debug` anywhere before a `--` shows the traceback of an unexpected failure; so does -v / --verbose."""
+    end = args.index("--") if "--" in args else len(args)
+    debug = "--debug" in args[:end]
+    kept = [arg for index, arg in enumerate(args) if not (arg == "--debug" and index < end)]
+    verbose = any(arg in ("-v", "--verbose") for arg in kept[:end])
+    return kept, debug or verbose
+
+
+def flush_stdout(code: int) -> int:
+    """A report that cannot reach stdout (closed, a full disk, a closed pipe) is one error line, and Python's
+    own flush at exit is pointed at /dev/null so it cannot print a second traceback."""
+    try:
+        if sys.stdout is not None:
+            sys.stdout.flush()
+        return code
+    except OSError as error:
+        silence_stdout()
+        print_error(f"could not write the report to stdout ({error.strerror or error}); check where stdout goes")
+        return EXIT_USER_ERROR
+
+
+def silence_stdout() -> None:
+    import os
+
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError, AttributeError):
+        pass
+
+
+def describe_failure(error: BaseException) -> str:
+    """One line for a failure teacli did not foresee: what failed and what to do."""
+    import errno
+
+    reason = short_reason(error)
+    if is_out_of_memory(error):
+        return (
+            f"out of memory ({reason}); use a smaller --height/--width/--frames/--num-images, --dtype bfloat16, "
+            "or --cache-device cpu (--debug shows where)"
+        )
+    if isinstance(error, OSError):
+        where = f" ({error.filename})" if getattr(error, "filename", None) else ""
+        if error.errno == errno.ENOSPC:
+            return f"no space left on the device{where}; free some space or write elsewhere; nothing was replaced"
+        if isinstance(error, BrokenPipeError):
+            return "the report could not be written: the pipe reading stdout was closed"
+        return f"{error.strerror or reason}{where}; check the path and its permissions (--debug shows the traceback)"
+    return (
+        f"unexpected {type(error).__name__}: {reason}; "
+        "run again with --debug for the traceback and report it (teacli, diffusers and torch versions help)"
+    )
+
+
+def is_out_of_memory(error: BaseException) -> bool:
+    if isinstance(error, MemoryError) or type(error).__name__ == "OutOfMemoryError":
+        return True
+    text = str(error).lower()
+    return isinstance(error, RuntimeError) and ("out of memory" in text or "can't allocate memory" in text)
+
+
+def short_reason(error: BaseException, length: int = 200) -> str:
+    """A library's message cut to one short line: never an unbounded value."""
+    text = " ".join(str(error).split()) or type(error).__name__
+    return text if len(text) <= length else text[: length - 3] + "..."
 
 
 def setup_logging(verbose: bool) -> None:

@@ -9,6 +9,7 @@ from typing import Annotated
 
 import typer
 
+from .. import limits
 from ..preparation import CacheOptions, LoadOptions, OptionsError
 from ._app import CLIError
 
@@ -77,15 +78,44 @@ def parse_thresholds(text: str) -> list[float]:
 
 
 def check_steps(steps: int | None) -> int | None:
-    if steps is not None and steps < 2:
-        raise CLIError(f"--steps must be at least 2 (the first and last steps are always computed), got {steps}")
-    return steps
+    return limits.check("steps", steps, CLIError, "--steps")
 
 
-def check_positive(name: str, value: int | None) -> int | None:
-    if value is not None and value <= 0:
-        raise CLIError(f"{name} must be positive, got {value}")
-    return value
+def check_positive(name: str, value: int | float | None) -> int | float | None:
+    """A counting option (--height, --runs, ...) against its range in teacli.limits, named as typed."""
+    return limits.check(name.lstrip("-").replace("-", "_"), value, CLIError, name)
+
+
+def check_ranges(**values: object) -> None:
+    """Every number the user typed against its range (teacli.limits), before anything is loaded: NaN,
+    infinity and values too large for torch fail here with the option named, never deep in the model."""
+    for name, value in values.items():
+        limits.check(name, value, CLIError, "--" + name.replace("_", "-"))
+
+
+def check_seeds(seed: int, count: int) -> None:
+    """Output i uses seed + i: the last seed must still fit torch's 64-bit generator."""
+    check_ranges(seed=seed)
+    if seed + count - 1 > limits.MAX_SEED:
+        raise CLIError(
+            f"--seed {seed} + {count - 1} (one seed per output) is above {limits.MAX_SEED}; use a smaller --seed"
+        )
+
+
+def check_text(option: str, text: str | None) -> None:
+    """Text from the command line that is not valid UTF-8 reaches Python with lone surrogates, which a tokenizer
+    fails on after the model has loaded: refuse it now, naming the first bad byte."""
+    if text is None:
+        return
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as error:
+        char = text[error.start]
+        byte = f"byte 0x{ord(char) - 0xDC00:02x}" if 0xDC80 <= ord(char) <= 0xDCFF else f"character U+{ord(char):04X}"
+        raise CLIError(
+            f"{option} is not valid UTF-8 text ({byte} at position {error.start}); "
+            "set the terminal to UTF-8 or check the quoting"
+        ) from None
 
 
 def parse_coefficients(text: str | None) -> tuple[float, ...] | None:

@@ -9,11 +9,12 @@ from typing import Any
 import typer
 
 from ._app import (
-    EXIT_INTERRUPTED,
     EXIT_USER_ERROR,
     CLIError,
+    interrupt_exit_code,
     print_error,
     print_json,
+    print_warning,
     stderr,
     user_error_types,
 )
@@ -151,6 +152,8 @@ def _prepare_prompts(prompts: Path, preset: Any, launch: Any, **given: Any) -> d
         check_writable(manifest, overwrite=True, kind="manifest")
     except OutputError as error:
         raise CLIError(str(error)) from None
+    if manifest.exists() and manifest.resolve() == Path(prompts).resolve():
+        raise CLIError(f"--manifest {manifest} is the prompts file itself; pick another --manifest")
     device = rank_device(launch, given["device"].value)
     if launch.distributed:
         try:  # the launch settings teacli reads, checked before any process waits for another
@@ -265,14 +268,14 @@ def _run_prompts(work: dict[str, Any], json_report: bool) -> None:
             if launch.distributed:
                 group.gather(None)  # the merged manifest holds every rank's lines before any part is removed
                 part_path(manifest, launch.rank).unlink(missing_ok=True)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as interrupt:
         if launch.is_main:
             where = manifest if not launch.distributed else f"{manifest} and its part files"
             print_error(
                 f"interrupted; {len(made)} output(s) of this process are recorded in {where}; "
                 "run the same command again to make the rest"
             )
-        raise typer.Exit(EXIT_INTERRUPTED) from None
+        raise typer.Exit(interrupt_exit_code(interrupt)) from None
     if launch.is_main:
         _report(work, statuses, group.backend, json_report)
     errors = [(s["rank"], s["error"]) for s in statuses if s["error"]]
@@ -298,6 +301,7 @@ def _make(work: dict[str, Any], plan: Any, writer: Any, made: list[dict[str, Any
     from ..preparation import prepare_pipeline
     from ..prompt_runs import CacheKeeper, manifest_entry, output_name
     from ..report import estimated_speedup
+    from ..runner import fit_size
     from ._session import Session
 
     preset, launch, device = work["preset"], work["launch"], work["device"]
@@ -310,9 +314,13 @@ def _make(work: dict[str, Any], plan: Any, writer: Any, made: list[dict[str, Any
     heartbeat()  # loading counts as progress for the processes waiting on this one
     session = Session(preset, pipe, work["coefficients"], work["caching"])
     keeper = CacheKeeper(pipe)
+    warned: set[str] = set()
     try:
         for number, job in enumerate(plan.todo, start=1):
-            request = work["requests"][job.index]
+            request, size_note = fit_size(pipe, work["requests"][job.index])
+            if size_note is not None and size_note not in warned and launch.is_main:
+                warned.add(size_note)
+                print_warning(size_note)
             config = session.config(work["thresholds"][job.index])
             stats = keeper.fresh(config).stats
 

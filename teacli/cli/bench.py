@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from ._app import EXIT_INTERRUPTED, CLIError, print_error, print_json, setup_logging
+from ._app import CLIError, interrupt_exit_code, print_error, print_json, reserve_stdout_for_json, setup_logging
 from ._options import (
     COEFFICIENTS_OPTION_SOURCE,
     AllowPickleOpt,
@@ -36,8 +36,8 @@ from ._options import (
     VerboseOpt,
     WidthOpt,
     cache_options,
-    check_positive,
-    check_steps,
+    check_ranges,
+    check_text,
     load_options,
     parse_coefficients,
     parse_thresholds,
@@ -116,13 +116,11 @@ def bench(
         methods = parse_against(against)
     except ValueError as error:
         raise CLIError(str(error)) from None
-    check_steps(steps)
-    check_positive("--runs", runs)
-    check_positive("--height", height)
-    check_positive("--width", width)
-    if warmup < 0:
-        raise CLIError(f"--warmup must be >= 0, got {warmup}")
+    check_ranges(steps=steps, runs=runs, warmup=warmup, height=height, width=width, guidance=guidance, seed=seed)
+    check_text("--prompt", prompt)
     to_stdout = json_out is not None and str(json_out) == "-"
+    if to_stdout:
+        reserve_stdout_for_json("--json -")
     if json_out is not None and not to_stdout:
         check_writable(json_out, overwrite, kind="--json")
     if plot is not None:
@@ -185,9 +183,9 @@ def bench(
                 )
             device_name, source = str(session.pipe.device), session.coefficients_source
         result.skipped = skipped
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as interrupt:
         print_error("interrupted; nothing was written")
-        raise typer.Exit(EXIT_INTERRUPTED) from None
+        raise typer.Exit(interrupt_exit_code(interrupt)) from None
 
     share = result.vanilla.transformer_share
     title = (
@@ -210,8 +208,8 @@ def bench(
     if to_stdout:
         print_json(data)
     elif json_out is not None:
-        save_json(data, json_out)
+        save_json(data, json_out, overwrite)
         console.print(f"wrote {json_out}")
     if plot is not None:
-        plot_bench(data, plot)
+        plot_bench(data, plot, overwrite)
         console.print(f"wrote {plot}")

@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 
 from ..catalog import Preset
-from ._app import EXIT_INTERRUPTED, CLIError, print_error, print_json, setup_logging
+from ._app import CLIError, interrupt_exit_code, print_error, print_json, reserve_stdout_for_json, setup_logging
 from ._options import (
     AllowPickleOpt,
     CompileOpt,
@@ -25,7 +25,9 @@ from ._options import (
     OfflineOpt,
     VerboseOpt,
     WidthOpt,
-    check_positive,
+    check_ranges,
+    check_seeds,
+    check_text,
     load_options,
 )
 
@@ -86,13 +88,15 @@ def calibrate(
         raise CLIError(f"--steps must be at least {MIN_STEPS} for calibration (each prompt gives steps - 1 pairs)")
     if not MIN_ORDER <= order <= MAX_ORDER:
         raise CLIError(f"--order must be between {MIN_ORDER} and {MAX_ORDER} (4 is the TeaCache default), got {order}")
-    check_positive("--num-prompts", num_prompts)
-    check_positive("--height", height)
-    check_positive("--width", width)
+    check_ranges(steps=steps, num_prompts=num_prompts, height=height, width=width, guidance=guidance)
+    check_text("--negative-prompt", negative_prompt)
+    if json_report:
+        reserve_stdout_for_json("--json")
     if name is not None and not name.strip():
         raise CLIError("--name must not be empty")
     texts = read_prompts(prompts) if prompts is not None else list(BUILTIN_PROMPTS)
     texts = texts[:num_prompts] if num_prompts is not None else texts
+    check_seeds(seed, len(texts))
     loading = load_options(allow_pickle, offline, lora, lora_scale, compile)
     setup_logging(verbose)
     preset = resolve(model, offline=offline)
@@ -129,14 +133,14 @@ def calibrate(
                 )
 
             result = run_calibration(session.pipe, preset, texts, settings, negative_prompt, on_step)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as interrupt:
         print_error("interrupted; nothing was written")
-        raise typer.Exit(EXIT_INTERRUPTED) from None
+        raise typer.Exit(interrupt_exit_code(interrupt)) from None
 
     console = Console(stderr=json_report)  # with --json stdout carries the JSON alone
     render_calibration(result, console)
     calibrated = result.preset(preset, preset_name)
-    write_preset(calibrated, out)
+    write_preset(calibrated, out, overwrite)
     if json_report:
         print_json({"preset": preset_to_dict(calibrated), "file": str(out), "warnings": result.warnings()})
     console.print(f'wrote {out}: use it with `teacli generate --model {out} "..."`', highlight=False)
@@ -146,7 +150,7 @@ def calibrate(
     )
 
 
-def write_preset(preset: Preset, path: Path) -> None:
+def write_preset(preset: Preset, path: Path, overwrite: bool = False) -> None:
     """The preset as YAML, checked to read back as the same preset before it replaces anything."""
     import yaml
 
@@ -158,4 +162,4 @@ def write_preset(preset: Preset, path: Path) -> None:
     text = header + yaml.safe_dump(data, sort_keys=False, allow_unicode=True, default_flow_style=None, width=120)
     if replace(parse_preset(yaml.safe_load(text), str(path)), source="") != replace(preset, source=""):
         raise RuntimeError("the calibrated preset does not read back as written; please report this")
-    write_atomic(path, lambda temporary: temporary.write_text(text, encoding="utf-8"))
+    write_atomic(path, lambda temporary: temporary.write_text(text, encoding="utf-8"), overwrite)

@@ -10,10 +10,11 @@ from typing import Annotated
 import typer
 
 from ._app import (
-    EXIT_INTERRUPTED,
     CLIError,
+    interrupt_exit_code,
     print_error,
     print_json,
+    reserve_stdout_for_json,
     setup_logging,
 )
 from ._options import (
@@ -42,8 +43,9 @@ from ._options import (
     VerboseOpt,
     WidthOpt,
     cache_options,
-    check_positive,
-    check_steps,
+    check_ranges,
+    check_seeds,
+    check_text,
     check_thresh,
     load_options,
     parse_coefficients,
@@ -158,7 +160,7 @@ def generate(
     from ..media import MediaKind, mp4_available, save_output
     from ..metadata import output_metadata
     from ..report import GenerationSummary, render_generation
-    from ..runner import GenerationRequest
+    from ..runner import GenerationRequest, fit_size
     from ._checks import check_settings, schedule_warning, thresh_warning
     from ._prompts_run import generate_prompts
     from ._session import (
@@ -175,13 +177,15 @@ def generate(
     if thresh is not None:
         check_thresh(thresh)
     user_coefficients = parse_coefficients(coefficients)
-    check_steps(steps)
-    check_positive("--height", height)
-    check_positive("--width", width)
-    check_positive("--frames", frames)
-    check_positive("--num-images", num_images)
-    if fps is not None and not fps > 0:
-        raise CLIError(f"--fps must be positive, got {fps}")
+    check_ranges(
+        steps=steps, height=height, width=width, frames=frames, num_images=num_images, fps=fps,
+        guidance=guidance, true_cfg=true_cfg,
+    )  # fmt: skip
+    check_seeds(seed, num_images)
+    check_text("the prompt", prompt)
+    check_text("--negative-prompt", negative_prompt)
+    if json_report:
+        reserve_stdout_for_json("--json")
     loading = load_options(allow_pickle, offline, lora, lora_scale, compile)
     caching = cache_options(start, end, ret_steps, max_cached_in_row, cache_device)
     setup_logging(verbose)
@@ -249,6 +253,8 @@ def generate(
     existing = {path for path in outs if path.exists()}  # files --overwrite will replace
     try:
         session = open_session(preset, device, dtype, user_coefficients, loading, caching)
+        request, size_note = fit_size(session.pipe, request)
+        check_settings([size_note], strict)
         baseline = None
         if compare_baseline:
             # One short run first, so neither measured run pays the one-time start-up costs.
@@ -273,12 +279,12 @@ def generate(
                 extra={"load": loading.to_dict(), "cache": caching.given(), "batch": [index + 1, len(outs)]},
             )
             save_output(output, path, metadata, overwrite=overwrite)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as interrupt:
         # A Ctrl-C during the final renames is held until the files are in place: say what is on disk.
         written = [path for path in outs if path.exists() and path not in existing]
         done = f"wrote only {', '.join(map(str, written))}" if written else "nothing was written"
         print_error(f"interrupted; {done}")
-        raise typer.Exit(EXIT_INTERRUPTED) from None
+        raise typer.Exit(interrupt_exit_code(interrupt)) from None
 
     summary = GenerationSummary(
         model=preset.name,

@@ -156,7 +156,7 @@ def parse(values: str) -> list[float]:
 
 
 def save_png(image: Image.Image, path: Path) -> None:
-    write_atomic(path, lambda temporary: image.save(temporary, format="PNG"))
+    write_atomic(path, lambda temporary: image.save(temporary, format="PNG"), overwrite=True)  # docs' figures
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -206,7 +206,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "recommended": chosen,
             "rows": [row.to_dict(rows[0]) for row in rows],
         }
-        save_json(payload, args.json)
+        save_json(payload, args.json, overwrite=True)
     if args.strip:
         shown = {chosen, thresholds[-1]} if args.strip_thresh is None else set(parse(args.strip_thresh))
         save_png(strip([rows[0], *(row for row in rows[1:] if row.thresh in shown)]), args.strip)

@@ -1,0 +1,91 @@
+"""The range every generation setting must fall in, checked the same way wherever a value comes from: the command
+line, a preset's `defaults`, a JSONL prompts line or the Python API.
+
+A value that passes here can reach torch and the pipeline without overflowing an integer, turning a feature
+off by being NaN, or asking for more work than any real run needs. Sizes a particular model cannot make are
+checked later, once the model is known (runner.fit_size).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+# torch.Generator.manual_seed takes an unsigned 64-bit seed.
+MAX_SEED = 2**64 - 1
+
+
+@dataclass(frozen=True)
+class Limit:
+    integer: bool
+    low: float
+    high: float
+    low_open: bool = False  # the low end itself is not allowed (fps > 0)
+
+    def describe(self) -> str:
+        kind = "an integer" if self.integer else "a finite number"
+        low, high = (f"{int(v)}" if self.integer else f"{v:g}" for v in (self.low, self.high))
+        if self.low_open:
+            return f"{kind} above {low} and at most {high}"
+        return f"{kind} between {low} and {high}"
+
+    def problem(self, value: Any) -> str | None:
+        """None when `value` is allowed, else what it must be."""
+        if isinstance(value, bool):
+            return self.describe()
+        if self.integer:
+            if not isinstance(value, int):
+                return self.describe()
+        elif not isinstance(value, (int, float)) or (isinstance(value, float) and not math.isfinite(value)):
+            return self.describe()  # (an int is finite; math.isfinite would overflow on a huge one)
+        too_low = value <= self.low if self.low_open else value < self.low
+        if too_low or value > self.high:
+            return self.describe()
+        return None
+
+
+# Upper bounds are far above any published setting (FLUX: 28-50 steps, 1024-2048 px; Wan: 81 frames at 16 fps)
+# and low enough that the value is still meaningful to torch (a seed fits in 64 bits, steps in a tensor index).
+LIMITS: dict[str, Limit] = {
+    "seed": Limit(integer=True, low=0, high=MAX_SEED),
+    "steps": Limit(integer=True, low=2, high=10_000),
+    "height": Limit(integer=True, low=1, high=16_384),
+    "width": Limit(integer=True, low=1, high=16_384),
+    "frames": Limit(integer=True, low=1, high=10_000),
+    "fps": Limit(integer=False, low=0, high=1_000, low_open=True),
+    "guidance": Limit(integer=False, low=0, high=1_000),
+    "true_cfg": Limit(integer=False, low=0, high=1_000),
+    "num_images": Limit(integer=True, low=1, high=1_000),
+    "thresh": Limit(integer=False, low=0, high=1e6),
+    "lora_scale": Limit(integer=False, low=-100, high=100),
+    "ret_steps": Limit(integer=True, low=0, high=10_000),
+    "cutoff_steps": Limit(integer=True, low=1, high=10_000),
+    "max_cached_in_row": Limit(integer=True, low=1, high=10_000),
+    "runs": Limit(integer=True, low=1, high=1_000),
+    "warmup": Limit(integer=True, low=0, high=1_000),
+    "num_prompts": Limit(integer=True, low=1, high=100_000),
+}
+
+
+def problem(name: str, value: Any) -> str | None:
+    """None when `value` is allowed for setting `name`, else what the setting takes ("an integer between ...")."""
+    return LIMITS[name].problem(value)
+
+
+def check(name: str, value: Any, error: type[Exception], label: str | None = None) -> Any:
+    """`value` unchanged, or `error("LABEL must be ..., got VALUE")`; None passes (not given)."""
+    if value is None:
+        return None
+    wanted = problem(name, value)
+    if wanted is not None:
+        raise error(f"{label or name} must be {wanted}, got {short(value)}")
+    return value
+
+
+def short(value: Any, length: int = 60) -> str:
+    """A value as a message shows it: never longer than `length` characters, whatever the user gave."""
+    text = repr(value) if not isinstance(value, (int, float)) or isinstance(value, bool) else f"{value}"
+    if isinstance(value, int) and not isinstance(value, bool) and len(text) > length:
+        return f"an integer of {len(text)} digits"
+    return text if len(text) <= length else text[: length - 3] + "..."
