@@ -53,7 +53,7 @@ LIMITS: dict[str, Limit] = {
     "height": Limit(integer=True, low=1, high=16_384),
     "width": Limit(integer=True, low=1, high=16_384),
     "frames": Limit(integer=True, low=1, high=10_000),
-    "fps": Limit(integer=False, low=0, high=1_000, low_open=True),
+    "fps": Limit(integer=False, low=0.1, high=1_000),  # a GIF frame lasts at most 655 s; below 0.1 fps is no video
     "guidance": Limit(integer=False, low=0, high=1_000),
     "true_cfg": Limit(integer=False, low=0, high=1_000),
     "num_images": Limit(integer=True, low=1, high=1_000),

@@ -128,7 +128,7 @@ def dit_pipeline(tmp_path):
         (["--steps", "2"], "--steps must be at least 3"),
         (["--order", "0"], "--order must be between 1 and 6"),
         (["--order", "7"], "--order must be between 1 and 6"),
-        (["--num-prompts", "0"], "--num-prompts must be positive"),
+        (["--num-prompts", "0"], "--num-prompts must be an integer between 1 and 100000, got 0"),
         (["--prompts", "empty.txt"], "holds no prompts"),
         (["--prompts", "missing.txt"], "does not exist"),
         (["--prompts", "."], "is a directory"),

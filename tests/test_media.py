@@ -92,7 +92,7 @@ def test_without_an_mp4_encoder_videos_default_to_gif_and_mp4_is_refused(tmp_pat
         (["-o", "a.mp4"], "this model makes images: cannot write one as '.mp4'"),
         (["--frames", "5"], "takes no num_frames; drop --frames"),
         (["--fps", "8"], "makes images, not videos; drop --fps"),
-        (["--frames", "0"], "--frames must be positive"),
+        (["--frames", "0"], "--frames must be an integer between 1 and 10000, got 0"),
     ],
 )
 def test_video_options_on_an_image_model_are_one_line_errors(teacli_cache, tmp_path, monkeypatch, args, message):

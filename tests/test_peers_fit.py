@@ -55,10 +55,12 @@ def request(preset, **overrides) -> GenerationRequest:
 def quiet_teacli():
     """teacli's logger as `teacli bench` leaves it without --verbose; restored afterwards."""
     logger = logging.getLogger("teacli")
-    level = logger.level
+    level, propagate = logger.level, logger.propagate
     logger.setLevel(logging.WARNING)
+    logger.propagate = True  # a CLI test earlier in the session stops propagation; caplog listens at the root
     yield logger
     logger.setLevel(level)
+    logger.propagate = propagate
 
 
 # --- the command line, as a user runs it ------------------------------------------------------------------

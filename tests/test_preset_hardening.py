@@ -426,7 +426,7 @@ def test_the_cli_names_the_file_and_field_of_an_expert_the_pipeline_lacks(runner
         ({"defaults": {"steps": 4, "width": math.inf}}, "defaults.width", "must be an integer between"),
         ({"defaults": {"steps": 4, "true_cfg": 1e9}}, "defaults.true_cfg", "between 0 and 1000"),
         ({"defaults": {"steps": 4, "frames": 10**6}}, "defaults.frames", "between 1 and 10000"),
-        ({"defaults": {"steps": 4, "fps": math.nan}}, "defaults.fps", "above 0 and at most 1000"),
+        ({"defaults": {"steps": 4, "fps": math.nan}}, "defaults.fps", "between 0.1 and 1000"),
         ({"thresh": math.inf}, "thresh", "must be a finite number between 0 and 1e+06"),
         ({"thresh": 10**400}, "thresh", "got an integer of 401 digits"),
         ({"ret_steps": 10**30}, "ret_steps", "must be an integer between 0 and 10000"),

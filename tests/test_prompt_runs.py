@@ -107,7 +107,7 @@ BAD_LINES = [
     ),
     ('{"prompt": "a", "guidance": 1e400}', "line 2: 'guidance' must be a finite number between 0 and 1000, got inf"),
     ('{"prompt": "a", "true_cfg": NaN}', "line 2: 'true_cfg' must be a finite number between 0 and 1000, got nan"),
-    ('{"prompt": "a", "fps": 0}', "line 2: 'fps' must be a finite number above 0 and at most 1000, got 0"),
+    ('{"prompt": "a", "fps": 0}', "line 2: 'fps' must be a finite number between 0.1 and 1000, got 0"),
     ('{"prompt": "a", "negative_prompt": 3}', "line 2: 'negative_prompt' must be a string"),
 ]
 

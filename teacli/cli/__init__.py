@@ -1,37 +1,25 @@
 """The teacli command line: generate, bench, calibrate and list-models, each a thin layer over the library.
 
-`main` installs the signal handling first and imports the commands (and with them torch and diffusers) after,
-so a Ctrl-C or SIGTERM during the slow imports is one line and an exit code, never a traceback.
+`main` installs the signal handling first; the commands import torch and diffusers only once their cheap checks
+passed (_app.import_libraries), with signals held meanwhile, so a Ctrl-C or SIGTERM at any moment is one line and
+an exit code, never a traceback.
 """
 
 from __future__ import annotations
 
-import sys
 from typing import Any
 
 
 def main() -> None:
     from . import _signals
 
-    _signals.hold()  # a Ctrl-C now is acted on once the imports are complete
+    _signals.hold()  # a Ctrl-C now is acted on once the CLI's own modules are imported
     try:
         from ._commands import app
 
-        _import_libraries()
-        received = _signals.release()
-        if received is not None:
-            sys.stderr.write("error: interrupted; nothing was written\n")
-            sys.exit(128 + received)
-        app(prog_name="teacli")
+        app(prog_name="teacli")  # the command releases the signals (OneLineErrorsGroup.invoke)
     finally:
         _signals.forget_handled_interrupt()
-
-
-def _import_libraries() -> None:
-    """The heavy libraries every command uses, imported while signals are held (see _signals.hold)."""
-    import diffusers  # noqa: F401
-    import torch  # noqa: F401
-    import transformers  # noqa: F401
 
 
 def __getattr__(name: str) -> Any:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import signal
 import sys
 import traceback
 from collections.abc import Iterator
@@ -165,6 +166,13 @@ class Interrupted(CLIError):
 
 class OneLineErrorsGroup(TyperGroup):
     def invoke(self, ctx: Any) -> Any:
+        # Signals are held from the CLI's first line (cli.main) through Typer's set-up, which would turn a
+        # KeyboardInterrupt into a silent exit 130: from here on they raise, and one that came meanwhile counts.
+        from . import _signals
+
+        received = _signals.release()
+        if received is not None:
+            raise Interrupted(_signals.Terminated(received) if received != signal.SIGINT else KeyboardInterrupt())
         try:
             return super().invoke(ctx)
         except KeyboardInterrupt as interrupt:
@@ -275,6 +283,18 @@ def short_reason(error: BaseException, length: int = 200) -> str:
     """A library's message cut to one short line: never an unbounded value."""
     text = " ".join(str(error).split()) or type(error).__name__
     return text if len(text) <= length else text[: length - 3] + "..."
+
+
+def import_libraries() -> None:
+    """torch, diffusers and transformers, imported once a command's cheap checks passed, with Ctrl-C and SIGTERM
+    held until they are complete (see _signals.hold): a bad option is refused in a fraction of a second, and a
+    signal during the imports is one line, never a half-imported library."""
+    from ._signals import held
+
+    with held():
+        import diffusers  # noqa: F401
+        import torch  # noqa: F401
+        import transformers  # noqa: F401
 
 
 def setup_logging(verbose: bool) -> None:

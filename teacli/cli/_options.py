@@ -5,13 +5,15 @@ from __future__ import annotations
 import math
 from enum import Enum
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from .. import limits
-from ..preparation import CacheOptions, LoadOptions, OptionsError
 from ._app import CLIError
+
+if TYPE_CHECKING:
+    from ..preparation import CacheOptions, LoadOptions
 
 
 class Device(str, Enum):
@@ -184,6 +186,8 @@ StrictOpt = Annotated[
 
 def load_options(allow_pickle: bool, offline: bool, lora: str | None, lora_scale: float, compile: bool) -> LoadOptions:
     """The loading options, checked before anything is loaded."""
+    from ..preparation import LoadOptions, OptionsError
+
     if offline:
         go_offline()
     if lora is not None:
@@ -209,6 +213,8 @@ def cache_options(
     max_cached_in_row: int | None,
     cache_device: str | None,
 ) -> CacheOptions:
+    from ..preparation import CacheOptions, OptionsError
+
     try:
         return CacheOptions(
             start=start, end=end, ret_steps=ret_steps, max_cached_in_row=max_cached_in_row, cache_device=cache_device

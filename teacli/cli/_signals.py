@@ -11,6 +11,8 @@ from __future__ import annotations
 import os
 import signal
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 EXIT_INTERRUPTED = 128 + signal.SIGINT  # 130
@@ -79,6 +81,21 @@ def release() -> int | None:
     came while held, if any."""
     _set_handlers(_stop)
     return _held[0] if _held else None
+
+
+@contextmanager
+def held() -> Iterator[None]:
+    """Signals noted, not raised, while the block runs (the heavy imports); the first one is raised as
+    KeyboardInterrupt or Terminated when it ends."""
+    hold()
+    try:
+        yield
+    finally:
+        received = release()
+    if received == signal.SIGINT:
+        raise KeyboardInterrupt
+    if received is not None:
+        raise Terminated(received)
 
 
 def install() -> None:

@@ -8,7 +8,15 @@ from typing import Annotated
 
 import typer
 
-from ._app import CLIError, interrupt_exit_code, print_error, print_json, reserve_stdout_for_json, setup_logging
+from ._app import (
+    CLIError,
+    import_libraries,
+    interrupt_exit_code,
+    print_error,
+    print_json,
+    reserve_stdout_for_json,
+    setup_logging,
+)
 from ._options import (
     COEFFICIENTS_OPTION_SOURCE,
     AllowPickleOpt,
@@ -97,25 +105,11 @@ def bench(
 ) -> None:
     """Vanilla, TeaCache (threshold 0 and each --thresh) and the other caches, measured alike: median of
     --runs, interleaved round-robin; speedup, ideal speedup, efficiency, PSNR, SSIM and peak memory."""
-    from rich.console import Console
-    from rich.markup import escape
-
-    from ..benchmark import ConfigRunner, IsolatedJob, bench_configs, run_bench, run_isolated
-    from ..loading import pick_device
     from ..output import check_writable, save_json
-    from ..peers import PEERS, parse_against
     from ..plot import check_plot_available, plot_bench
-    from ..report import render_bench
-    from ..runner import GenerationRequest
-    from ._checks import check_settings, schedule_warning, thresh_warning
-    from ._session import check_pipeline_takes, input_image, open_session, resolve, step_progress
 
     thresholds = parse_thresholds(thresh)
     user_coefficients = parse_coefficients(coefficients)
-    try:
-        methods = parse_against(against)
-    except ValueError as error:
-        raise CLIError(str(error)) from None
     check_ranges(steps=steps, runs=runs, warmup=warmup, height=height, width=width, guidance=guidance, seed=seed)
     check_text("--prompt", prompt)
     to_stdout = json_out is not None and str(json_out) == "-"
@@ -128,6 +122,22 @@ def bench(
             raise CLIError(f"--plot {plot} must end in .png")
         check_writable(plot, overwrite, kind="--plot")
         check_plot_available()
+    import_libraries()
+    from rich.console import Console
+    from rich.markup import escape
+
+    from ..benchmark import ConfigRunner, IsolatedJob, bench_configs, run_bench, run_isolated
+    from ..loading import pick_device
+    from ..peers import PEERS, parse_against
+    from ..report import render_bench
+    from ..runner import GenerationRequest
+    from ._checks import check_settings, schedule_warning, thresh_warning
+    from ._session import check_pipeline_takes, input_image, open_session, resolve, step_progress
+
+    try:
+        methods = parse_against(against)
+    except ValueError as error:
+        raise CLIError(str(error)) from None
     loading = load_options(allow_pickle, offline, lora, lora_scale, compile)
     caching = cache_options(start, end, ret_steps, max_cached_in_row, cache_device)
     setup_logging(verbose)

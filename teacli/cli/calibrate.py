@@ -9,7 +9,15 @@ from typing import Annotated
 import typer
 
 from ..catalog import Preset
-from ._app import CLIError, interrupt_exit_code, print_error, print_json, reserve_stdout_for_json, setup_logging
+from ._app import (
+    CLIError,
+    import_libraries,
+    interrupt_exit_code,
+    print_error,
+    print_json,
+    reserve_stdout_for_json,
+    setup_logging,
+)
 from ._options import (
     AllowPickleOpt,
     CompileOpt,
@@ -73,6 +81,7 @@ def calibrate(
     verbose: VerboseOpt = False,
 ) -> None:
     """Fit TeaCache coefficients on a model (uncached runs over prompts) and write a preset with them."""
+    import_libraries()
     from rich.console import Console
 
     from ..calibration import MAX_ORDER, MIN_ORDER, MIN_STEPS, CalibrationSettings, run_calibration

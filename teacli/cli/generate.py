@@ -11,6 +11,7 @@ import typer
 
 from ._app import (
     CLIError,
+    import_libraries,
     interrupt_exit_code,
     print_error,
     print_json,
@@ -152,6 +153,20 @@ def generate(
             raise CLIError("--num-images goes with one PROMPT; with --prompts, repeat a line (each gets its own seed)")
         if compare_baseline:
             raise CLIError("--compare-baseline measures one PROMPT; drop it with --prompts (teacli bench compares)")
+    # Everything the user typed is checked before the model is loaded.
+    if thresh is not None:
+        check_thresh(thresh)
+    user_coefficients = parse_coefficients(coefficients)
+    check_ranges(
+        steps=steps, height=height, width=width, frames=frames, num_images=num_images, fps=fps,
+        guidance=guidance, true_cfg=true_cfg,
+    )  # fmt: skip
+    check_seeds(seed, num_images)
+    check_text("the prompt", prompt)
+    check_text("--negative-prompt", negative_prompt)
+    if json_report:
+        reserve_stdout_for_json("--json")
+    import_libraries()
     from rich.console import Console
 
     from ..calibration import steps_note
@@ -173,19 +188,6 @@ def generate(
         run_with_progress,
     )
 
-    # Everything the user typed is checked before the model is loaded.
-    if thresh is not None:
-        check_thresh(thresh)
-    user_coefficients = parse_coefficients(coefficients)
-    check_ranges(
-        steps=steps, height=height, width=width, frames=frames, num_images=num_images, fps=fps,
-        guidance=guidance, true_cfg=true_cfg,
-    )  # fmt: skip
-    check_seeds(seed, num_images)
-    check_text("the prompt", prompt)
-    check_text("--negative-prompt", negative_prompt)
-    if json_report:
-        reserve_stdout_for_json("--json")
     loading = load_options(allow_pickle, offline, lora, lora_scale, compile)
     caching = cache_options(start, end, ret_steps, max_cached_in_row, cache_device)
     setup_logging(verbose)

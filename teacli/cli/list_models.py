@@ -9,6 +9,10 @@ COEFFICIENT_STYLES = {"published": "green", "borrowed": "yellow", "calibrated": 
 
 def list_models() -> None:
     """Show the supported models (presets), where their coefficients come from, and test models apart."""
+    from ._app import import_libraries, setup_logging
+
+    import_libraries()
+    setup_logging(False)  # a preset folder's skipped files are told as warnings
     import diffusers
     from rich.console import Console
     from rich.table import Table
