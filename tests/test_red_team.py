@@ -414,3 +414,55 @@ def test_bench_json_on_stdout_is_json_alone_with_cache_dit(teacli_cache, tmp_pat
     assert "Traceback" not in done.stderr
     data = json.loads(done.stdout)
     assert any(row["method"] == "dbcache" for row in data["rows"]), data["rows"]
+
+
+# --- failures teacli did not foresee: classified into one line --------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "error, says",
+    [
+        (MemoryError(), "out of memory"),
+        (RuntimeError("CUDA out of memory. Tried to allocate 20.00 GiB"), "out of memory"),
+        (
+            RuntimeError("[enforce fail at alloc_cpu.cpp:117] DefaultCPUAllocator: can't allocate memory"),
+            "out of memory",
+        ),
+        (OSError(28, "No space left on device", "/data/out.png"), "no space left on the device (/data/out.png)"),
+        (PermissionError(13, "Permission denied", "/data"), "Permission denied (/data); check the path"),
+        (ValueError("x" * 5000), "unexpected ValueError: xxx"),
+    ],
+    ids=["memory", "cuda-oom", "cpu-oom", "disk-full", "permission", "long-message"],
+)
+def test_an_unforeseen_failure_is_described_in_one_short_line(error, says):
+    from teacli.cli._app import describe_failure
+
+    line = describe_failure(error)
+    assert says in line and "\n" not in line and len(line) < 400, line
+
+
+def test_a_full_disk_while_writing_is_one_line_and_leaves_nothing(teacli_cache, tmp_path):
+    """The image writer fails half way (ENOSPC): no temporary file, no output, the user's file intact."""
+    wrapper = (
+        "import sys\n"
+        "from PIL import Image\n"
+        "def save(self, fp, format=None, **params):\n"
+        "    open(fp, 'wb').write(b'half a picture')\n"
+        "    raise OSError(28, 'No space left on device', str(fp))\n"
+        "Image.Image.save = save\n"
+        "sys.argv = ['teacli', *sys.argv[1:]]\n"
+        "from teacli.cli import main\n"
+        "main()\n"
+    )
+    (tmp_path / "user.png").write_bytes(USER_FILES["user.png"])
+    env = dict(os.environ, HF_HUB_OFFLINE="1", COLUMNS="400")
+    done = subprocess.run(
+        [sys.executable, "-c", wrapper, "generate", PROMPT, *FAST, "--out", "out.png"],
+        cwd=tmp_path, env=env, capture_output=True, timeout=300,
+    )  # fmt: skip
+    stderr = done.stderr.decode("utf-8", "replace")
+    assert done.returncode == 1 and "Traceback" not in stderr, stderr
+    assert said(done.stderr) == [line for line in said(done.stderr) if line.startswith("error: no space left")]
+    assert len(said(done.stderr)) == 1, stderr
+    assert [path.name for path in tmp_path.iterdir()] == ["user.png"]
+    assert (tmp_path / "user.png").read_bytes() == USER_FILES["user.png"]
