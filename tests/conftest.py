@@ -57,6 +57,22 @@ def pickled_flux(tiny_flux_dir, tmp_path_factory) -> Path:
     return directory
 
 
+@pytest.fixture(scope="module")
+def shapes_preset():
+    """teacli-shapes, the default model: the trained FLUX-class pipeline teacli ships."""
+    from teacli.catalog import builtin_presets
+
+    return builtin_presets()["teacli-shapes"]
+
+
+@pytest.fixture(scope="module")
+def shapes_pipe(shapes_preset):
+    """teacli-shapes loaded once per test module (fp32, CPU)."""
+    from teacli.loading import load_pipeline
+
+    return load_pipeline(shapes_preset, torch.device("cpu"), torch.float32)
+
+
 @pytest.fixture(scope="session")
 def tiny_flux_pipe(teacli_cache: str):
     from teacli.catalog import builtin_presets

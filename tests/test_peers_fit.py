@@ -15,7 +15,6 @@ import torch
 pytest.importorskip("cache_dit")
 
 from teacli.benchmark import ConfigRunner, bench_configs, run_bench  # noqa: E402
-from teacli.catalog import builtin_presets  # noqa: E402
 from teacli.peers import (  # noqa: E402
     PEERS,
     REASON_CHARS,
@@ -35,15 +34,13 @@ FAST = ["--steps", "4", "--runs", "1", "--warmup", "0", "--device", "cpu", "--th
 
 
 @pytest.fixture(scope="module")
-def preset():
-    return builtin_presets()["teacli-shapes"]
+def preset(shapes_preset):
+    return shapes_preset
 
 
 @pytest.fixture(scope="module")
-def pipe(preset):
-    from teacli.loading import load_pipeline
-
-    return load_pipeline(preset, torch.device("cpu"), torch.float32)
+def pipe(shapes_pipe):
+    return shapes_pipe
 
 
 def request(preset, **overrides) -> GenerationRequest:

@@ -376,28 +376,29 @@ def test_a_stop_signal_at_any_moment_is_one_line_and_its_exit_code(teacli_cache,
     assert snapshot(tmp_path) == before  # no output, no temporary file, the user's files as they were
 
 
+def run_patched(patch: str, args: list[str], cwd: Path) -> subprocess.CompletedProcess:
+    """The CLI in a subprocess after `patch` (Python source) replaced a function to make a fault happen."""
+    wrapper = f"import sys\n{patch}\nsys.argv = ['teacli', *sys.argv[1:]]\nfrom teacli.cli import main\nmain()\n"
+    env = dict(os.environ, HF_HUB_OFFLINE="1", COLUMNS="400")
+    return subprocess.run([sys.executable, "-c", wrapper, *args], cwd=cwd, env=env, capture_output=True, timeout=300)
+
+
 def test_debug_shows_the_traceback_of_an_unexpected_failure_and_still_ends_with_one_line(teacli_cache, tmp_path):
     """An error teacli did not foresee: one line normally; with --debug the traceback comes first."""
-    wrapper = (
-        "import sys, teacli.runner\n"
+    patch = (
+        "import teacli.runner\n"
         "def broken(*a, **k):\n"
         "    raise ZeroDivisionError('deep inside a library')\n"
-        "teacli.runner.generate = broken\n"
-        "sys.argv = ['teacli', *sys.argv[1:]]\n"
-        "from teacli.cli import main\n"
-        "main()\n"
+        "teacli.runner.generate = broken"
     )
-    env = dict(os.environ, HF_HUB_OFFLINE="1", COLUMNS="400")
     for extra, traceback_shown in (((), False), (("--debug",), True)):
-        done = subprocess.run(
-            [sys.executable, "-c", wrapper, "generate", PROMPT, *FAST, "--out", "x.png", *extra],
-            cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300,
-        )  # fmt: skip
-        assert done.returncode == 1, done.stderr
-        assert ("Traceback" in done.stderr) is traceback_shown, done.stderr
-        last = [line for line in done.stderr.splitlines() if line.startswith("error: ")]
+        done = run_patched(patch, ["generate", PROMPT, *FAST, "--out", "x.png", *extra], tmp_path)
+        stderr = done.stderr.decode("utf-8", "replace")
+        assert done.returncode == 1, stderr
+        assert ("Traceback" in stderr) is traceback_shown, stderr
+        last = [line for line in stderr.splitlines() if line.startswith("error: ")]
         assert last == ["error: unexpected ZeroDivisionError: deep inside a library; run again with --debug for the "
-                        "traceback and report it (teacli, diffusers and torch versions help)"], done.stderr  # fmt: skip
+                        "traceback and report it (teacli, diffusers and torch versions help)"], stderr  # fmt: skip
         assert not any(tmp_path.iterdir())
 
 
@@ -443,23 +444,15 @@ def test_an_unforeseen_failure_is_described_in_one_short_line(error, says):
 
 def test_a_full_disk_while_writing_is_one_line_and_leaves_nothing(teacli_cache, tmp_path):
     """The image writer fails half way (ENOSPC): no temporary file, no output, the user's file intact."""
-    wrapper = (
-        "import sys\n"
+    patch = (
         "from PIL import Image\n"
         "def save(self, fp, format=None, **params):\n"
         "    open(fp, 'wb').write(b'half a picture')\n"
         "    raise OSError(28, 'No space left on device', str(fp))\n"
-        "Image.Image.save = save\n"
-        "sys.argv = ['teacli', *sys.argv[1:]]\n"
-        "from teacli.cli import main\n"
-        "main()\n"
+        "Image.Image.save = save"
     )
     (tmp_path / "user.png").write_bytes(USER_FILES["user.png"])
-    env = dict(os.environ, HF_HUB_OFFLINE="1", COLUMNS="400")
-    done = subprocess.run(
-        [sys.executable, "-c", wrapper, "generate", PROMPT, *FAST, "--out", "out.png"],
-        cwd=tmp_path, env=env, capture_output=True, timeout=300,
-    )  # fmt: skip
+    done = run_patched(patch, ["generate", PROMPT, *FAST, "--out", "out.png"], tmp_path)
     stderr = done.stderr.decode("utf-8", "replace")
     assert done.returncode == 1 and "Traceback" not in stderr, stderr
     assert said(done.stderr) == [line for line in said(done.stderr) if line.startswith("error: no space left")]

@@ -12,19 +12,19 @@ from teacli.demo.checker import read, score
 from teacli.demo.evaluate import recommended_threshold, run_sweep, strip
 from teacli.demo.shapes import evaluation_captions
 from teacli.embedded import embedded_model_path
-from teacli.loading import load_pipeline, resolve_preset
+from teacli.loading import resolve_preset
 
 DOCS = Path(__file__).resolve().parent.parent / "docs"
 
 
 @pytest.fixture(scope="module")
-def preset():
-    return builtin_presets()["teacli-shapes"]
+def preset(shapes_preset):
+    return shapes_preset
 
 
 @pytest.fixture(scope="module")
-def pipe(preset):
-    return load_pipeline(preset, torch.device("cpu"), torch.float32)
+def pipe(shapes_pipe):
+    return shapes_pipe
 
 
 def test_ships_safetensors_only_and_under_20_mb():
