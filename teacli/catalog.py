@@ -70,6 +70,9 @@ RESERVED_CALL_KWARGS = {
     "callback_on_step_end_tensor_inputs": "teacli's progress bar uses the step callback",
     "callback": "teacli's progress bar uses the step callback",
     "callback_steps": "teacli's progress bar uses the step callback",
+    # A schedule of their own would run another number of steps than the report and metadata say.
+    "sigmas": "the scheduler makes them from defaults.steps or --steps",
+    "timesteps": "the scheduler makes them from defaults.steps or --steps",
 }
 
 # The denoisers an `experts` entry may name: hook.DENOISER_COMPONENTS (tests keep the two equal).

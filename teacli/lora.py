@@ -101,11 +101,13 @@ def locate_lora(path: str, *, allow_pickle: bool, offline: bool) -> tuple[str, s
     is named), and a folder must hold a weights file; pickle-only weights need `allow_pickle`.
     """
     local = Path(path).expanduser()
+    if local.exists() and not (local.is_file() or local.is_dir()):
+        raise ModelError(f"LoRA {path} is not a regular file (a device or a pipe); pass a .safetensors file")
     if local.is_file():
-        if not allow_pickle and local.name.endswith(PICKLE_SUFFIXES):
+        if not allow_pickle and (local.name.endswith(PICKLE_SUFFIXES) or _looks_pickled(local)):
             raise ModelError(_pickle_message(path))
-        if local.name.endswith(".safetensors"):
-            _check_lora_file(local)
+        if local.name.endswith(".safetensors") or not allow_pickle:
+            _check_lora_file(local)  # whatever its name, diffusers would torch.load a file that is not safetensors
         return str(local.parent), local.name, True
     if local.is_dir():
         files = sorted(p for p in local.iterdir() if p.is_file())
@@ -131,6 +133,18 @@ def locate_lora(path: str, *, allow_pickle: bool, offline: bool) -> tuple[str, s
     if snapshot is None:
         raise ModelError(f"LoRA {path} {NOT_CACHED}")
     return locate_lora(str(snapshot), allow_pickle=allow_pickle, offline=offline)
+
+
+# How torch.save's files begin: a zip archive (torch >= 1.6) or a pickle stream (protocol 2 and up).
+PICKLE_MAGIC = (b"PK\x03\x04", b"\x80\x02", b"\x80\x03", b"\x80\x04", b"\x80\x05")
+
+
+def _looks_pickled(file: Path) -> bool:
+    try:
+        with open(file, "rb") as source:
+            return source.read(4).startswith(PICKLE_MAGIC)
+    except OSError:
+        return False
 
 
 def _lora_candidates(files: list[Path]) -> list[Path]:

@@ -87,6 +87,11 @@ def mp4_available() -> bool:
     return True
 
 
+# Image formats an output may be written as: RGB pictures Pillow writes (not every format Pillow can name:
+# .psd or .mpeg only read, .xbm only black and white).
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
+
+
 def default_suffix(kind: MediaKind) -> str:
     if kind is MediaKind.video:
         return ".mp4" if mp4_available() else ".gif"
@@ -100,7 +105,7 @@ def check_output_path(path: Path, kind: MediaKind, overwrite: bool, metadata: bo
         raise OutputError(f"output path {path} is a directory; give a file name")
     suffix = path.suffix.lower()
     allowed = {
-        MediaKind.image: tuple(image_extensions()),
+        MediaKind.image: IMAGE_SUFFIXES,
         MediaKind.video: VIDEO_SUFFIXES,
         MediaKind.audio: AUDIO_SUFFIXES,
     }[kind]
@@ -211,6 +216,8 @@ def video_writer(video: Video, path: Path) -> Writer:
 
     images = [Image.fromarray(frame) for frame in video.frames]
     duration = max(int(round(1000 / video.fps)), 1)
+    if suffix == ".gif":  # GIF counts in hundredths of a second, and players slow down anything under 2
+        duration = max(int(round(100 / video.fps)), 2) * 10
     options = {"lossless": True} if suffix == ".webp" else {}
     return lambda temporary: images[0].save(
         temporary,

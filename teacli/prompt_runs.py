@@ -18,6 +18,7 @@ import difflib
 import json
 import os
 import re
+import stat
 import unicodedata
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -27,7 +28,7 @@ from typing import Any
 
 from . import limits
 from .output import OutputError, sigint_deferred, write_atomic
-from .prompts import PromptsError, read_prompts
+from .prompts import PromptsError, prompts_text, read_prompts
 
 SLUG_LENGTH = 40
 # Per-prompt options a JSONL line may give, with the check each value must pass.
@@ -82,7 +83,7 @@ def read_prompt_jobs(path: str | Path, base_seed: int = 0) -> list[PromptJob]:
             )
         return [PromptJob(index, prompt, base_seed + index) for index, prompt in enumerate(prompts)]
     jobs = []
-    for number, raw in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+    for number, raw in enumerate(prompts_text(path).splitlines(), start=1):
         text = raw.strip()
         if not text or text.startswith("#"):
             continue
@@ -96,6 +97,8 @@ def parse_jsonl_line(text: str, *, index: int, line: int, base_seed: int = 0, so
         data = json.loads(text)
     except json.JSONDecodeError as error:
         raise PromptsError(f"{source} line {line} is not valid JSON ({error.msg} at column {error.colno})") from None
+    except RecursionError:
+        raise PromptsError(f"{source} line {line} nests too deeply to be a prompt's line") from None
     if not isinstance(data, dict):
         raise PromptsError(f'{source} line {line} is not a JSON object; write {{"prompt": "a red fox", "seed": 1}}')
     unknown = [key for key in data if key != "prompt" and key not in PROMPT_OPTIONS]
@@ -109,6 +112,7 @@ def parse_jsonl_line(text: str, *, index: int, line: int, base_seed: int = 0, so
     prompt = data.get("prompt")
     if not isinstance(prompt, str) or not prompt.strip():
         raise PromptsError(f'{source} line {line} needs "prompt": a non-empty string')
+    check_unicode(prompt, f"{source} line {line}: 'prompt'")
     options = {}
     for key in PROMPT_OPTIONS:
         if data.get(key) is not None:  # null means "not given": the command line's value applies
@@ -121,6 +125,16 @@ def parse_jsonl_line(text: str, *, index: int, line: int, base_seed: int = 0, so
     return PromptJob(index, prompt.strip(), seed, options, line)
 
 
+def check_unicode(text: str, where: str) -> None:
+    """JSON's \\ud800 escapes make strings no tokenizer can encode: refuse them with the line."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as error:
+        raise PromptsError(
+            f"{where} holds a lone surrogate (U+{ord(text[error.start]):04X}), which is not text; fix the line"
+        ) from None
+
+
 def bad_value(where: str, key: str, value: Any, wanted: str) -> PromptsError:
     return PromptsError(f"{where}: '{key}' must be {wanted}, got {limits.short(value)}")
 
@@ -131,6 +145,7 @@ def check_option(key: str, value: Any, where: str) -> Any:
     if key == "negative_prompt":
         if not isinstance(value, str):
             raise bad_value(where, key, value, "a string")
+        check_unicode(value, f"{where}: '{key}'")
         return value
     wanted = limits.problem(key, value)
     if wanted is not None:
@@ -173,18 +188,66 @@ def part_paths(manifest: Path) -> list[Path]:
     return [path for _, path in sorted(found)]
 
 
-def read_manifest(path: Path) -> list[dict[str, Any]]:
-    """The entries of a manifest (or part) file; [] when missing. A last line without its newline is what an
-    interrupted write left and is ignored; any other bad line is a ManifestError naming it."""
+# A manifest holds one short line per output; one this large is not a manifest.
+MAX_MANIFEST_BYTES = 512 * 2**20
+# The fields every line teacli writes has (manifest_entry); a user's JSONL lacks most of them.
+MANIFEST_FIELDS = frozenset({"index", "prompt", "seed", "options", "settings", "file", "computed", "calls"})
+
+
+def manifest_line(entry: Mapping[str, Any]) -> str:
+    """One manifest line exactly as teacli writes it (without its newline)."""
+    return json.dumps(dict(entry), ensure_ascii=False)
+
+
+def parse_manifest_line(line: str) -> dict[str, Any] | None:
+    """The entry of a line teacli wrote, or None: it must carry teacli's fields and read back to the same text,
+    so a user's JSON lines (reformatted, other fields) are never taken for teacli's and rewritten."""
     try:
-        text = Path(path).read_text(encoding="utf-8")
+        entry = json.loads(line)
+    except (json.JSONDecodeError, RecursionError):
+        return None
+    if not isinstance(entry, dict) or not MANIFEST_FIELDS <= entry.keys() or not isinstance(entry["index"], int):
+        return None
+    return entry if manifest_line(entry) == line else None
+
+
+def manifest_bytes(path: Path) -> bytes | None:
+    """A manifest's bytes, None when it does not exist; ManifestError unless it is a readable regular file."""
+    try:
+        mode = os.stat(path).st_mode
     except FileNotFoundError:
+        return None
+    except OSError as error:
+        raise ManifestError(f"manifest {path} cannot be read ({error.strerror}); pick another --manifest") from None
+    if not stat.S_ISREG(mode):
+        raise ManifestError(
+            f"manifest {path} is not a regular file (a folder, device or pipe); pick another --manifest"
+        )
+    try:
+        with open(path, "rb") as source:
+            data = source.read(MAX_MANIFEST_BYTES + 1)
+    except OSError as error:
+        raise ManifestError(f"manifest {path} cannot be read ({error.strerror}); pick another --manifest") from None
+    if len(data) > MAX_MANIFEST_BYTES:
+        raise ManifestError(f"manifest {path} is larger than any teacli manifest; pick another --manifest")
+    return data
+
+
+def read_manifest(path: Path) -> list[dict[str, Any]]:
+    """The entries of a manifest (or part) file; [] when missing. A last line that is the start of one of
+    teacli's lines (an interrupted write) is ignored; any line that is not teacli's is a ManifestError naming it."""
+    data = manifest_bytes(Path(path))
+    if data is None:
         return []
-    except (OSError, UnicodeDecodeError) as error:
-        raise ManifestError(f"manifest {path} cannot be read ({error}); pick another --manifest") from None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise ManifestError(f"manifest {path} cannot be read ({error.reason}); pick another --manifest") from None
     lines = text.split("\n")
-    tail = lines.pop()  # after the last newline: empty, or a line an interrupted write cut short
-    if tail and not is_cut_manifest_line(tail.encode("utf-8")):
+    tail = lines.pop()  # after the last newline: empty, a whole line missing its newline, or a line cut short
+    if tail and tail_kind(tail.encode("utf-8")) == "line":
+        lines.append(tail)
+    elif tail and tail_kind(tail.encode("utf-8")) == "foreign":
         raise ManifestError(
             f"manifest {path} line {len(lines) + 1} is not a teacli manifest line; pick another --manifest or --out-dir"
         )
@@ -192,11 +255,8 @@ def read_manifest(path: Path) -> list[dict[str, Any]]:
     for number, line in enumerate(lines, start=1):
         if not line.strip():
             continue
-        try:
-            entry = json.loads(line)
-        except json.JSONDecodeError:
-            entry = None
-        if not isinstance(entry, dict) or not isinstance(entry.get("index"), int):
+        entry = parse_manifest_line(line)
+        if entry is None:
             raise ManifestError(
                 f"manifest {path} line {number} is not a teacli manifest line; pick another --manifest or --out-dir"
             )
@@ -235,12 +295,26 @@ def merge_manifest(manifest: Path, entries: Iterable[Mapping[str, Any]] = ()) ->
 
 
 # Every manifest line starts so (manifest_entry puts "index" first): what an interrupted write leaves of one.
-MANIFEST_LINE_START = b'{"index": '
+CUT_LINE = re.compile(rb'\{"index": [0-9]+(, .*)?')
 
 
-def is_cut_manifest_line(tail: bytes) -> bool:
-    """Whether `tail`, the bytes after a manifest's last newline, is the start of a line teacli was writing."""
-    return tail.startswith(MANIFEST_LINE_START)
+def tail_kind(tail: bytes) -> str:
+    """What the bytes after a manifest's last newline are: "line" (one of teacli's lines, whole but for its
+    newline), "cut" (the start of one, which an interrupted write left) or "foreign" (anything else: the
+    user's, never to be truncated)."""
+    try:
+        text = tail.decode("utf-8")
+    except UnicodeDecodeError:
+        text = None  # a write cut inside a character
+    if text is not None and parse_manifest_line(text) is not None:
+        return "line"
+    if text is not None:
+        try:
+            json.loads(text)
+            return "foreign"  # whole JSON, but not teacli's line
+        except (json.JSONDecodeError, RecursionError):
+            pass
+    return "cut" if CUT_LINE.fullmatch(tail) else "foreign"
 
 
 class ManifestWriter:
@@ -248,38 +322,50 @@ class ManifestWriter:
 
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
-        self._file = open(self.path, "a+b")  # noqa: SIM115 - kept open for the run, closed by close()
-        self._drop_cut_line()
+        self._file: Any = None  # opened on the first line: a run that makes nothing leaves no manifest behind
 
-    def _drop_cut_line(self) -> None:
+    def _open(self) -> None:
+        self._file = open(self.path, "a+b")  # noqa: SIM115 - kept open for the run, closed by close()
+        self._end_last_line()
+
+    def _end_last_line(self) -> None:
         """A line an interrupted run cut short would glue onto the next one: cut it off, but only when it is
-        the start of a line teacli writes; any other bytes are the user's and are never truncated."""
+        the start of a line teacli writes (a whole line only missing its newline gets one); any other bytes are
+        the user's and are never truncated."""
         size = self._file.seek(0, os.SEEK_END)
         if size == 0:
             return
         self._file.seek(0)
         data = self._file.read()
-        if not data.endswith(b"\n"):
-            start = data.rfind(b"\n") + 1
-            if not is_cut_manifest_line(data[start:]):
-                self._file.close()
-                line = data.count(b"\n") + 1
-                raise ManifestError(
-                    f"manifest {self.path} line {line} is not a teacli manifest line; "
-                    "pick another --manifest or --out-dir"
-                )
+        if data.endswith(b"\n"):
+            return
+        start = data.rfind(b"\n") + 1
+        kind = tail_kind(data[start:])
+        if kind == "foreign":
+            self.close()
+            line = data.count(b"\n") + 1
+            raise ManifestError(
+                f"manifest {self.path} line {line} is not a teacli manifest line; pick another --manifest or --out-dir"
+            )
+        if kind == "line":
+            self._file.write(b"\n")
+        else:
             self._file.truncate(start)
-            self._file.seek(0, os.SEEK_END)
+        self._file.seek(0, os.SEEK_END)
 
     def append(self, entry: Mapping[str, Any]) -> None:
-        line = (json.dumps(dict(entry), ensure_ascii=False) + "\n").encode("utf-8")
+        if self._file is None:
+            self._open()
+        line = (manifest_line(entry) + "\n").encode("utf-8")
         with sigint_deferred():
             self._file.write(line)
             self._file.flush()
             os.fsync(self._file.fileno())
 
     def close(self) -> None:
-        self._file.close()
+        if self._file is not None:
+            self._file.close()
+            self._file = None
 
     def __enter__(self) -> ManifestWriter:
         return self
@@ -315,17 +401,19 @@ def plan_jobs(
     suffix: str,
     settings_of: Callable[[PromptJob], Mapping[str, Any]],
     overwrite: bool = False,
-    made_for: Callable[[Path, PromptJob], bool] | None = None,
+    made_for: Callable[[Path, PromptJob, Mapping[str, Any]], bool] | None = None,
 ) -> Plan:
     """Skip the prompts the manifest (and its part files) records with the same index, prompt, seed and settings
     whose file still exists; make the rest. A recorded prompt that differs is a ManifestError: the manifest
     belongs to another prompts file or other settings. An existing file in the way of a prompt to make is an
-    OutputError, unless `made_for(path, job)` says it is an earlier, unrecorded output of that very prompt (a run
-    stopped between writing it and recording it) or `overwrite`; those are replaced. With overwrite nothing is
-    skipped."""
+    OutputError, unless `made_for(path, job, settings)` says it is an earlier, unrecorded output of that very prompt
+    and settings (a run stopped between writing it and recording it) or `overwrite`; those are replaced. With
+    overwrite nothing is skipped. The manifest is never one of the outputs."""
     recorded = recorded_entries(manifest)
     plan = Plan()
     for job in jobs:
+        if (out_dir / output_name(job, suffix)).resolve() == manifest.resolve():
+            raise OutputError(f"--manifest {manifest} is the output of prompt {job.index} too; pick another --manifest")
         entry = recorded.get(job.index)
         if entry is not None and not overwrite:
             check_entry(entry, job, settings_of(job), manifest)
@@ -334,7 +422,7 @@ def plan_jobs(
                 continue
         path = out_dir / output_name(job, suffix)
         if path.exists() or path.is_symlink():
-            if not (overwrite or (made_for is not None and made_for(path, job))):
+            if not (overwrite or (made_for is not None and made_for(path, job, settings_of(job)))):
                 raise OutputError(
                     f"{path} already exists and the manifest does not list it; pass --overwrite to replace it "
                     "or choose another --out-dir"

@@ -7,6 +7,8 @@ user's prompts will give.
 
 from __future__ import annotations
 
+import os
+import stat
 from pathlib import Path
 
 BUILTIN_PROMPTS: tuple[str, ...] = (
@@ -102,19 +104,40 @@ class PromptsError(ValueError):
     """The prompts file cannot be used; the message says why and what to do."""
 
 
-def read_prompts(path: str | Path) -> list[str]:
-    """One prompt a line; blank lines and lines starting with '#' are skipped."""
+# A prompts file this large is not a list of prompts (a million prompts of a hundred characters is 100 MB).
+MAX_PROMPTS_BYTES = 256 * 2**20
+
+
+def prompts_text(path: str | Path) -> str:
+    """The text of a prompts file: a regular file (never a device or a pipe, which could be endless), at most
+    MAX_PROMPTS_BYTES, UTF-8 with or without a byte-order mark."""
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        mode = os.stat(path).st_mode
     except FileNotFoundError:
         raise PromptsError(f"--prompts {path} does not exist; give a text file with one prompt a line") from None
-    except IsADirectoryError:
-        raise PromptsError(f"--prompts {path} is a directory; give a text file with one prompt a line") from None
     except OSError as error:
         raise PromptsError(f"--prompts {path} cannot be read ({error.strerror or error})") from None
+    if stat.S_ISDIR(mode):
+        raise PromptsError(f"--prompts {path} is a directory; give a text file with one prompt a line")
+    if not stat.S_ISREG(mode):
+        raise PromptsError(f"--prompts {path} is not a regular file (a device or a pipe); give a text file")
+    try:
+        with open(path, "rb") as source:
+            data = source.read(MAX_PROMPTS_BYTES + 1)
+    except OSError as error:
+        raise PromptsError(f"--prompts {path} cannot be read ({error.strerror or error})") from None
+    if len(data) > MAX_PROMPTS_BYTES:
+        raise PromptsError(f"--prompts {path} is larger than {MAX_PROMPTS_BYTES // 2**20} MiB; split it")
+    try:
+        return data.decode("utf-8-sig")  # an editor's byte-order mark is not part of the first prompt
     except UnicodeDecodeError:
         raise PromptsError(f"--prompts {path} is not UTF-8 text; save it as UTF-8, one prompt a line") from None
+
+
+def read_prompts(path: str | Path) -> list[str]:
+    """One prompt a line; blank lines and lines starting with '#' are skipped."""
+    text = prompts_text(path)
     prompts = [line.strip() for line in text.splitlines()]
     prompts = [line for line in prompts if line and not line.startswith("#")]
     if not prompts:

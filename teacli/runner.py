@@ -136,6 +136,16 @@ def fit_size(pipe: Any, request: GenerationRequest) -> tuple[GenerationRequest, 
     )
 
 
+def made_frames(request: GenerationRequest, output: Any) -> tuple[GenerationRequest, str | None]:
+    """The request with the number of frames the pipeline really made (video models round it, Wan to 4k + 1),
+    and a warning when that is not what was asked; the metadata then records the truth."""
+    frames = getattr(output, "frames", None)
+    if request.frames is None or not isinstance(frames, list) or len(frames) == request.frames:
+        return request, None
+    note = f"{request.frames} frames were asked for; the pipeline made {len(frames)}, which the metadata records"
+    return replace(request, frames=len(frames)), note
+
+
 def pipeline_kwargs(pipe: Any, request: GenerationRequest) -> dict[str, Any]:
     """The keyword arguments for `pipe(...)`, using only the names this pipeline takes."""
     request, _ = fit_size(pipe, request)  # callers that record the size fitted it already, with a warning
@@ -224,13 +234,20 @@ def outputs_of(pipe: Any, result: Any, request: GenerationRequest) -> list[Any]:
 
 def open_image(path: str | Path) -> Any:
     """An input image as RGB, read fully now so a bad file fails before the model loads."""
+    import os
+    import stat
+
     from PIL import Image, UnidentifiedImageError
 
     try:
+        if not stat.S_ISREG(os.stat(path).st_mode):  # a pipe or a device would block or never end
+            raise GenerationError(f"--image {path} is not a regular file; give a PNG, JPEG or WebP file")
         with Image.open(path) as image:
             return image.convert("RGB")
     except FileNotFoundError:
         raise GenerationError(f"--image {path} does not exist; give a PNG, JPEG or WebP file") from None
+    except Image.DecompressionBombError:
+        raise GenerationError(f"--image {path} is too large to be an input image (Pillow's size limit)") from None
     except (UnidentifiedImageError, OSError) as error:
         reason = "not an image Pillow can read" if isinstance(error, UnidentifiedImageError) else str(error)
         raise GenerationError(f"--image {path}: {reason}; give a PNG, JPEG or WebP file") from None

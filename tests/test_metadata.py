@@ -281,12 +281,13 @@ def test_written_files_have_the_usual_permissions(tmp_path):
 
 def test_ctrl_c_while_committing_waits_until_every_file_is_in_place():
     reached = []
+    previous = signal.getsignal(signal.SIGINT)
     with pytest.raises(KeyboardInterrupt):
         with sigint_deferred():
             os.kill(os.getpid(), signal.SIGINT)
             reached.append("after the signal")
     assert reached == ["after the signal"]
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    assert signal.getsignal(signal.SIGINT) is previous
 
 
 def names(paths):

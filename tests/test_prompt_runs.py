@@ -139,7 +139,8 @@ def test_names_are_stable_readable_and_never_shared():
 
 def entry(index, prompt="p", seed=None, file=None, **more):
     seed = index if seed is None else seed
-    return {"index": index, "prompt": prompt, "seed": seed, "file": file or f"{index}.png", "settings": {}, **more}
+    fields = {"options": {}, "settings": {}, "file": file or f"{index}.png", "computed": 1, "calls": 2, **more}
+    return {"index": index, "prompt": prompt, "seed": seed, **fields}
 
 
 def test_writer_appends_whole_lines_and_cuts_a_line_an_interrupted_run_left(tmp_path):
@@ -206,7 +207,7 @@ def test_a_file_in_the_way_is_refused_unless_it_is_this_prompts_or_overwrite(tmp
     (tmp_path / output_name(job, ".png")).write_bytes(b"someone else's")
     with pytest.raises(OutputError, match="already exists and the manifest does not list it"):
         make_plan(tmp_path, [job])
-    assert make_plan(tmp_path, [job], made_for=lambda path, job: True).replace == {0}
+    assert make_plan(tmp_path, [job], made_for=lambda path, job, settings: True).replace == {0}
     assert make_plan(tmp_path, [job], overwrite=True).replace == {0}
 
 

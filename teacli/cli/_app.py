@@ -189,7 +189,10 @@ class OneLineErrorsGroup(TyperGroup):
         standalone_mode: bool = True,
         **extra: Any,
     ) -> Any:
+        from . import _signals
+
         args, debug = take_debug_flag(sys.argv[1:] if args is None else list(args))
+        saved = _signals.handlers()  # a command run in-process leaves the caller's signal handling as it was
         try:
             with _command_resources:
                 code = super().main(
@@ -211,6 +214,7 @@ class OneLineErrorsGroup(TyperGroup):
             code = EXIT_USER_ERROR
         code = code if isinstance(code, int) else 0
         code = flush_stdout(code)
+        _signals.restore(saved)
         if standalone_mode:
             sys.exit(code)
         return code
@@ -262,6 +266,7 @@ def describe_failure(error: BaseException) -> str:
     if isinstance(error, OSError):
         where = f" ({error.filename})" if getattr(error, "filename", None) else ""
         if error.errno == errno.ENOSPC:
+            where = where or " (writing the report, or a file)"
             return f"no space left on the device{where}; free some space or write elsewhere; nothing was replaced"
         if isinstance(error, BrokenPipeError):
             return "the report could not be written: the pipe reading stdout was closed"

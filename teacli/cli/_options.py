@@ -63,7 +63,7 @@ COEFFICIENTS_FORM = "2-7 comma-separated numbers, highest power first, e.g. 498.
 def check_thresh(value: float) -> float:
     if math.isnan(value) or math.isinf(value) or value < 0:
         raise CLIError(f"--thresh must be a finite number >= 0 (0 disables caching), got {value}")
-    return value
+    return limits.check("thresh", value, CLIError, "--thresh")
 
 
 def parse_thresholds(text: str) -> list[float]:

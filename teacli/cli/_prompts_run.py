@@ -195,9 +195,15 @@ def _check_prompt_options(preset: Any, jobs: list[Any], prompts: Path) -> None:
                 ) from None
 
 
-def _made_for(path: Path, job: Any) -> bool:
+# What an output's metadata must match for a run to take it as its own unrecorded output (sizes are recorded as
+# made, which the pipeline may have rounded, so they are not compared).
+MADE_WITH = ("model", "steps", "guidance", "true_cfg", "negative_prompt", "thresh")
+
+
+def _made_for(path: Path, job: Any, settings: Any) -> bool:
     """Whether the file in the way is an earlier, unrecorded output of this prompt (a run stopped between
-    writing it and recording it): its metadata names this prompt and seed."""
+    writing it and recording it): its metadata names this prompt, seed and settings. Anything else is the
+    user's file, replaced only with --overwrite."""
     from ..media import read_metadata
     from ..output import OutputError
 
@@ -205,7 +211,9 @@ def _made_for(path: Path, job: Any) -> bool:
         metadata = read_metadata(path)
     except (OutputError, OSError, ValueError):
         return False
-    return metadata.get("prompt") == job.prompt and metadata.get("seed") == job.seed
+    if metadata.get("prompt") != job.prompt or metadata.get("seed") != job.seed:
+        return False
+    return all(metadata.get(key) == settings.get(key) for key in MADE_WITH)
 
 
 def _run_prompts(work: dict[str, Any], json_report: bool) -> None:

@@ -98,6 +98,19 @@ def held() -> Iterator[None]:
         raise Terminated(received)
 
 
+def handlers() -> dict[int, Any]:
+    """The handlers in place now, to put back with restore() (the CLI run in-process, by tests or a script)."""
+    return {number: signal.getsignal(number) for number in (signal.SIGINT, *stop_signals())}
+
+
+def restore(saved: dict[int, Any]) -> None:
+    if threading.current_thread() is not threading.main_thread():
+        return
+    for number, handler in saved.items():
+        if handler is not None:
+            signal.signal(number, handler)
+
+
 def install() -> None:
     """The raising handlers at once (for callers that import teacli's CLI in-process)."""
     _set_handlers(_stop)

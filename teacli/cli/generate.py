@@ -175,7 +175,7 @@ def generate(
     from ..media import MediaKind, mp4_available, save_output
     from ..metadata import output_metadata
     from ..report import GenerationSummary, render_generation
-    from ..runner import GenerationRequest, fit_size
+    from ..runner import GenerationRequest, fit_size, made_frames
     from ._checks import check_settings, schedule_warning, thresh_warning
     from ._prompts_run import generate_prompts
     from ._session import (
@@ -249,6 +249,8 @@ def generate(
         fps=fps,
         num_images=num_images,
     )
+    if kind is not MediaKind.video:  # a preset's frames or fps mean nothing to an image or sound model
+        request = replace(request, frames=None, fps=None)
     threshold = preset.thresh if thresh is None else thresh
     check_settings([schedule_warning(request.steps), thresh_warning(threshold, preset)], strict)
 
@@ -269,6 +271,8 @@ def generate(
             session, request, f"TeaCache {threshold:g}", lambda: (stats.computed, len(stats.records))
         )
         handle.remove()
+        request, frames_note = made_frames(request, result.output)
+        check_settings([frames_note], strict=False)
         for index, (output, path) in enumerate(zip(result.outputs, outs)):
             metadata = output_metadata(
                 request,
