@@ -93,10 +93,20 @@ def write_atomic_group(files: Sequence[tuple[Path, Writer]], overwrite: bool = F
             temporary.unlink(missing_ok=True)  # renamed ones are gone already
 
 
+# Every file this process put in place, in order: what an interrupted or failed command says it wrote.
+WRITTEN: list[Path] = []
+
+
+def written_summary() -> str:
+    """'nothing was written', or 'wrote only A, B' (complete files this process put in place)."""
+    return f"wrote only {', '.join(map(str, WRITTEN))}" if WRITTEN else "nothing was written"
+
+
 def _commit(renames: list[tuple[Path, Path]], overwrite: bool) -> None:
     if overwrite:
         for temporary, path in renames:
             os.replace(temporary, path)
+            WRITTEN.append(path)
         return
     placed: list[Path] = []
     try:
@@ -107,6 +117,7 @@ def _commit(renames: list[tuple[Path, Path]], overwrite: bool) -> None:
         for path in placed:  # ours, made a moment ago: the group is all or nothing
             path.unlink(missing_ok=True)
         raise
+    WRITTEN.extend(placed)
 
 
 def _place_new(temporary: Path, path: Path) -> None:

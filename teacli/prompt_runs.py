@@ -288,7 +288,9 @@ def merge_manifest(manifest: Path, entries: Iterable[Mapping[str, Any]] = ()) ->
     lines = [merged[index] for index in sorted(merged)]
     text = "".join(json.dumps(entry, ensure_ascii=False) + "\n" for entry in lines)
     # Replacing is safe: every line was read back as teacli's own above (read_manifest refuses anything else).
-    write_atomic(manifest, lambda temporary: temporary.write_text(text, encoding="utf-8"), overwrite=True)
+    # Through a symbolic link the file it points to is rewritten, and the user's link stays a link.
+    target = manifest.resolve() if manifest.is_symlink() else manifest
+    write_atomic(target, lambda temporary: temporary.write_text(text, encoding="utf-8"), overwrite=True)
     for part in parts:
         part.unlink(missing_ok=True)
     return lines

@@ -259,6 +259,51 @@ CASES = [
         "experts.transformer_2",
         setup=preset_file("experts.yaml", experts="{transformer_2: {thresh: 0.2}}"),
     ),
+    # second round: more of the same classes
+    Case("out-as-a-read-only-format", (*G, "--out", "picture.psd"), "cannot write one as '.psd'"),
+    Case(
+        "manifest-is-dev-null",
+        ("generate", "--prompts", "p.txt", "--manifest", "/dev/null", *FAST),
+        "is not a regular file",
+    ),
+    Case(
+        "manifest-is-an-output",
+        ("generate", "--prompts", "p.txt", "--manifest", "00000-a-red-circle-on-a-blue-background-s0.png", *FAST),
+        "is the output of prompt 0",
+    ),
+    Case(
+        "manifest-users-complete-last-line",
+        ("generate", "--prompts", "p.txt", "--manifest", "mine.jsonl", *FAST),
+        "is not a teacli manifest line",
+        setup=write("mine.jsonl", '{"index": 6, "mine": true}'),
+    ),
+    Case(
+        "prompts-is-a-fifo",
+        ("generate", "--prompts", "queue.txt", *FAST),
+        "is not a regular file",
+        setup=fifo("queue.txt"),
+    ),
+    Case(
+        "image-is-a-fifo",
+        ("generate", PROMPT, "--model", "tiny-flux-kontext", "--image", "in.png", *FAST),
+        "is not a regular file",
+        setup=fifo("in.png"),
+    ),
+    Case(
+        "lora-pickle-without-its-suffix",
+        (*G, "--lora", "style.lora"),
+        "--allow-pickle only if you trust it",
+        setup=write("style.lora", b"PK\x03\x04 a torch.save archive"),
+    ),
+    Case(
+        "bench-json-and-plot-the-same-file", ("bench", "--json", "same.png", "--plot", "same.png"), "both name same.png"
+    ),
+    Case(
+        "jsonl-lone-surrogate",
+        ("generate", "--prompts", "s.jsonl", *FAST),
+        "lone surrogate",
+        setup=write("s.jsonl", '{"prompt": "a \\ud800 circle"}\n'),
+    ),
     # a FIFO in a preset folder is skipped (it would block every command), not read
     Case(
         "presets-folder-holds-a-fifo",

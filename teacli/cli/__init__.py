@@ -22,6 +22,32 @@ def main() -> None:
         _signals.forget_handled_interrupt()
 
 
+def run() -> None:
+    """The console script and `python -m teacli`: main(), then leave at once with its exit code.
+
+    Unloading torch, diffusers and transformers at interpreter exit takes a second or two, during which Python
+    has put the default signal handlers back: a Ctrl-C then would kill the process without a word. Every file
+    is complete and closed by now, so there is nothing left for the interpreter to clean up."""
+    import os
+    import sys
+
+    from . import _signals
+
+    try:
+        main()
+        code = 0
+    except SystemExit as exit:
+        code = exit.code if isinstance(exit.code, int) else (0 if exit.code is None else 1)
+    _signals.hold()  # from here on a signal changes nothing: the run is over
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            if stream is not None:
+                stream.flush()
+        except (OSError, ValueError):
+            pass
+    os._exit(code)
+
+
 def __getattr__(name: str) -> Any:
     if name == "app":
         from ._commands import app

@@ -156,11 +156,27 @@ def _stdout_reserved() -> Iterator[None]:
             pass
 
 
+def broken_pipe() -> CLIError:
+    from ..output import written_summary
+
+    return CLIError(f"stdout was closed before the report was written (a broken pipe); {written_summary()}")
+
+
+class ReportConsole(Console):
+    """Rich's console for the report on stdout; a closed pipe is one error line (Rich would exit 1 silently)."""
+
+    def on_broken_pipe(self) -> None:
+        silence_stdout()
+        raise broken_pipe()
+
+
 class Interrupted(CLIError):
     """Ctrl-C or SIGTERM that reached the top of a command: Typer would turn it into a silent exit 130."""
 
     def __init__(self, interrupt: KeyboardInterrupt) -> None:
-        super().__init__("interrupted; nothing was written")
+        from ..output import written_summary
+
+        super().__init__(f"interrupted; {written_summary()}")
         self.exit_code = interrupt_exit_code(interrupt)
 
 
@@ -179,7 +195,7 @@ class OneLineErrorsGroup(TyperGroup):
             raise Interrupted(interrupt) from None
         except BrokenPipeError:  # Typer would exit 1 without a word
             silence_stdout()
-            raise CLIError("stdout was closed before the report was written (a broken pipe)") from None
+            raise broken_pipe() from None
 
     def main(
         self,

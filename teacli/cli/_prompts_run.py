@@ -11,6 +11,7 @@ import typer
 from ._app import (
     EXIT_USER_ERROR,
     CLIError,
+    ReportConsole,
     interrupt_exit_code,
     print_error,
     print_json,
@@ -392,7 +393,6 @@ def _report(work: dict[str, Any], statuses: list[dict[str, Any]], backend: str |
     """One table for the whole run (a row per rank), and with --json the same as JSON on stdout."""
     import time
 
-    from rich.console import Console
     from rich.table import Table
 
     from ..prompt_runs import summarize
@@ -435,7 +435,7 @@ def _report(work: dict[str, Any], statuses: list[dict[str, Any]], backend: str |
         "ranks": ranks,
         "outputs": [str(work["manifest"].parent / entry["file"]) for entry in sorted(made, key=lambda e: e["index"])],
     }
-    console = Console(stderr=True) if json_report else Console()
+    console = ReportConsole(stderr=json_report)
     table = Table(
         title=f"{work['preset'].name}: {len(work['jobs'])} prompts from {work['prompts']}",
         caption="computed / forced (first and last steps, cache window) / cached transformer calls of the outputs "

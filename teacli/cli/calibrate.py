@@ -11,6 +11,7 @@ import typer
 from ..catalog import Preset
 from ._app import (
     CLIError,
+    ReportConsole,
     import_libraries,
     interrupt_exit_code,
     print_error,
@@ -82,7 +83,6 @@ def calibrate(
 ) -> None:
     """Fit TeaCache coefficients on a model (uncached runs over prompts) and write a preset with them."""
     import_libraries()
-    from rich.console import Console
 
     from ..calibration import MAX_ORDER, MIN_ORDER, MIN_STEPS, CalibrationSettings, run_calibration
     from ..catalog import preset_to_dict
@@ -146,7 +146,7 @@ def calibrate(
         print_error("interrupted; nothing was written")
         raise typer.Exit(interrupt_exit_code(interrupt)) from None
 
-    console = Console(stderr=json_report)  # with --json stdout carries the JSON alone
+    console = ReportConsole(stderr=json_report)  # with --json stdout carries the JSON alone
     render_calibration(result, console)
     calibrated = result.preset(preset, preset_name)
     write_preset(calibrated, out, overwrite)

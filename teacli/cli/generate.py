@@ -11,6 +11,7 @@ import typer
 
 from ._app import (
     CLIError,
+    ReportConsole,
     import_libraries,
     interrupt_exit_code,
     print_error,
@@ -167,7 +168,6 @@ def generate(
     if json_report:
         reserve_stdout_for_json("--json")
     import_libraries()
-    from rich.console import Console
 
     from ..calibration import steps_note
     from ..hook import apply_teacache
@@ -323,10 +323,10 @@ def generate(
     if kind is MediaKind.video and outs[0].suffix.lower() == ".gif" and not mp4_available():
         summary.notes.append("no MP4 encoder installed, so the video is a GIF: pip install 'teacli[video]' for MP4")
     if json_report:
-        render_generation(summary, Console(stderr=True))
+        render_generation(summary, ReportConsole(stderr=True))
         print_json(summary.to_dict())
     else:
-        render_generation(summary, Console())
+        render_generation(summary, ReportConsole())
 
 
 # --- many prompts: generate --prompts FILE -----------------------------------------------------------------------

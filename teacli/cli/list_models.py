@@ -14,12 +14,11 @@ def list_models() -> None:
     import_libraries()
     setup_logging(False)  # a preset folder's skipped files are told as warnings
     import diffusers
-    from rich.console import Console
     from rich.table import Table
 
     from ..catalog import all_presets
     from ..registry import supported_classes
-    from ._app import quiet_libraries
+    from ._app import ReportConsole, quiet_libraries
 
     quiet_libraries()
     presets = sorted(all_presets().values(), key=lambda p: (p.is_test_model, p.transformer, p.name))
@@ -43,7 +42,7 @@ def list_models() -> None:
             availability(preset, diffusers),
             end_section=_last_real_model(preset, presets),
         )
-    console = Console()
+    console = ReportConsole()
     console.print(table)
     print_user_presets([p for p in presets if p.is_user], console)
     console.print(f"{len(supported_classes())} transformer classes have an extractor: {', '.join(supported_classes())}")
