@@ -252,7 +252,12 @@ def cached_snapshot(repo_id: str, revision: str = "main") -> Path | None:
     """
     from huggingface_hub import constants
     from huggingface_hub.file_download import repo_folder_name
+    from huggingface_hub.utils import HFValidationError, validate_repo_id
 
+    try:
+        validate_repo_id(repo_id)
+    except HFValidationError:
+        return None  # not a hub id (a file path, say): nothing of it can be cached
     repo = Path(constants.HF_HUB_CACHE) / repo_folder_name(repo_id=repo_id, repo_type="model")
     ref = repo / "refs" / revision
     if ref.is_file():
@@ -312,6 +317,8 @@ def _borrowed_preset(model: str, *, offline: bool = False) -> Preset:
             f"unknown model '{model}': not a preset, a preset file, a local pipeline directory or a reachable hub id "
             f"({type(error).__name__}); see `teacli list-models` for the presets"
         ) from None
+    if not isinstance(index, dict):
+        raise ModelError(f"model '{model}': its model_index.json is not a mapping of components; download it again")
     pipeline = index.get("_class_name")
     # [module, class]: a pipeline class shipped as code in the repository
     if pipeline is not None and not isinstance(pipeline, str):
