@@ -10,11 +10,16 @@ The peers' settings are first fitted to the pipeline and request (`Peer.fit`): a
 cannot take runs adapted, its row named by what ran and one warning line saying so. A peer that fails
 (fitting, preparing, applying or running) is dropped with one line and listed under `skipped`; the
 rest of the bench goes on.
+
+Over many prompts (`run_prompts_bench`, `teacli bench --prompts`), every configuration runs on every caption
+and each picture is scored against its own caption's vanilla picture; a row gives the mean and spread over
+captions, and teacli.frontier compares the caches at equal computed calls along their curves.
 """
 
 from __future__ import annotations
 
 import logging
+import statistics
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -265,18 +270,49 @@ def _measured_rows(
     one (a position in the round can carry its own cost: caches, clocks). A peer that fails is dropped
     with one warning line (its rows go, the bench goes on); on_run still hears of the runs it would have
     made, so a progress bar sized for every configuration ends full."""
-    from .peers import PeerError
-
     expected = (warmup + runs) * len(configs)
+    configs, dropped = _fitted_and_prepared(runner, request, configs)
+    failed = dict(dropped)
+    rows = [BenchRow(config) for config in configs]
+    made = _rounds(runner, request, rows, failed, dropped, runs=runs, warmup=warmup, on_run=on_run)
+    for _ in range(expected - made):
+        on_run("skipped")
+    return [row for row in rows if row.config.method not in failed], dropped
+
+
+def _fitted_and_prepared(
+    runner: ConfigRunner, request: GenerationRequest, configs: Sequence[BenchConfig]
+) -> tuple[list[BenchConfig], Dropped]:
+    """The configurations as they run on this pipeline (ConfigRunner.fit), their peers prepared for
+    `request`; the peers dropped on the way, each said in one warning line."""
     configs, dropped = runner.fit(configs, request)
     dropped += runner.prepare(configs, request)
     for method, reason in dropped:
         logger.warning("skipping %s: %s", method, reason)
-    failed = dict(dropped)
-    rows = [BenchRow(config) for config in configs]
+    return configs, dropped
+
+
+def _rounds(
+    runner: ConfigRunner,
+    request: GenerationRequest,
+    rows: list[BenchRow],
+    failed: dict[str, str],
+    dropped: Dropped,
+    *,
+    runs: int,
+    warmup: int,
+    first_shift: int = 0,
+    on_run: Callable[[str], None] = lambda label: None,
+    on_first: Callable[[Run], None] | None = None,
+) -> int:
+    """`warmup` unmeasured then `runs` measured rounds over the rows, round i starting at row first_shift + i;
+    the measured runs go to their rows. A peer that fails goes into `failed` and `dropped` (one warning line)
+    and runs no more. on_first hears of the first run made. Returns how many runs were made."""
+    from .peers import PeerError
+
     made = 0
     for round_index in range(warmup + runs):
-        shift = round_index % len(rows)
+        shift = (first_shift + round_index) % len(rows)
         for row in rows[shift:] + rows[:shift]:
             if row.config.method in failed:
                 continue
@@ -289,13 +325,13 @@ def _measured_rows(
                 dropped.append((row.config.method, str(error)))
                 logger.warning("skipping %s: %s", row.config.method, error)
                 continue
+            if made == 0 and on_first is not None:
+                on_first(run)
             if round_index >= warmup:
                 row.runs.append(run)
             made += 1
             on_run(row.name if round_index >= warmup else f"warm-up {row.name}")
-    for _ in range(expected - made):
-        on_run("skipped")
-    return [row for row in rows if row.config.method not in failed], dropped
+    return made
 
 
 def _scored(rows: list[BenchRow]) -> BenchResult:
@@ -305,6 +341,203 @@ def _scored(rows: list[BenchRow]) -> BenchResult:
         row.quality = quality(row.runs[0].output, reference)
         row.runs = [replace(run, output=None) for run in row.runs]
     return BenchResult(rows)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# many prompts: every configuration on every caption, compared at equal computed calls (teacli.frontier)
+
+
+@dataclass
+class PromptsRow:
+    """One configuration over every caption: per caption a BenchRow (its runs, its quality against that
+    caption's own vanilla output), in caption order."""
+
+    config: BenchConfig
+    captions: list[BenchRow] = field(default_factory=list)
+
+    @property
+    def name(self) -> str:
+        return self.config.name
+
+    @property
+    def computed(self) -> float:
+        """Mean computed transformer calls per picture."""
+        return statistics.fmean(row.computed for row in self.captions)
+
+    @property
+    def total(self) -> int:
+        return self.captions[0].total
+
+    @property
+    def seconds(self) -> float:
+        """Mean over captions of each caption's median seconds."""
+        return statistics.fmean(row.median for row in self.captions)
+
+    @property
+    def seconds_per_call(self) -> float:
+        return statistics.fmean(row.seconds_per_call for row in self.captions)
+
+    @property
+    def transformer_share(self) -> float:
+        return statistics.fmean(row.transformer_share for row in self.captions)
+
+    @property
+    def peak_memory_bytes(self) -> int | None:
+        peaks = [peak for row in self.captions if (peak := row.peak_memory_bytes) is not None]
+        return max(peaks) if peaks else None
+
+    def values(self, measure: str) -> list[float]:
+        """Per caption PSNR (identical outputs at PSNR_CAP) or SSIM, the captions that have one."""
+        found = [row.quality.psnr_capped if measure == "psnr" else row.quality.ssim for row in self.captions]
+        return [value for value in found if value is not None]
+
+
+@dataclass
+class PromptsBenchResult:
+    rows: list[PromptsRow]  # vanilla first
+    requests: list[GenerationRequest]  # caption i: its prompt, seed + i
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+    dropped: Dropped = field(default_factory=list)
+
+    @property
+    def vanilla(self) -> PromptsRow:
+        return self.rows[0]
+
+    @property
+    def calls_per_picture(self) -> int:
+        return self.vanilla.total
+
+    def speedup(self, row: PromptsRow) -> float:
+        return self.vanilla.seconds / row.seconds
+
+    def ideal_speedup(self, row: PromptsRow) -> float:
+        """As BenchResult.ideal_speedup, with mean seconds and mean cached calls over the captions."""
+        saved = (row.total - row.computed) * self.vanilla.seconds_per_call
+        remaining = self.vanilla.seconds - saved
+        return self.vanilla.seconds / remaining if remaining > 0 else float("inf")
+
+    def efficiency(self, row: PromptsRow) -> float:
+        return self.speedup(row) / self.ideal_speedup(row)
+
+    def extra_memory_bytes(self, row: PromptsRow) -> int | None:
+        ours, theirs = row.peak_memory_bytes, self.vanilla.peak_memory_bytes
+        return None if ours is None or theirs is None else ours - theirs
+
+    def row_dict(self, row: PromptsRow) -> dict[str, Any]:
+        from .frontier import summary
+
+        calls = summary([caption.computed for caption in row.captions])
+        psnr, ssim = summary(row.values("psnr")), summary(row.values("ssim"))
+        identical = sum(caption.quality.identical for caption in row.captions)
+        return {
+            "name": row.name,
+            "method": row.config.method,
+            "setting": row.config.setting,
+            "computed": calls["mean"],
+            "computed_min": calls["min"],
+            "computed_max": calls["max"],
+            "cached": row.total - calls["mean"],
+            "total": row.total,
+            "seconds": [caption.median for caption in row.captions],
+            "seconds_mean": row.seconds,
+            "relative_seconds": row.seconds / self.vanilla.seconds,
+            "speedup": self.speedup(row),
+            "ideal_speedup": self.ideal_speedup(row),
+            "efficiency": self.efficiency(row),
+            "psnr": psnr["mean"],
+            "psnr_std": psnr["std"],
+            "psnr_min": psnr["min"],
+            "psnr_max": psnr["max"],
+            "psnr_capped": bool(row.captions) and identical == len(row.captions),
+            "identical_captions": identical,
+            "ssim": ssim["mean"],
+            "ssim_std": ssim["std"],
+            "ssim_min": ssim["min"],
+            "ssim_max": ssim["max"],
+            "peak_memory_bytes": row.peak_memory_bytes,
+            "extra_memory_bytes": self.extra_memory_bytes(row),
+            "adapted_from": row.config.adapted_from,
+            "adaptation": row.config.adaptation,
+            "per_caption": [
+                {
+                    "caption": index,
+                    "seed": request.seed,
+                    "computed": caption.computed,
+                    "total": caption.total,
+                    "seconds": caption.seconds,
+                    "seconds_median": caption.median,
+                    "psnr": caption.quality.psnr_capped,
+                    "psnr_capped": caption.quality.identical,
+                    "ssim": caption.quality.ssim,
+                }
+                for index, (caption, request) in enumerate(zip(row.captions, self.requests))
+            ],
+        }
+
+    def to_dict(self, at_calls: Sequence[float] = (), **header: Any) -> dict[str, Any]:
+        from .frontier import frontier_rows
+        from .measure import PSNR_CAP
+
+        rows = [self.row_dict(row) for row in self.rows]
+        return {
+            **header,
+            "prompts": [{"prompt": request.prompt, "seed": request.seed} for request in self.requests],
+            "calls_per_picture": self.calls_per_picture,
+            "transformer_share": self.vanilla.transformer_share,
+            "vanilla_seconds_per_transformer_call": self.vanilla.seconds_per_call,
+            "psnr_cap": PSNR_CAP,
+            "rows": rows,
+            "at_calls": list(at_calls),
+            "frontier": frontier_rows(rows, at_calls),
+            "skipped": [{"method": method, "reason": reason} for method, reason in [*self.skipped, *self.dropped]],
+        }
+
+
+def run_prompts_bench(
+    runner: ConfigRunner,
+    requests: Sequence[GenerationRequest],
+    configs: Sequence[BenchConfig],
+    *,
+    runs: int,
+    warmup: int,
+    on_run: Callable[[str], None] = lambda label: None,
+    on_first: Callable[[Run], None] | None = None,
+) -> PromptsBenchResult:
+    """Every configuration on every caption (request i: prompt i, seed + i), caption after caption: `warmup`
+    unmeasured rounds once, on the first caption, before anything is measured; then for each caption `runs`
+    measured rounds as run_bench makes them, the rotation carried on from one caption to the next, so no
+    configuration always runs first. Each output is scored against that caption's vanilla output, then
+    dropped. The peers are fitted and prepared once, on the first caption (MagCache calibrates its ratios on
+    it). on_first hears of the first run (vanilla on the first caption): the CLI checks --at-calls with it."""
+    expected = (warmup + runs * len(requests)) * len(configs)
+    configs, dropped = _fitted_and_prepared(runner, requests[0], configs)
+    failed = dict(dropped)
+    rows = [PromptsRow(config) for config in configs]
+    made = 0
+    for index, request in enumerate(requests):
+        caption_rows = [BenchRow(row.config) for row in rows]
+        made += _rounds(
+            runner,
+            request,
+            caption_rows,
+            failed,
+            dropped,
+            runs=runs,
+            warmup=warmup if index == 0 else 0,
+            first_shift=0 if index == 0 else warmup + index * runs,
+            on_run=on_run,
+            on_first=on_first if index == 0 else None,
+        )
+        reference = caption_rows[0].runs[0].output
+        for row, caption in zip(rows, caption_rows):
+            if row.config.method in failed:
+                continue
+            caption.quality = quality(caption.runs[0].output, reference)
+            caption.runs = [replace(run, output=None, outputs=[]) for run in caption.runs]
+            row.captions.append(caption)
+    for _ in range(expected - made):
+        on_run("skipped")
+    return PromptsBenchResult([row for row in rows if row.config.method not in failed], list(requests), dropped=dropped)
 
 
 @dataclass(frozen=True)

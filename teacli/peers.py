@@ -6,7 +6,9 @@
 - taylorseer: diffusers' TaylorSeerCacheConfig.
 - dbcache: cache-dit's DBCache, when the optional `cache-dit` package is installed.
 
-Each peer offers two or three settings, conservative to aggressive, so it draws a curve. `fit()` adapts
+Each peer offers two or three settings, conservative to aggressive, so it draws a curve; with `wide=True`
+(`teacli bench --sweep`) five to six, spanning few to many computed calls, so curves can be compared at equal
+computed calls (`--at-calls`). `fit()` adapts
 a setting to the pipeline and request it will run on (DBCache: Fn/Bn within the model's block count,
 separate CFG where the pipeline runs true CFG as two calls), saying so in one line. `apply()` enables
 one setting and returns an undo that leaves the pipeline exactly as it was; the diffusers peers go
@@ -115,7 +117,10 @@ class Peer:
         """None when it can run on this pipeline; else one line saying why not and what to do."""
         raise NotImplementedError
 
-    def settings(self, steps: int) -> list[PeerSetting]:
+    def settings(self, steps: int, wide: bool = False) -> list[PeerSetting]:
+        """The settings the bench runs, conservative to aggressive: the published recipes, or with `wide` a
+        sweep of 5-6 points from many computed calls to few (at 28 steps with true CFG, about 55 down to 10
+        of 56 on teacli-shapes), to draw a curve."""
         raise NotImplementedError
 
     def fit(self, pipe: Any, setting: PeerSetting, request: Any = None) -> tuple[PeerSetting, str | None]:
@@ -272,7 +277,10 @@ def _enable(modules: dict[str, torch.nn.Module], configs: dict[str, Any]) -> Cal
 class _AttributeSnapshot:
     """What enable_cache/disable_cache leave on modules: after disable_cache, every hooked block keeps its
     original bound `forward` as an instance attribute and an empty `_diffusers_hook` registry, and the
-    transformer an instance `_cache_config = None`. restore() puts back exactly the attributes there were."""
+    transformer an instance `_cache_config = None`. restore() puts back exactly the attributes there were,
+    and the registration order of each module's children: cache-dit's undo re-registers FLUX's block lists
+    in another order (single_transformer_blocks before transformer_blocks), and diffusers' FirstBlockCache
+    and teacli's call counter take the registration order as the order the blocks run in."""
 
     KEYS = ("forward", "_diffusers_hook", "_cache_config")
 
@@ -283,8 +291,17 @@ class _AttributeSnapshot:
             for root in self.roots
             for module in root.modules()
         ]
+        self.children: list[tuple[torch.nn.Module, list[str]]] = [
+            (module, list(vars(module)["_modules"])) for root in self.roots for module in root.modules()
+        ]
 
     def restore(self) -> None:
+        for module, order in self.children:
+            children = vars(module)["_modules"]
+            if list(children) != order and set(children) == set(order):
+                reordered = {name: children[name] for name in order}
+                children.clear()
+                children.update(reordered)
         for module, before in self.before:
             attrs = vars(module)
             registry = attrs.get("_diffusers_hook")
@@ -310,7 +327,9 @@ class FirstBlockCachePeer(_DiffusersPeer):
     config_name = "FirstBlockCacheConfig"
     min_blocks = 2  # apply_first_block_cache takes a head and a tail block
 
-    def settings(self, steps: int) -> list[PeerSetting]:
+    def settings(self, steps: int, wide: bool = False) -> list[PeerSetting]:
+        if wide:  # FirstBlockCacheConfig's own default 0.05 up to 0.5, far past the aggressive recipe
+            return [self._setting({"threshold": t}, str(t)) for t in (0.05, 0.08, 0.12, 0.2, 0.3, 0.5)]
         # ParaAttention's FLUX.1-dev guide (chengzeyi/ParaAttention doc/fastest_flux.md): 0.08 is "the default
         # value for FLUX models" (1.55x on an L20, 28 steps) and 0.12 its faster recipe ("a larger value to make
         # the cache take effect"); 0.2: the aggressive end, apply_first_block_cache's docstring example.
@@ -327,7 +346,7 @@ class TaylorSeerPeer(_DiffusersPeer):
     config_name = "TaylorSeerCacheConfig"
     needs_block_metadata = False  # it hooks modules by name pattern
 
-    def settings(self, steps: int) -> list[PeerSetting]:
+    def settings(self, steps: int, wide: bool = False) -> list[PeerSetting]:
         # N (cache_interval) and O (max_order) in the TaylorSeer paper's notation (arXiv 2503.06923), with
         # 3 computed warmup steps throughout (the reference's first_enhance=3, diffusers' default):
         # N=6, O=1: TaylorSeer's own FLUX.1-dev setting (Shenyi-Z/TaylorSeer TaylorSeer-FLUX and
@@ -335,9 +354,19 @@ class TaylorSeerPeer(_DiffusersPeer):
         # N=5, O=1: TaylorSeerCacheConfig's defaults and its docstring's FLUX.1-dev example (diffusers
         # hooks/taylorseer_cache.py); N=3, O=1: a conservative point of ours (the reference README lowers N
         # for quality).
+        # Wide: N from 2 to 8, and N=2 after a longer warm-up (8 steps at 28): the most calls, about 36 of 56
+        # with true CFG, where N=2 alone reaches about 30.
+        recipes = ((3, 1, 3), (5, 1, 3), (6, 1, 3))
+        if wide:
+            longer = round(8 * steps / 28)
+            recipes = ((2, 1, longer),) if longer > 3 else ()
+            recipes += ((2, 1, 3), (3, 1, 3), (4, 1, 3), (6, 1, 3), (8, 1, 3))
         return [
-            self._setting({"cache_interval": n, "max_order": o, "disable_cache_before_step": 3}, f"N{n}O{o}")
-            for n, o in ((3, 1), (5, 1), (6, 1))
+            self._setting(
+                {"cache_interval": n, "max_order": o, "disable_cache_before_step": w},
+                f"N{n}O{o}" + (f"W{w}" if w != 3 else ""),
+            )
+            for n, o, w in recipes
         ]
 
     def unavailable(self, pipe: Any) -> str | None:
@@ -374,12 +403,15 @@ class MagCachePeer(_DiffusersPeer):
         # denoiser module -> {steps: ratios}; weak, so a bench does not keep its pipeline alive
         self._ratios: weakref.WeakKeyDictionary[torch.nn.Module, dict[int, list[float]]] = weakref.WeakKeyDictionary()
 
-    def settings(self, steps: int) -> list[PeerSetting]:
+    def settings(self, steps: int, wide: bool = False) -> list[PeerSetting]:
         # threshold (E), max_skip_steps (K), retention_ratio (R) in MagCache's own notation:
         # E0.06 K3 R0.2: MagCacheConfig's defaults (diffusers hooks/mag_cache.py, the paper's default);
         # E0.24 K5 R0.1: MagCache's FLUX.1-dev recipe, 2.8x (Zehong-Ma/MagCache MagCache4FLUX/README.md and
-        # magcache_flux.py); E0.12 K4 R0.2: a point between the two.
+        # magcache_flux.py); E0.12 K4 R0.2: a point between the two. Wide: past the FLUX recipe, E and K
+        # grown together (K bounds the run of skipped steps, so E alone would stop saving calls).
         recipes = ((0.06, 3, 0.2), (0.12, 4, 0.2), (0.24, 5, 0.1))
+        if wide:
+            recipes += ((0.4, 6, 0.1), (0.6, 8, 0.1), (1.0, 10, 0.1))
         return [
             self._setting({"threshold": e, "max_skip_steps": k, "retention_ratio": r}, str(e)) for e, k, r in recipes
         ]
@@ -491,15 +523,17 @@ class DBCachePeer(Peer):
             )
         return None
 
-    def settings(self, steps: int) -> list[PeerSetting]:
+    def settings(self, steps: int, wide: bool = False) -> list[PeerSetting]:
         # F (Fn_compute_blocks), B (Bn_compute_blocks), R (residual_diff_threshold) in cache-dit's notation:
         # F8B0 R0.08: DBCacheConfig's defaults (src/cache_dit/caching/cache_contexts/cache_config.py);
         # F1B0 R0.08 and F1B0 R0.2: its FLUX.1-dev rows, 1.59x and 2.90x on an L20
         # (vipshop/cache-dit docs/benchmark/NVIDIA_GPU.md). Its 8 warmup steps are for 28 steps; fewer
         # steps warm up proportionally. Bn stays 0: the counter's "computed" (last block ran) assumes it.
         # fit() brings Fn and Bn within the model's block count (F8 does not fit a model of 8 blocks or fewer).
-        warmup = max(1, min(8, round(8 * steps / 28)))
-        recipes = ((8, 0.08), (1, 0.08), (1, 0.2))
+        # Wide: F1B0 (its fastest FLUX.1-dev recipe) across R, with half the warm-up (4 steps at 28): the
+        # 8 computed warm-up steps alone are 16 of 56 calls with true CFG, above the budgets worth comparing.
+        warmup = max(1, min(8, round((4 if wide else 8) * steps / 28)))
+        recipes = tuple((1, r) for r in (0.08, 0.12, 0.2, 0.3, 0.5, 0.8)) if wide else ((8, 0.08), (1, 0.08), (1, 0.2))
         return [
             self._setting(
                 {

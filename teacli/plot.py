@@ -1,4 +1,5 @@
-"""The bench plot: speedup against PSNR, one curve per method (matplotlib, the optional `plot` extra)."""
+"""The bench plots (matplotlib, the optional `plot` extra): speedup against PSNR, one curve per method; and
+with --prompts / --at-calls, PSNR against computed calls and against time, one curve per method."""
 
 from __future__ import annotations
 
@@ -72,6 +73,56 @@ def plot_bench(data: dict[str, Any], path: Path, overwrite: bool = False) -> Non
     axes.set_title(f"{data.get('model', '')}: {data.get('steps', '')} steps, {data.get('device', '')}")
     axes.grid(True, alpha=0.3)
     axes.legend()
+    figure.tight_layout()
+    try:
+        write_atomic(path, lambda temporary: figure.savefig(temporary, format="png"), overwrite)
+    finally:
+        plt.close(figure)
+
+
+def plot_frontier(data: dict[str, Any], path: Path, overwrite: bool = False) -> None:
+    """Two panels from PromptsBenchResult.to_dict(): mean PSNR against mean computed calls per picture (the
+    --at-calls budgets marked), and mean PSNR against mean time relative to vanilla; one curve per method
+    through its settings. Settings that cached no call are left out, as in the frontier table."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from .frontier import curves
+    from .output import write_atomic
+
+    found = curves(data["rows"])
+    figure, (by_calls, by_time) = plt.subplots(1, 2, figsize=(12, 5), dpi=120)
+    for method, points in found.items():
+        points = [p for p in points if p.psnr is not None]
+        if not points:
+            continue
+        (line,) = by_calls.plot([p.calls for p in points], [p.psnr for p in points], marker="o", label=method)
+        timed = [p for p in points if p.relative_seconds is not None]  # joined in the order of calls, as on the left
+        by_time.plot(
+            [p.relative_seconds for p in timed],
+            [p.psnr for p in timed],
+            marker="o",
+            color=line.get_color(),
+            label=method,
+        )
+    for budget in data.get("at_calls", []):
+        by_calls.axvline(budget, color="grey", linewidth=0.6, linestyle=":")
+    calls = data.get("calls_per_picture")
+    count = len(data.get("prompts", []))
+    by_calls.set_xlabel(f"computed transformer calls per picture (mean; of {calls})")
+    by_time.set_xlabel("time per picture relative to vanilla (mean over prompts)")
+    by_time.axvline(1.0, color="grey", linewidth=0.8)
+    for axes in (by_calls, by_time):
+        axes.set_ylabel("PSNR against vanilla, dB (mean over prompts)")
+        axes.grid(True, alpha=0.3)
+        if found:
+            axes.legend()
+    figure.suptitle(
+        f"{data.get('model', '')}: {data.get('steps', '')} steps, {calls} calls per picture, {count} prompt"
+        f"{'s' if count != 1 else ''}, {data.get('device', '')}"
+    )
     figure.tight_layout()
     try:
         write_atomic(path, lambda temporary: figure.savefig(temporary, format="png"), overwrite)

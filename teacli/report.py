@@ -209,6 +209,92 @@ def render_bench(result: Any, title: str, console: Console) -> None:
         console.print(f"[yellow]skipped {method}:[/] {escape(reason)}", highlight=False)
 
 
+def render_prompts_bench(result: Any, title: str, console: Console) -> None:
+    """bench --prompts: one row per configuration, vanilla first, each figure over the prompts: mean computed
+    calls, mean seconds (of each prompt's median), PSNR and SSIM as mean ± std and PSNR's range (each prompt
+    against its own vanilla picture). The ideal speedup and memory are in the JSON."""
+    table = Table(
+        title=title,
+        caption="computed: mean calls per picture; seconds: mean over prompts of each prompt's median; PSNR and "
+        "SSIM against each prompt's own vanilla picture (same seed), mean ± std and range over prompts (an "
+        "identical picture counts as the PSNR cap); efficiency = speedup / ideal speedup.",
+    )
+    columns = (
+        ("config", "left"),
+        ("computed/total", "right"),
+        ("mean s", "right"),
+        ("speedup", "right"),
+        ("efficiency", "right"),
+        ("PSNR dB", "right"),
+        ("PSNR range", "right"),
+        ("SSIM", "right"),
+    )
+    for column, justify in columns:
+        table.add_column(column, justify=justify)
+    rows = result.rows
+    for index, row in enumerate(rows):
+        is_vanilla = row is result.vanilla
+        last_of_method = index + 1 < len(rows) and rows[index + 1].config.method != row.config.method
+        data = result.row_dict(row)
+        psnr, psnr_range, ssim = "-", "-", "-"
+        if data["psnr_capped"]:
+            psnr = "inf (identical)"
+        elif data["psnr"] is not None:
+            psnr = f"{data['psnr']:.1f} ± {data['psnr_std']:.1f}"
+            psnr_range = f"{data['psnr_min']:.1f}-{data['psnr_max']:.1f}"
+        if data["ssim"] is not None:
+            ssim = f"{data['ssim']:.4f} ± {data['ssim_std']:.4f}"
+        table.add_row(
+            row.name,
+            f"{data['computed']:.1f}/{row.total}",
+            f"{row.seconds:.3f}",
+            f"{result.speedup(row):.2f}x",
+            f"{result.efficiency(row):.3f}",
+            *(("-", "-", "-") if is_vanilla else (psnr, psnr_range, ssim)),
+            end_section=last_of_method,
+        )
+    console.print(table)
+    for method, reason in result.skipped:
+        console.print(f"[yellow]skipped {method}:[/] {escape(reason)}", highlight=False)
+
+
+def render_frontier(frontier: list[dict[str, Any]], title: str, console: Console) -> None:
+    """The frontier: one row per cache, one column per budget of computed calls, "PSNR / SSIM" in each
+    cell, the best PSNR of each column in bold; "-" where the budget is outside the calls the cache was
+    measured at (never extrapolated)."""
+    budgets = list(dict.fromkeys(row["calls"] for row in frontier))
+    methods = list(dict.fromkeys(row["method"] for row in frontier))
+    cells = {(row["method"], row["calls"]): row for row in frontier}
+    best = {
+        budget: max(
+            (row["psnr"] for row in frontier if row["calls"] == budget and row["psnr"] is not None), default=None
+        )
+        for budget in budgets
+    }
+    table = Table(
+        title=title,
+        caption="PSNR dB / SSIM against vanilla, interpolated linearly between a cache's two settings around the "
+        "budget; - : outside the computed calls its settings reached. Bold: the best PSNR of the column.",
+    )
+    table.add_column("cache")
+    for budget in budgets:
+        table.add_column(f"{budget:g} calls", justify="right")
+    for method in methods:
+        row = [method]
+        for budget in budgets:
+            cell = cells.get((method, budget))
+            if cell is None or cell["psnr"] is None:
+                row.append("-")
+                continue
+            text = f"{cell['psnr']:.1f}" + (f" / {cell['ssim']:.4f}" if cell["ssim"] is not None else "")
+            row.append(f"[bold]{text}[/]" if cell["psnr"] == best[budget] else text)
+        table.add_row(*row)
+    if not methods:
+        console.print("[yellow]frontier:[/] no cache skipped any call, so there is no curve to read", highlight=False)
+        return
+    console.print(table)
+
+
 def render_calibration(result: Any, console: Console) -> None:
     """The fit per denoiser (and per branch where several ran), then what the data statistics warn of."""
     settings = result.settings

@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import logging
+import math
+from dataclasses import replace
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
+from ..limits import short
 from ._app import (
     CLIError,
+    ReportConsole,
     import_libraries,
     interrupt_exit_code,
     print_error,
@@ -45,6 +49,7 @@ from ._options import (
     WidthOpt,
     cache_options,
     check_ranges,
+    check_seeds,
     check_text,
     load_options,
     parse_coefficients,
@@ -52,11 +57,48 @@ from ._options import (
 )
 
 BENCH_PROMPT = "a red circle on a blue background"
+THRESHOLDS = "0.1,0.2,0.4,0.6"
+SWEEP_THRESHOLDS = "0.05,0.1,0.2,0.3,0.5,0.8"  # with --sweep: from about 40 to 10 computed calls of 56 on teacli-shapes
+AT_CALLS_FORM = "comma-separated numbers of computed transformer calls per picture, e.g. 12,16,20,24,32"
+
+
+def parse_at_calls(text: str | None) -> list[int | float] | None:
+    """--at-calls 12,16,20: the budgets, each a finite number above 0, in the order given, repeats dropped.
+    Whether each is within the calls a picture takes is known once the first picture is made."""
+    if text is None:
+        return None
+    budgets: list[int | float] = []
+    for part in text.split(","):
+        try:
+            value = float(part)
+        except ValueError:
+            raise CLIError(f"--at-calls takes {AT_CALLS_FORM}; {short(part.strip())} is not a number") from None
+        if not math.isfinite(value) or value <= 0:
+            raise CLIError(f"--at-calls takes {AT_CALLS_FORM}; {short(part.strip())} is not a finite number above 0")
+        budgets.append(int(value) if value.is_integer() else value)
+    return list(dict.fromkeys(budgets))
+
+
+def check_at_calls(budgets: list[int | float], total: int, steps: int) -> None:
+    """Every budget within the transformer calls of one picture (`total`, counted on the first picture made)."""
+    over = [budget for budget in budgets if budget > total]
+    if over:
+        raise CLIError(
+            f"--at-calls {over[0]:g} is more than the {total} transformer calls a picture takes here "
+            f"({steps} steps); give budgets up to {total}"
+        )
 
 
 def bench(
     model: ModelOpt = None,
-    thresh: Annotated[str, typer.Option("--thresh", "-t", help="Comma-separated thresholds")] = "0.1,0.2,0.4,0.6",
+    thresh: Annotated[
+        str | None,
+        typer.Option(
+            "--thresh",
+            "-t",
+            help=f"Comma-separated thresholds [default: {THRESHOLDS}; with --sweep {SWEEP_THRESHOLDS}]",
+        ),
+    ] = None,
     against: Annotated[
         str | None,
         typer.Option(
@@ -76,10 +118,44 @@ def bench(
     guidance: GuidanceOpt = None,
     height: HeightOpt = None,
     width: WidthOpt = None,
-    prompt: Annotated[str, typer.Option("--prompt", help="Prompt for every run")] = BENCH_PROMPT,
+    prompt: Annotated[
+        str | None, typer.Option("--prompt", help=f"Prompt for every run [default: {BENCH_PROMPT!r}]")
+    ] = None,
+    prompts: Annotated[
+        Path | None,
+        typer.Option(
+            "--prompts",
+            help="Text file, one prompt a line ('#' comments): every configuration runs on every prompt, "
+            "prompt i with seed --seed + i; rows give the mean and spread over prompts",
+        ),
+    ] = None,
+    num_prompts: Annotated[
+        int | None, typer.Option("--num-prompts", help="With --prompts: the first N prompts [default: all]")
+    ] = None,
+    sweep: Annotated[
+        bool,
+        typer.Option(
+            "--sweep", help="Sweep every cache across 5-6 settings, few to many computed calls, to draw each curve"
+        ),
+    ] = False,
+    at_calls: Annotated[
+        str | None,
+        typer.Option(
+            "--at-calls",
+            help="Compare every cache at these computed calls per picture, e.g. 12,16,20,24,32: PSNR and SSIM "
+            "interpolated along each one's curve (the frontier table and JSON key; implies --sweep)",
+        ),
+    ] = None,
     image: ImageOpt = None,
-    runs: Annotated[int, typer.Option("--runs", help="Measured runs per configuration")] = 3,
-    warmup: Annotated[int, typer.Option("--warmup", help="Unmeasured rounds before measuring")] = 1,
+    runs: Annotated[
+        int | None,
+        typer.Option(
+            "--runs", help="Measured runs per configuration (and prompt) [default: 3; 1 with --prompts or --at-calls]"
+        ),
+    ] = None,
+    warmup: Annotated[
+        int, typer.Option("--warmup", help="Unmeasured rounds before measuring (with --prompts: on the first prompt)")
+    ] = 1,
     isolate: Annotated[
         bool, typer.Option("--isolate", help="Run each configuration in a process of its own instead of interleaved")
     ] = False,
@@ -104,32 +180,60 @@ def bench(
     verbose: VerboseOpt = False,
 ) -> None:
     """Vanilla, TeaCache (threshold 0 and each --thresh) and the other caches, measured alike: median of
-    --runs, interleaved round-robin; speedup, ideal speedup, efficiency, PSNR, SSIM and peak memory."""
+    --runs, interleaved round-robin; speedup, ideal speedup, efficiency, PSNR, SSIM and peak memory.
+    With --prompts (or --at-calls) every configuration runs on every prompt, and --at-calls compares the
+    caches at equal computed calls."""
     from ..output import check_writable, save_json
-    from ..plot import check_plot_available, plot_bench
+    from ..plot import check_plot_available, plot_bench, plot_frontier
+    from ..prompts import read_prompts
 
-    thresholds = parse_thresholds(thresh)
+    budgets = parse_at_calls(at_calls)
+    frontier = prompts is not None or budgets is not None
+    sweep = sweep or budgets is not None
+    thresholds = parse_thresholds(thresh if thresh is not None else SWEEP_THRESHOLDS if sweep else THRESHOLDS)
     user_coefficients = parse_coefficients(coefficients)
-    check_ranges(steps=steps, runs=runs, warmup=warmup, height=height, width=width, guidance=guidance, seed=seed)
+    check_ranges(
+        steps=steps,
+        runs=runs,
+        warmup=warmup,
+        height=height,
+        width=width,
+        guidance=guidance,
+        seed=seed,
+        num_prompts=num_prompts,
+    )
     check_text("--prompt", prompt)
+    if num_prompts is not None and prompts is None:
+        raise CLIError("--num-prompts takes the first N of --prompts FILE; give --prompts too")
+    if prompts is not None and prompt is not None:
+        raise CLIError("give --prompt or --prompts FILE, not both: with --prompts the prompts come from the file")
+    if isolate and frontier:
+        raise CLIError("--isolate measures one prompt; drop it with --prompts or --at-calls (those run interleaved)")
+    texts = [prompt if prompt is not None else BENCH_PROMPT]
+    if prompts is not None:
+        texts = read_prompts(prompts)[:num_prompts]
+        check_seeds(seed, len(texts))
+    if runs is None:
+        runs = 1 if frontier else 3
     to_stdout = json_out is not None and str(json_out) == "-"
     if to_stdout:
         reserve_stdout_for_json("--json -")
     if json_out is not None and not to_stdout:
         check_writable(json_out, overwrite, kind="--json")
+    if plot is not None and json_out is not None and not to_stdout and plot.resolve() == json_out.resolve():
+        raise CLIError(f"--json and --plot both name {plot}; give each its own file")
     if plot is not None:
         if plot.suffix.lower() != ".png":
             raise CLIError(f"--plot {plot} must end in .png")
         check_writable(plot, overwrite, kind="--plot")
         check_plot_available()
     import_libraries()
-    from rich.console import Console
     from rich.markup import escape
 
-    from ..benchmark import ConfigRunner, IsolatedJob, bench_configs, run_bench, run_isolated
+    from ..benchmark import ConfigRunner, IsolatedJob, bench_configs, run_bench, run_isolated, run_prompts_bench
     from ..loading import pick_device
     from ..peers import PEERS, parse_against
-    from ..report import render_bench
+    from ..report import render_bench, render_frontier, render_prompts_bench
     from ..runner import GenerationRequest
     from ._checks import check_settings, schedule_warning, thresh_warning
     from ._session import check_pipeline_takes, input_image, open_session, resolve, step_progress
@@ -147,7 +251,7 @@ def bench(
     check_pipeline_takes(preset, guidance=guidance, height=height, width=width, image=image)
     request = GenerationRequest.from_preset(
         preset,
-        prompt,
+        texts[0],
         steps=steps,
         seed=seed,
         guidance=guidance,
@@ -155,17 +259,34 @@ def bench(
         width=width,
         image=input_image(preset, image),
     )
+    requests = [replace(request, prompt=text, seed=seed + index) for index, text in enumerate(texts)]
     check_settings([schedule_warning(request.steps), *(thresh_warning(t, preset) for t in thresholds)], strict)
 
-    console = Console(stderr=to_stdout)  # with --json - stdout carries the JSON alone
+    console = ReportConsole(stderr=to_stdout)  # with --json - stdout carries the JSON alone
     try:
         session = open_session(preset, device, dtype, user_coefficients, loading, caching)
         skipped = [(name, reason) for name in methods if (reason := PEERS[name].unavailable(session.pipe))]
         for name, reason in skipped:
             console.print(f"[yellow]skipping {name}:[/] {escape(reason)}", highlight=False)
-        settings = [s for name in methods if name not in dict(skipped) for s in PEERS[name].settings(request.steps)]
+        settings = [
+            s for name in methods if name not in dict(skipped) for s in PEERS[name].settings(request.steps, wide=sweep)
+        ]
         configs = bench_configs(thresholds, settings)
-        if isolate:
+        if frontier:
+            total = (warmup + runs * len(requests)) * len(configs)
+            with step_progress("bench", total) as progress:
+                task = progress.add_task("bench", total=total)
+                result = run_prompts_bench(
+                    ConfigRunner(session.pipe, session.config, PEERS),
+                    requests,
+                    configs,
+                    runs=runs,
+                    warmup=warmup,
+                    on_run=lambda label: progress.update(task, advance=1, description=label),
+                    on_first=lambda run: check_at_calls(budgets or [], run.total, request.steps),
+                )
+            device_name, source = str(session.pipe.device), session.coefficients_source
+        elif isolate:
             del session  # each configuration loads its own copy
             jobs = [
                 IsolatedJob(
@@ -198,13 +319,7 @@ def bench(
         raise typer.Exit(interrupt_exit_code(interrupt)) from None
 
     share = result.vanilla.transformer_share
-    title = (
-        f"bench {preset.name}: {request.steps} steps, {runs} runs, warm-up {warmup}, "
-        f"{'isolated' if isolate else 'interleaved'}, device {device_name}; transformer {share:.0%} of vanilla's "
-        f"time; coefficients: {source}"
-    )
-    render_bench(result, title, console)
-    data = result.to_dict(
+    header = dict(
         model=preset.name,
         steps=request.steps,
         device=device_name,
@@ -215,11 +330,44 @@ def bench(
         **({"coefficients": list(user_coefficients)} if user_coefficients is not None else {}),
         settings={**caching.given(), **loading.to_dict()},
     )
+    if frontier:
+        calls = result.calls_per_picture
+        count = len(requests)
+        seeds = f"seed {seed}" if count == 1 else f"seeds {seed}-{seed + count - 1}"
+        title = (
+            f"bench {preset.name}: {count} prompt{'s' if count > 1 else ''} ({seeds}), {request.steps} steps, "
+            f"{calls} transformer calls per picture, {runs} run{'s' if runs > 1 else ''} per prompt, warm-up {warmup}, "
+            f"interleaved, device {device_name}; transformer {share:.0%} of vanilla's time; "
+            f"coefficients: {source}"
+        )
+        render_prompts_bench(result, title, console)
+        data = result.to_dict(
+            at_calls=budgets or [],
+            **header,
+            prompts_file=str(prompts) if prompts is not None else None,
+            sweep=sweep,
+        )
+        if budgets:
+            render_frontier(
+                data["frontier"],
+                f"frontier: PSNR dB / SSIM at equal computed calls of {calls} per picture, mean over {count} "
+                f"prompt{'s' if count > 1 else ''}, interpolated along each cache's curve ({preset.name}, "
+                f"{request.steps} steps)",
+                console,
+            )
+    else:
+        title = (
+            f"bench {preset.name}: {request.steps} steps, {runs} runs, warm-up {warmup}, "
+            f"{'isolated' if isolate else 'interleaved'}, device {device_name}; transformer {share:.0%} of vanilla's "
+            f"time; coefficients: {source}"
+        )
+        render_bench(result, title, console)
+        data = result.to_dict(**header)
     if to_stdout:
         print_json(data)
     elif json_out is not None:
         save_json(data, json_out, overwrite)
         console.print(f"wrote {json_out}")
     if plot is not None:
-        plot_bench(data, plot, overwrite)
+        (plot_frontier if frontier else plot_bench)(data, plot, overwrite)
         console.print(f"wrote {plot}")
