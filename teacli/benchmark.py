@@ -580,6 +580,23 @@ def _isolated_worker(job: IsolatedJob) -> tuple[BenchConfig | None, list[Run], D
     return (rows[0].config, rows[0].runs, dropped) if rows else (None, [], dropped)
 
 
+def start_resource_tracker_deaf_to_hangup() -> None:
+    """multiprocessing's resource tracker, a helper process in teacli's process group, ignores SIGINT and SIGTERM
+    but dies of SIGHUP (a closed terminal), and the one started in its place prints KeyError tracebacks. Start
+    it with SIGHUP blocked, which it inherits: teacli itself then stops alone, with its one line."""
+    import signal
+    from multiprocessing import resource_tracker
+
+    if not hasattr(signal, "pthread_sigmask") or not hasattr(signal, "SIGHUP"):
+        resource_tracker.ensure_running()
+        return
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGHUP})
+    try:
+        resource_tracker.ensure_running()
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)  # a SIGHUP held meanwhile reaches teacli now
+
+
 def run_isolated(jobs: Sequence[IsolatedJob], on_config: Callable[[str], None] = lambda label: None) -> BenchResult:
     """Each configuration in a process of its own (spawned, so nothing is shared), one after another."""
     import multiprocessing
@@ -588,6 +605,7 @@ def run_isolated(jobs: Sequence[IsolatedJob], on_config: Callable[[str], None] =
     rows: list[BenchRow] = []
     dropped: Dropped = []
     context = multiprocessing.get_context("spawn")
+    start_resource_tracker_deaf_to_hangup()
     for job in jobs:
         if job.config.method in dict(dropped):  # its peer failed already
             on_config(job.config.name)

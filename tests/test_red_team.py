@@ -504,3 +504,21 @@ def test_a_full_disk_while_writing_is_one_line_and_leaves_nothing(teacli_cache, 
     assert len(said(done.stderr)) == 1, stderr
     assert [path.name for path in tmp_path.iterdir()] == ["user.png"]
     assert (tmp_path / "user.png").read_bytes() == USER_FILES["user.png"]
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads a process's signal mask from /proc")
+def test_bench_isolates_runs_beside_a_resource_tracker_that_a_hangup_cannot_kill():
+    """bench --isolate's helper process must not die of the SIGHUP a closed terminal sends the whole group
+    (checked in a fresh process, where the tracker is not running yet)."""
+    check = (
+        "import signal\n"
+        "from pathlib import Path\n"
+        "from multiprocessing import resource_tracker\n"
+        "from teacli.benchmark import start_resource_tracker_deaf_to_hangup\n"
+        "start_resource_tracker_deaf_to_hangup()\n"
+        "status = Path(f'/proc/{resource_tracker._resource_tracker._pid}/status').read_text().splitlines()\n"
+        "masks = [int(line.split()[1], 16) for line in status if line.startswith(('SigBlk', 'SigIgn'))]\n"
+        "print(bool((masks[0] | masks[1]) & (1 << (signal.SIGHUP - 1))))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", check], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and done.stdout.strip() == "True", done.stderr + done.stdout
