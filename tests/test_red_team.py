@@ -304,6 +304,7 @@ CASES = [
         "lone surrogate",
         setup=write("s.jsonl", '{"prompt": "a \\ud800 circle"}\n'),
     ),
+    Case("list-models-with-stdout-closed", ("list-models",), "stdout, which is closed", stdout="closed"),
     # a FIFO in a preset folder is skipped (it would block every command), not read
     Case(
         "presets-folder-holds-a-fifo",

@@ -9,8 +9,12 @@ COEFFICIENT_STYLES = {"published": "green", "borrowed": "yellow", "calibrated": 
 
 def list_models() -> None:
     """Show the supported models (presets), where their coefficients come from, and test models apart."""
-    from ._app import import_libraries, setup_logging
+    import sys
 
+    from ._app import CLIError, import_libraries, setup_logging
+
+    if sys.stdout is None:  # the table is the whole answer: say so rather than exit 0 having shown nothing
+        raise CLIError("list-models prints its table on stdout, which is closed; run it without closing stdout")
     import_libraries()
     setup_logging(False)  # a preset folder's skipped files are told as warnings
     import diffusers
