@@ -3,6 +3,7 @@ accelerate launch; rank 0 merges the manifest and prints the one report."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -129,6 +130,8 @@ def _prepare_prompts(prompts: Path, preset: Any, launch: Any, **given: Any) -> d
         values.update(frames=given["frames"], fps=given["fps"])
         values.update(options)
         request = GenerationRequest.from_preset(preset, job.prompt, seed=job.seed, image=source_image, **values)
+        if kind is not MediaKind.video:  # a preset's frames or fps mean nothing to an image or sound model
+            request = replace(request, frames=None, fps=None)
         requests[job.index] = request
         thresholds[job.index] = job_thresh  # None: the preset's (one per denoiser where it has experts)
         threshold = preset.thresh if job_thresh is None else job_thresh
@@ -310,7 +313,7 @@ def _make(work: dict[str, Any], plan: Any, writer: Any, made: list[dict[str, Any
     from ..preparation import prepare_pipeline
     from ..prompt_runs import CacheKeeper, manifest_entry, output_name
     from ..report import estimated_speedup
-    from ..runner import fit_size
+    from ..runner import fit_size, made_frames
     from ._session import Session
 
     preset, launch, device = work["preset"], work["launch"], work["device"]
@@ -338,6 +341,10 @@ def _make(work: dict[str, Any], plan: Any, writer: Any, made: list[dict[str, Any
 
             label = f"prompt {job.index} ({number}/{len(plan.todo)})" if launch.is_main else None
             run = _measure(pipe, request, counts, heartbeat, label)
+            request, frames_note = made_frames(request, run.output)
+            if frames_note is not None and frames_note not in warned and launch.is_main:
+                warned.add(frames_note)
+                print_warning(frames_note)
             path = work["out_dir"] / output_name(job, work["suffix"])
             metadata = output_metadata(
                 request,
