@@ -20,6 +20,7 @@ from typing import Any
 
 import yaml
 
+from .files import NotRegularFile, TooLarge, file_kind, read_regular_file
 from .limits import LIMITS, problem, short
 
 logger = logging.getLogger("teacli")
@@ -568,43 +569,19 @@ def _child_nodes(node: yaml.Node) -> list[yaml.Node]:
     return []
 
 
-def _file_kind(mode: int) -> str:
-    if stat.S_ISDIR(mode):
-        return "a directory"
-    if stat.S_ISFIFO(mode):
-        return "a named pipe (FIFO)"
-    if stat.S_ISSOCK(mode):
-        return "a socket"
-    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
-        return "a device"
-    return "a special file"
-
-
 def _read_preset_bytes(path: Path) -> bytes:
-    """The file's bytes: a regular file of at most MAX_PRESET_BYTES. Anything else is refused before it is
-    opened (opening a FIFO for reading blocks until a writer comes), and checked again once open."""
+    """The file's bytes: a regular file of at most MAX_PRESET_BYTES (files.read_regular_file)."""
     try:
-        mode = path.stat().st_mode
-    except OSError as error:
-        raise PresetError(f"preset {path}: cannot be read ({error.strerror or error})") from None
-    if not stat.S_ISREG(mode):
-        raise PresetError(f"preset {path}: cannot be read ({_file_kind(mode)}, not a regular file)")
-    try:
-        # O_NONBLOCK: should the file become a FIFO after the check, opening it still returns at once.
-        descriptor = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
-        with open(descriptor, "rb") as file:
-            mode = os.fstat(file.fileno()).st_mode
-            if not stat.S_ISREG(mode):
-                raise PresetError(f"preset {path}: cannot be read ({_file_kind(mode)}, not a regular file)")
-            data = file.read(MAX_PRESET_BYTES + 1)
-    except OSError as error:
-        raise PresetError(f"preset {path}: cannot be read ({error.strerror or error})") from None
-    if len(data) > MAX_PRESET_BYTES:
+        return read_regular_file(path, MAX_PRESET_BYTES)
+    except NotRegularFile as error:
+        raise PresetError(f"preset {path}: cannot be read ({error.kind}, not a regular file)") from None
+    except TooLarge:
         raise PresetError(
             f"preset {path}: is larger than {MAX_PRESET_BYTES} bytes; a preset is a few dozen fields "
             "(is it the right file?)"
-        )
-    return data
+        ) from None
+    except OSError as error:
+        raise PresetError(f"preset {path}: cannot be read ({error.strerror or error})") from None
 
 
 def load_preset_file(path: str | Path) -> Preset:
@@ -694,7 +671,7 @@ def _is_special(path: Path) -> bool:
         return False
     if str(path) not in _skipped:
         _skipped.add(str(path))
-        logger.warning("skipping %s: %s, not a regular file, cannot be a preset", path, _file_kind(mode))
+        logger.warning("skipping %s: %s, not a regular file, cannot be a preset", path, file_kind(mode))
     return True
 
 

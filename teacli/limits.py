@@ -83,6 +83,26 @@ def check(name: str, value: Any, error: type[Exception], label: str | None = Non
     return value
 
 
+# A library's reason quoted in a message is cut to this many characters: messages are one readable line.
+REASON_LIMIT = 200
+
+
+def clip(text: str, length: int = REASON_LIMIT) -> str:
+    """Text (a library's reason) as one line of at most `length` characters: whitespace collapsed, cut with '…'."""
+    line = " ".join(str(text).split())
+    return line if len(line) <= length else line[: length - 1].rstrip() + "…"
+
+
+def unencodable(text: str) -> int | None:
+    """The position of the first character of `text` that UTF-8 cannot encode (a lone surrogate: undecodable
+    bytes on the command line, a \\ud800 escape in JSON), or None: no tokenizer can read such text."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as error:
+        return error.start
+    return None
+
+
 def short(value: Any, length: int = 60) -> str:
     """A value as a message shows it: never longer than `length` characters, whatever the user gave."""
     text = repr(value) if not isinstance(value, (int, float)) or isinstance(value, bool) else f"{value}"

@@ -25,6 +25,7 @@ from .catalog import (
     find_preset,
     load_preset_file,
 )
+from .limits import clip
 from .registry import has_extractor, unsupported_message
 
 logger = logging.getLogger("teacli")
@@ -42,17 +43,14 @@ NO_REMOTE_CODE = "teacli never runs code from a model repository"
 NOT_CACHED = "is not in the local Hugging Face cache; run once without --offline to download it"
 
 
-# A library's reason quoted in a message is cut to this many characters: messages are one readable line.
-REASON_LIMIT = 200
 # safetensors itself refuses a header longer than this (its MAX_HEADER_SIZE).
 SAFETENSORS_HEADER_LIMIT = 100_000_000
 GIT_LFS_POINTER = b"version https://git-lfs"
 
 
 def short_reason(text: object) -> str:
-    """The first non-empty line of a library's message, spaces collapsed, at most REASON_LIMIT characters."""
-    line = next((" ".join(line.split()) for line in str(text).splitlines() if line.strip()), "")
-    return line if len(line) <= REASON_LIMIT else line[: REASON_LIMIT - 1] + "…"
+    """The first non-empty line of a library's message, cut to one short line (limits.clip)."""
+    return clip(next((line for line in str(text).splitlines() if line.strip()), ""))
 
 
 def safetensors_problem(path: Path) -> str | None:

@@ -37,6 +37,7 @@ from typing import Any
 import torch
 
 from .hook import TeaCacheError, denoisers, synchronize
+from .limits import clip
 
 INSTALL_PEERS = "pip install 'teacli[peers]'"
 REASON_CHARS = 200  # a peer's own error message is cut to this in teacli's one-line PeerError
@@ -75,9 +76,8 @@ def parse_setting(text: str) -> dict[str, int | float | str]:
 
 def short_reason(error: BaseException) -> str:
     """An exception as one short line: its type and the start of its message."""
-    text = " ".join(str(error).split())
-    reason = f"{type(error).__name__}: {text}" if text else type(error).__name__
-    return reason if len(reason) <= REASON_CHARS else reason[: REASON_CHARS - 1].rstrip() + "…"
+    text = str(error).strip()
+    return clip(f"{type(error).__name__}: {text}" if text else type(error).__name__, REASON_CHARS)
 
 
 @contextlib.contextmanager

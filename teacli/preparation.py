@@ -59,11 +59,9 @@ class CacheOptions:
         if not start < end:
             raise OptionsError(f"--start ({start:g}) must be below --end ({end:g}): no step would be cacheable")
         limits.check("ret_steps", self.ret_steps, OptionsError, "--ret-steps")
-        if self.max_cached_in_row is not None and not isinstance(self.max_cached_in_row, bool):
-            if isinstance(self.max_cached_in_row, int) and self.max_cached_in_row < 1:
-                raise OptionsError(
-                    f"--max-cached-in-row must be at least 1, got {self.max_cached_in_row} (--thresh 0 never reuses)"
-                )
+        in_row = self.max_cached_in_row
+        if isinstance(in_row, int) and not isinstance(in_row, bool) and in_row < 1:
+            raise OptionsError(f"--max-cached-in-row must be at least 1, got {in_row} (--thresh 0 never reuses)")
         limits.check("max_cached_in_row", self.max_cached_in_row, OptionsError, "--max-cached-in-row")
         if self.cache_device is not None:
             check_cache_device(self.cache_device)

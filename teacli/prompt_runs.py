@@ -18,7 +18,6 @@ import difflib
 import json
 import os
 import re
-import stat
 import unicodedata
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -27,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from . import limits
+from .files import NotRegularFile, TooLarge, read_regular_file
 from .output import OutputError, sigint_deferred, write_atomic
 from .prompts import PromptsError, prompts_text, read_prompts
 
@@ -127,12 +127,11 @@ def parse_jsonl_line(text: str, *, index: int, line: int, base_seed: int = 0, so
 
 def check_unicode(text: str, where: str) -> None:
     """JSON's \\ud800 escapes make strings no tokenizer can encode: refuse them with the line."""
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError as error:
+    position = limits.unencodable(text)
+    if position is not None:
         raise PromptsError(
-            f"{where} holds a lone surrogate (U+{ord(text[error.start]):04X}), which is not text; fix the line"
-        ) from None
+            f"{where} holds a lone surrogate (U+{ord(text[position]):04X}), which is not text; fix the line"
+        )
 
 
 def bad_value(where: str, key: str, value: Any, wanted: str) -> PromptsError:
@@ -214,23 +213,17 @@ def parse_manifest_line(line: str) -> dict[str, Any] | None:
 def manifest_bytes(path: Path) -> bytes | None:
     """A manifest's bytes, None when it does not exist; ManifestError unless it is a readable regular file."""
     try:
-        mode = os.stat(path).st_mode
+        return read_regular_file(path, MAX_MANIFEST_BYTES)
     except FileNotFoundError:
         return None
-    except OSError as error:
-        raise ManifestError(f"manifest {path} cannot be read ({error.strerror}); pick another --manifest") from None
-    if not stat.S_ISREG(mode):
+    except NotRegularFile:
         raise ManifestError(
             f"manifest {path} is not a regular file (a folder, device or pipe); pick another --manifest"
-        )
-    try:
-        with open(path, "rb") as source:
-            data = source.read(MAX_MANIFEST_BYTES + 1)
+        ) from None
+    except TooLarge:
+        raise ManifestError(f"manifest {path} is larger than any teacli manifest; pick another --manifest") from None
     except OSError as error:
         raise ManifestError(f"manifest {path} cannot be read ({error.strerror}); pick another --manifest") from None
-    if len(data) > MAX_MANIFEST_BYTES:
-        raise ManifestError(f"manifest {path} is larger than any teacli manifest; pick another --manifest")
-    return data
 
 
 def read_manifest(path: Path) -> list[dict[str, Any]]:
@@ -245,9 +238,10 @@ def read_manifest(path: Path) -> list[dict[str, Any]]:
         raise ManifestError(f"manifest {path} cannot be read ({error.reason}); pick another --manifest") from None
     lines = text.split("\n")
     tail = lines.pop()  # after the last newline: empty, a whole line missing its newline, or a line cut short
-    if tail and tail_kind(tail.encode("utf-8")) == "line":
+    kind = tail_kind(tail.encode("utf-8")) if tail else "cut"
+    if kind == "line":
         lines.append(tail)
-    elif tail and tail_kind(tail.encode("utf-8")) == "foreign":
+    elif kind == "foreign":
         raise ManifestError(
             f"manifest {path} line {len(lines) + 1} is not a teacli manifest line; pick another --manifest or --out-dir"
         )
@@ -286,7 +280,7 @@ def merge_manifest(manifest: Path, entries: Iterable[Mapping[str, Any]] = ()) ->
     for entry in entries:
         merged[entry["index"]] = dict(entry)
     lines = [merged[index] for index in sorted(merged)]
-    text = "".join(json.dumps(entry, ensure_ascii=False) + "\n" for entry in lines)
+    text = "".join(manifest_line(entry) + "\n" for entry in lines)
     # Replacing is safe: every line was read back as teacli's own above (read_manifest refuses anything else).
     # Through a symbolic link the file it points to is rewritten, and the user's link stays a link.
     target = manifest.resolve() if manifest.is_symlink() else manifest
@@ -412,9 +406,11 @@ def plan_jobs(
     and settings (a run stopped between writing it and recording it) or `overwrite`; those are replaced. With
     overwrite nothing is skipped. The manifest is never one of the outputs."""
     recorded = recorded_entries(manifest)
+    manifest_file = manifest.resolve()
     plan = Plan()
     for job in jobs:
-        if (out_dir / output_name(job, suffix)).resolve() == manifest.resolve():
+        path = out_dir / output_name(job, suffix)
+        if path.resolve() == manifest_file:
             raise OutputError(f"--manifest {manifest} is the output of prompt {job.index} too; pick another --manifest")
         entry = recorded.get(job.index)
         if entry is not None and not overwrite:
@@ -422,7 +418,6 @@ def plan_jobs(
             if entry_path(entry, manifest).is_file():
                 plan.skipped.append((job, entry))
                 continue
-        path = out_dir / output_name(job, suffix)
         if path.exists() or path.is_symlink():
             if not (overwrite or (made_for is not None and made_for(path, job, settings_of(job)))):
                 raise OutputError(

@@ -7,9 +7,10 @@ user's prompts will give.
 
 from __future__ import annotations
 
-import os
 import stat
 from pathlib import Path
+
+from .files import NotRegularFile, TooLarge, read_regular_file
 
 BUILTIN_PROMPTS: tuple[str, ...] = (
     # objects
@@ -113,22 +114,17 @@ def prompts_text(path: str | Path) -> str:
     MAX_PROMPTS_BYTES, UTF-8 with or without a byte-order mark."""
     path = Path(path)
     try:
-        mode = os.stat(path).st_mode
+        data = read_regular_file(path, MAX_PROMPTS_BYTES)
     except FileNotFoundError:
         raise PromptsError(f"--prompts {path} does not exist; give a text file with one prompt a line") from None
+    except NotRegularFile as error:
+        if stat.S_ISDIR(error.mode):
+            raise PromptsError(f"--prompts {path} is a directory; give a text file with one prompt a line") from None
+        raise PromptsError(f"--prompts {path} is not a regular file (a device or a pipe); give a text file") from None
+    except TooLarge:
+        raise PromptsError(f"--prompts {path} is larger than {MAX_PROMPTS_BYTES // 2**20} MiB; split it") from None
     except OSError as error:
         raise PromptsError(f"--prompts {path} cannot be read ({error.strerror or error})") from None
-    if stat.S_ISDIR(mode):
-        raise PromptsError(f"--prompts {path} is a directory; give a text file with one prompt a line")
-    if not stat.S_ISREG(mode):
-        raise PromptsError(f"--prompts {path} is not a regular file (a device or a pipe); give a text file")
-    try:
-        with open(path, "rb") as source:
-            data = source.read(MAX_PROMPTS_BYTES + 1)
-    except OSError as error:
-        raise PromptsError(f"--prompts {path} cannot be read ({error.strerror or error})") from None
-    if len(data) > MAX_PROMPTS_BYTES:
-        raise PromptsError(f"--prompts {path} is larger than {MAX_PROMPTS_BYTES // 2**20} MiB; split it")
     try:
         return data.decode("utf-8-sig")  # an editor's byte-order mark is not part of the first prompt
     except UnicodeDecodeError:

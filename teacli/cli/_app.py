@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import signal
 import sys
 import traceback
 from collections.abc import Iterator
@@ -188,7 +187,7 @@ class OneLineErrorsGroup(TyperGroup):
 
         received = _signals.release()
         if received is not None:
-            raise Interrupted(_signals.Terminated(received) if received != signal.SIGINT else KeyboardInterrupt())
+            raise Interrupted(_signals.interrupt_for(received))
         try:
             return super().invoke(ctx)
         except KeyboardInterrupt as interrupt:
@@ -218,7 +217,7 @@ class OneLineErrorsGroup(TyperGroup):
             print_error(error.format_message() if hasattr(error, "format_message") else str(error))
             code = getattr(error, "exit_code", EXIT_USER_ERROR)
         except (typer.Abort, KeyboardInterrupt) as error:  # Ctrl-C or SIGTERM outside a command's own handler
-            print_error("interrupted; nothing was written")
+            print_error(Interrupted(_signals.interrupt_of(error) or KeyboardInterrupt()).format_message())
             code = interrupt_exit_code(error)
         except user_error_types() as error:
             print_error(str(error))
@@ -285,7 +284,7 @@ def describe_failure(error: BaseException) -> str:
             where = where or " (writing the report, or a file)"
             return f"no space left on the device{where}; free some space or write elsewhere; nothing was replaced"
         if isinstance(error, BrokenPipeError):
-            return "the report could not be written: the pipe reading stdout was closed"
+            return str(broken_pipe())
         return f"{error.strerror or reason}{where}; check the path and its permissions (--debug shows the traceback)"
     return (
         f"unexpected {type(error).__name__}: {reason}; "
@@ -300,10 +299,11 @@ def is_out_of_memory(error: BaseException) -> bool:
     return isinstance(error, RuntimeError) and ("out of memory" in text or "can't allocate memory" in text)
 
 
-def short_reason(error: BaseException, length: int = 200) -> str:
-    """A library's message cut to one short line: never an unbounded value."""
-    text = " ".join(str(error).split()) or type(error).__name__
-    return text if len(text) <= length else text[: length - 3] + "..."
+def short_reason(error: BaseException) -> str:
+    """A library's message cut to one short line (limits.clip): never an unbounded value."""
+    from ..limits import clip
+
+    return clip(str(error)) or type(error).__name__
 
 
 def import_libraries() -> None:

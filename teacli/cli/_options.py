@@ -79,15 +79,6 @@ def parse_thresholds(text: str) -> list[float]:
     return values
 
 
-def check_steps(steps: int | None) -> int | None:
-    return limits.check("steps", steps, CLIError, "--steps")
-
-
-def check_positive(name: str, value: int | float | None) -> int | float | None:
-    """A counting option (--height, --runs, ...) against its range in teacli.limits, named as typed."""
-    return limits.check(name.lstrip("-").replace("-", "_"), value, CLIError, name)
-
-
 def check_ranges(**values: object) -> None:
     """Every number the user typed against its range (teacli.limits), before anything is loaded: NaN,
     infinity and values too large for torch fail here with the option named, never deep in the model."""
@@ -107,17 +98,15 @@ def check_seeds(seed: int, count: int) -> None:
 def check_text(option: str, text: str | None) -> None:
     """Text from the command line that is not valid UTF-8 reaches Python with lone surrogates, which a tokenizer
     fails on after the model has loaded: refuse it now, naming the first bad byte."""
-    if text is None:
+    position = None if text is None else limits.unencodable(text)
+    if position is None:
         return
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError as error:
-        char = text[error.start]
-        byte = f"byte 0x{ord(char) - 0xDC00:02x}" if 0xDC80 <= ord(char) <= 0xDCFF else f"character U+{ord(char):04X}"
-        raise CLIError(
-            f"{option} is not valid UTF-8 text ({byte} at position {error.start}); "
-            "set the terminal to UTF-8 or check the quoting"
-        ) from None
+    char = ord(text[position])
+    byte = f"byte 0x{char - 0xDC00:02x}" if 0xDC80 <= char <= 0xDCFF else f"character U+{char:04X}"
+    raise CLIError(
+        f"{option} is not valid UTF-8 text ({byte} at position {position}); "
+        "set the terminal to UTF-8 or check the quoting"
+    )
 
 
 def parse_coefficients(text: str | None) -> tuple[float, ...] | None:

@@ -327,12 +327,16 @@ def _make(work: dict[str, Any], plan: Any, writer: Any, made: list[dict[str, Any
     session = Session(preset, pipe, work["coefficients"], work["caching"])
     keeper = CacheKeeper(pipe)
     warned: set[str] = set()
+
+    def warn_once(note: str | None) -> None:  # a size or frame count rounded alike for every prompt: say it once
+        if note is not None and note not in warned and launch.is_main:
+            warned.add(note)
+            print_warning(note)
+
     try:
         for number, job in enumerate(plan.todo, start=1):
             request, size_note = fit_size(pipe, work["requests"][job.index])
-            if size_note is not None and size_note not in warned and launch.is_main:
-                warned.add(size_note)
-                print_warning(size_note)
+            warn_once(size_note)
             config = session.config(work["thresholds"][job.index])
             stats = keeper.fresh(config).stats
 
@@ -342,9 +346,7 @@ def _make(work: dict[str, Any], plan: Any, writer: Any, made: list[dict[str, Any
             label = f"prompt {job.index} ({number}/{len(plan.todo)})" if launch.is_main else None
             run = _measure(pipe, request, counts, heartbeat, label)
             request, frames_note = made_frames(request, run.output)
-            if frames_note is not None and frames_note not in warned and launch.is_main:
-                warned.add(frames_note)
-                print_warning(frames_note)
+            warn_once(frames_note)
             path = work["out_dir"] / output_name(job, work["suffix"])
             metadata = output_metadata(
                 request,

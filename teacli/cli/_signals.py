@@ -35,15 +35,18 @@ def _swallows_exceptions(frame: Any) -> bool:
     return code.co_name == "__del__" or (code.co_filename.startswith("<frozen importlib") and code.co_name == "cb")
 
 
+def interrupt_for(signal_number: int) -> KeyboardInterrupt:
+    """The exception a stop signal raises: KeyboardInterrupt for Ctrl-C, Terminated for the others."""
+    return KeyboardInterrupt() if signal_number == signal.SIGINT else Terminated(signal_number)
+
+
 def _stop(signal_number: int, frame: Any) -> None:
     if _swallows_exceptions(frame):
         # Raised here the interrupt would be lost and the run would go on half-imported: deliver it again in a
         # moment, when the main thread is back in ordinary code.
         threading.Timer(0.02, os.kill, (os.getpid(), signal_number)).start()
         return
-    if signal_number == signal.SIGINT:
-        raise KeyboardInterrupt
-    raise Terminated(signal_number)
+    raise interrupt_for(signal_number)
 
 
 def stop_signals() -> list[int]:
@@ -92,10 +95,8 @@ def held() -> Iterator[None]:
         yield
     finally:
         received = release()
-    if received == signal.SIGINT:
-        raise KeyboardInterrupt
     if received is not None:
-        raise Terminated(received)
+        raise interrupt_for(received)
 
 
 def handlers() -> dict[int, Any]:
@@ -109,11 +110,6 @@ def restore(saved: dict[int, Any]) -> None:
     for number, handler in saved.items():
         if handler is not None:
             signal.signal(number, handler)
-
-
-def install() -> None:
-    """The raising handlers at once (for callers that import teacli's CLI in-process)."""
-    _set_handlers(_stop)
 
 
 def interrupt_of(error: BaseException | None) -> KeyboardInterrupt | None:
