@@ -148,6 +148,9 @@ class Preset:
     needs_image: bool = False  # editing pipelines (Qwen-Image-Edit, ...) cannot run without an input image
     # What `teacli calibrate` recorded about the fit (date, versions, prompts, R^2...); data, not read by the engine.
     calibration: dict[str, Any] = field(default_factory=dict)
+    # Schedules `teacli calibrate --plan` chose: steps -> computed steps -> timeline ("C.CfC..C", teacli.plan).
+    plans: dict[int, dict[int, str]] = field(default_factory=dict)
+    budget: int | None = None  # computed steps run by default where a plan exists for the run's step count
     source: str = ""  # the file it came from
 
     @property
@@ -331,8 +334,43 @@ def parse_preset(data: Any, path: str) -> Preset:
         modulated_input=_string(data, path, "modulated_input", required=False) or None,
         experts=_experts(data.get("experts"), path),
         calibration=dict(calibration or {}),
+        plans=_plans(data.get("plans"), path),
+        budget=_optional(data, path, "budget", setting="steps", minimum=2),
         source=path,
     )
+
+
+def _plans(value: Any, path: str) -> dict[int, dict[int, str]]:
+    """plans: {steps: {computed steps: timeline}}, every timeline a valid plan of that many steps and budget."""
+    from .plan import PlanError, from_timeline
+
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise _fail(path, "plans", "expected a mapping of step counts to {computed steps: timeline}")
+    plans: dict[int, dict[int, str]] = {}
+    for steps, schedules in value.items():
+        where = f"plans.{_text(steps)}"
+        if isinstance(steps, bool) or not isinstance(steps, int) or not 2 <= steps <= LIMITS["steps"].high:
+            raise _fail(path, where, "expected a step count (a whole number of steps) as the key")
+        if not isinstance(schedules, dict):
+            raise _fail(path, where, "expected a mapping of computed steps to timelines")
+        plans[steps] = {}
+        for budget, timeline in schedules.items():
+            if isinstance(budget, bool) or not isinstance(budget, int):
+                raise _fail(path, f"{where}.{_text(budget)}", "expected a number of computed steps as the key")
+            try:
+                plan = from_timeline(timeline)
+            except PlanError as error:
+                raise _fail(path, f"{where}.{budget}", str(error)) from None
+            if plan.steps != steps or plan.budget != budget:
+                raise _fail(
+                    path,
+                    f"{where}.{budget}",
+                    f"the timeline has {plan.steps} steps with {plan.budget} computed, not {steps} with {budget}",
+                )
+            plans[steps][budget] = timeline
+    return plans
 
 
 def _unknown(data: dict, known: set[str]) -> str | None:
@@ -483,6 +521,8 @@ def preset_to_dict(preset: Preset) -> dict[str, Any]:
         or None,
         "experts": {name: without_none(override) for name, override in preset.experts.items()} or None,
         "calibration": plain(preset.calibration) or None,
+        "budget": preset.budget,
+        "plans": {steps: dict(schedules) for steps, schedules in preset.plans.items()} or None,
     }
     return {key: value for key, value in data.items() if value is not None}
 

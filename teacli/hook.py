@@ -26,6 +26,7 @@ from diffusers.utils.torch_utils import unwrap_module
 from .context import CacheContext
 from .decision import Decision, Verdict, decide, rel_l1, rel_l1_from_terms, rel_l1_terms
 from .limits import LIMITS, short
+from .plan import Plan
 from .registry import Extractor, get_extractor
 from .stats import StepRecord, TeaCacheStats
 
@@ -92,6 +93,8 @@ class TeaCacheConfig:
             "auto": when torch.distributed is initialized and the transformer has diffusers' context
             parallelism enabled (over its sequence-shard group); True: over that group, else over the
             default (world) group; False: never. Each rank still caches its own shard's residual.
+        plan: a planned schedule (teacli.plan.Plan): compute exactly its steps, reuse or forecast the residual
+            on the others, measure nothing. thresh, coefficients and the rel_l1 fields are then unused.
     """
 
     thresh: float = 0.2
@@ -108,6 +111,7 @@ class TeaCacheConfig:
     max_cached_in_row: int | None = None
     cache_device: str | torch.device | None = None
     sync_decisions: bool | str = "auto"
+    plan: Plan | None = None
 
     def __post_init__(self) -> None:
         # Every field is checked for what the API can be handed: numpy scalars pass as numbers, bools do not,
@@ -121,7 +125,14 @@ class TeaCacheConfig:
                 f"thresh must be a finite number >= 0 (0 computes every step), got {short(self.thresh)}"
             )
         self.thresh = thresh
-        self.coefficients = _coefficient_list(self.coefficients)
+        if self.plan is not None and not isinstance(self.plan, Plan):
+            raise TeaCacheError(f"plan must be a teacli.plan.Plan or None, got {short(self.plan)}")
+        if self.plan is not None and (
+            self.coefficients is None or (isinstance(self.coefficients, (list, tuple)) and not self.coefficients)
+        ):
+            self.coefficients = []  # a plan decides without them
+        else:
+            self.coefficients = _coefficient_list(self.coefficients)
         for name in ("ret_steps", "cutoff_steps", "num_inference_steps"):
             value = getattr(self, name)
             if value is None and name != "ret_steps":
@@ -279,10 +290,13 @@ class TeaCacheState(BaseState):
         self.cached_in_row = 0  # consecutive cached calls, for max_cached_in_row
         self.last_step: int | None = None
         self.last_timestep: float | None = None
+        self.residual_time: float | None = None  # when cached_residuals were computed (timestep, else step)
+        self.slopes: tuple[torch.Tensor, ...] | None = None  # a plan's forecast: d(residual)/d(time)
 
     @property
     def residual_bytes(self) -> int:
-        return sum(r.numel() * r.element_size() for r in self.cached_residuals or ())
+        held = (*(self.cached_residuals or ()), *(self.slopes or ()))
+        return sum(r.numel() * r.element_size() for r in held)
 
     def residuals_fit(self, streams: tuple[torch.Tensor, ...]) -> bool:
         residuals = self.cached_residuals
@@ -410,51 +424,24 @@ class TeaCacheHook(ModelHook):
         self, module: torch.nn.Module, context: CacheContext, state: TeaCacheState, position: _Position
     ) -> tuple[Any, dict]:
         config = self.config
-        modulated = context.select_modulated_input(config.modulated_input).detach()
-        previous = state.previous_modulated_input
-        if previous is not None and previous.shape != modulated.shape:
-            previous = None
-        # One process (no process group): no lookup, no collective, the same rel_l1 as ever.
-        distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
-        sharding = _context_parallel(module) if distributed else None
-        group = self._sync_group(sharding, distributed)
-        distance = rel_l1(modulated, previous) if previous is not None and group is None else None
-        if sharding is not None and group is None and not self._warned_unsynced:
-            self._warned_unsynced = True
-            logger.warning(
-                "TeaCache on %s: context parallelism with sync_decisions=False; ranks that see different shards "
-                "may decide differently (wrong output or a hang in the attention collectives)",
-                self.module_name,
-            )
-        if sharding is not None and state.cached_residuals is not None:
-            context = _shard_streams(context, [r.shape for r in state.cached_residuals], sharding)
+        if config.plan is not None:
+            sharding = _context_parallel(module) if _distributed() else None
+            if sharding is not None and state.cached_residuals is not None:
+                context = _shard_streams(context, [r.shape for r in state.cached_residuals], sharding)
+            verdict = self._planned_verdict(position, state.residuals_fit(context.streams))
+            modulated, distance = None, None
+        else:
+            modulated, distance, verdict, context, sharding = self._rule_verdict(module, context, state, position)
         streams = context.streams
-        in_window = self._in_window(position)  # first: a window it cannot place fails on the first call
-        forced = (
-            position.step == 0
-            or (position.total is not None and position.step >= position.total - 1)
-            or position.step < config.ret_steps
-            or (config.cutoff_steps is not None and position.step >= config.cutoff_steps)
-            or not in_window
-            or not state.residuals_fit(streams)
-        )
-        if group is not None:
-            distance, forced = _synced_distance(modulated, previous, forced, group)
-        verdict = decide(
-            distance=distance,
-            accumulated=state.accumulated,
-            coefficients=config.coefficients,
-            thresh=config.thresh,
-            forced=forced,
-            x_range=config.rel_l1_range,
-        )
-        limit = config.max_cached_in_row
-        if verdict.decision is Decision.CACHED and limit is not None and state.cached_in_row >= limit:
-            verdict = Verdict(Decision.FORCED, 0.0, None)
         output_change = None
+        now = _time_of(context, position)
         if verdict.decision is Decision.CACHED:
             residuals = state.cached_residuals
             outputs = tuple(stream + _to_device(r, stream.device) for stream, r in zip(streams, residuals))
+            if state.slopes is not None:  # forecast: r(t) = r_b + (t - t_b) * slope, first order in time
+                span = now - state.residual_time
+                slopes = state.slopes
+                outputs = tuple(out.add_(_to_device(s, out.device), alpha=span) for out, s in zip(outputs, slopes))
             state.previous_output = None  # a pair of outputs must be two computed calls in a row
             state.cached_in_row += 1
         else:
@@ -466,7 +453,9 @@ class TeaCacheHook(ModelHook):
             residuals = tuple(out - stream for out, stream in zip(outputs, streams))
             if config.cache_device is not None:
                 residuals = tuple(_to_device(residual, config.cache_device) for residual in residuals)
+            state.slopes = self._slopes(state, residuals, position, now)
             state.cached_residuals = residuals
+            state.residual_time = now
             state.cached_in_row = 0
             if config.record_output_change:
                 output_change = self._output_change(state, outputs[0].detach(), distance)
@@ -487,6 +476,88 @@ class TeaCacheHook(ModelHook):
             output_rel_l1=output_change,
         )
         return context.postprocess(*outputs), record
+
+    def _rule_verdict(
+        self, module: torch.nn.Module, context: CacheContext, state: TeaCacheState, position: _Position
+    ) -> tuple[torch.Tensor, float | None, Verdict, CacheContext, Any]:
+        """TeaCache's own rule: the modulated input's change, rescaled and accumulated against the threshold."""
+        config = self.config
+        modulated = context.select_modulated_input(config.modulated_input).detach()
+        previous = state.previous_modulated_input
+        if previous is not None and previous.shape != modulated.shape:
+            previous = None
+        # One process (no process group): no lookup, no collective, the same rel_l1 as ever.
+        distributed = _distributed()
+        sharding = _context_parallel(module) if distributed else None
+        group = self._sync_group(sharding, distributed)
+        distance = rel_l1(modulated, previous) if previous is not None and group is None else None
+        if sharding is not None and group is None and not self._warned_unsynced:
+            self._warned_unsynced = True
+            logger.warning(
+                "TeaCache on %s: context parallelism with sync_decisions=False; ranks that see different shards "
+                "may decide differently (wrong output or a hang in the attention collectives)",
+                self.module_name,
+            )
+        if sharding is not None and state.cached_residuals is not None:
+            context = _shard_streams(context, [r.shape for r in state.cached_residuals], sharding)
+        in_window = self._in_window(position)  # first: a window it cannot place fails on the first call
+        forced = (
+            position.step == 0
+            or (position.total is not None and position.step >= position.total - 1)
+            or position.step < config.ret_steps
+            or (config.cutoff_steps is not None and position.step >= config.cutoff_steps)
+            or not in_window
+            or not state.residuals_fit(context.streams)
+        )
+        if group is not None:
+            distance, forced = _synced_distance(modulated, previous, forced, group)
+        verdict = decide(
+            distance=distance,
+            accumulated=state.accumulated,
+            coefficients=config.coefficients,
+            thresh=config.thresh,
+            forced=forced,
+            x_range=config.rel_l1_range,
+        )
+        limit = config.max_cached_in_row
+        if verdict.decision is Decision.CACHED and limit is not None and state.cached_in_row >= limit:
+            verdict = Verdict(Decision.FORCED, 0.0, None)
+        return modulated, distance, verdict, context, sharding
+
+    def _planned_verdict(self, position: _Position, residuals_fit: bool) -> Verdict:
+        """A plan's decision: its steps computed, every other step cached (computed when nothing fits)."""
+        plan = self.config.plan
+        total = position.total if position.total is not None else plan.steps
+        if total != plan.steps:
+            raise TeaCacheError(
+                f"the plan on {self.module_name} was made for {plan.steps} steps but this run has {total}; "
+                f"run {plan.steps} steps or make a plan for {total} steps"
+            )
+        if plan.computes(position.step):
+            return Verdict(Decision.COMPUTED, 0.0, None)
+        if not residuals_fit:
+            return Verdict(Decision.FORCED, 0.0, None)
+        return Verdict(Decision.CACHED, 0.0, None)
+
+    def _slopes(
+        self, state: TeaCacheState, residuals: tuple[torch.Tensor, ...], position: _Position, now: float
+    ) -> tuple[torch.Tensor, ...] | None:
+        """The residuals' change per unit of time since the branch's previous computed call, when the plan
+        forecasts the gap after this step; None (plain reuse) otherwise."""
+        plan = self.config.plan
+        previous = state.cached_residuals
+        if (
+            plan is None
+            or not plan.forecasts_after(position.step)
+            or previous is None
+            or state.residual_time is None
+            or now == state.residual_time
+            or len(previous) != len(residuals)
+            or any(p.shape != r.shape for p, r in zip(previous, residuals))
+        ):
+            return None
+        span = now - state.residual_time
+        return tuple((r - p) / span for r, p in zip(residuals, previous))
 
     def _sync_group(self, sharding: Any, distributed: bool) -> Any:
         """The process group whose ranks must decide together, or None to decide alone.
@@ -612,6 +683,15 @@ def _lora_scope(module: torch.nn.Module, extractor: Extractor, kwargs: dict) -> 
     finally:
         if USE_PEFT_BACKEND:
             unscale_lora_layers(module, scale)
+
+
+def _distributed() -> bool:
+    return torch.distributed.is_available() and torch.distributed.is_initialized()
+
+
+def _time_of(context: CacheContext, position: _Position) -> float:
+    """Where a call sits in time for a forecast: its timestep where the extractor reports one, else its step."""
+    return float(context.timestep) if context.timestep is not None else float(position.step)
 
 
 def _context_parallel(module: torch.nn.Module) -> Any:

@@ -26,6 +26,7 @@ from .catalog import (
     load_preset_file,
 )
 from .limits import clip
+from .plan import Plan
 from .registry import has_extractor, unsupported_message
 
 logger = logging.getLogger("teacli")
@@ -351,10 +352,12 @@ def teacache_configs(
     thresh: float | None = None,
     coefficients: Sequence[float] | None = None,
     coefficients_source: str = "user",
+    plan: Plan | None = None,
 ):
     """TeaCacheConfig from a preset; a dict per denoiser when it has expert overrides (Wan 2.2).
 
-    `thresh` and `coefficients` given here apply to every denoiser. Given coefficients drop the preset's
+    `thresh`, `coefficients` and a `plan` (teacli.plan: it then decides instead of the threshold) given here
+    apply to every denoiser. Given coefficients drop the preset's
     calibrated rel_l1_range too: that range belongs to the fit it came with, not to these.
     """
     from .hook import TeaCacheConfig
@@ -372,6 +375,7 @@ def teacache_configs(
             if own_fit
             else coefficients_source,
             modulated_input=pick(override.modulated_input, preset.modulated_input),
+            plan=plan,
         )
 
     base = config(ExpertOverride())

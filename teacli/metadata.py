@@ -38,6 +38,10 @@ FIELDS = (
     "model_id",
     "pipeline",
     "transformer",
+    "policy",
+    "policy_source",
+    "budget",
+    "plan",
     "thresh",
     "coefficients",
     "coefficients_source",
@@ -140,7 +144,28 @@ def _request_fields(request: GenerationRequest, index: int) -> dict[str, Any]:
 
 def _config_fields(config: Any) -> dict[str, Any]:
     def describe(one: Any) -> dict[str, Any]:
-        return dict(thresh=one.thresh, coefficients=list(one.coefficients), coefficients_source=one.coefficients_source)
+        if one.plan is not None:
+            from .policy import policy_of
+
+            plan = one.plan
+            return dict(
+                policy=policy_of(plan),
+                policy_source=plan.source,
+                budget=plan.budget,
+                plan=plan.timeline(),
+                thresh=None,
+                coefficients=None,
+                coefficients_source=None,
+            )
+        return dict(
+            policy="teacache",
+            policy_source=one.coefficients_source,
+            budget=None,
+            plan=None,
+            thresh=one.thresh,
+            coefficients=list(one.coefficients),
+            coefficients_source=one.coefficients_source,
+        )
 
     if not isinstance(config, Mapping):
         return describe(config)
@@ -200,6 +225,8 @@ def parameters_line(metadata: Mapping[str, Any]) -> str:
         "Seed": metadata.get("seed"),
         "Size": size,
         "Model": metadata.get("model"),
+        "TeaCache policy": metadata.get("policy"),
+        "TeaCache budget": metadata.get("budget"),
         "TeaCache thresh": metadata.get("thresh"),
         "TeaCache coefficients": metadata.get("coefficients_source"),
         "TeaCache computed": metadata.get("computed"),

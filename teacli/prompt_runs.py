@@ -519,9 +519,13 @@ def manifest_entry(
     }
 
 
-def job_settings(request: Any, model: str, thresh: float) -> dict[str, Any]:
-    """The SETTINGS of one prompt's GenerationRequest, as the manifest records them."""
-    values = {"model": model, "thresh": float(thresh)}
+def job_settings(request: Any, model: str, policy: Any) -> dict[str, Any]:
+    """The SETTINGS of one prompt's GenerationRequest and its teacli.policy.Policy, as the manifest records
+    them: TeaCache's rule by its threshold (as ever), a schedule by its policy and budget instead."""
+    if policy.plan is None:
+        values = {"model": model, "thresh": float(policy.thresh)}
+    else:
+        values = {"model": model, "thresh": None, "policy": policy.name, "budget": policy.budget}
     values.update({key: getattr(request, key) for key in SETTINGS if key not in values})
     return json.loads(json.dumps(values))  # as read back from JSON, so resume compares like with like
 

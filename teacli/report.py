@@ -50,7 +50,7 @@ def timeline(stats: TeaCacheStats, module: str, branch: str) -> Text:
 class GenerationSummary:
     model: str
     transformer: str
-    thresh: float
+    thresh: float | None  # None when a schedule (policy) decided
     coefficients_source: str
     steps: int
     seconds: float
@@ -62,6 +62,14 @@ class GenerationSummary:
     notes: list[str] = field(default_factory=list)
     outputs: list[str] = field(default_factory=list)  # every file written (several with --num-images)
     settings: dict[str, Any] = field(default_factory=dict)  # seed, batch, cache and loading options, for --json
+    policy: Any = None  # teacli.policy.Policy; None: TeaCache's rule at `thresh`
+
+    @property
+    def headline(self) -> str:
+        """What decided: TeaCache's threshold, or the schedule's budget and where it came from."""
+        if self.policy is None or self.policy.plan is None:
+            return f"thresh {self.thresh:g}"
+        return self.policy.describe()
 
     @property
     def estimated_speedup(self) -> float | None:
@@ -81,6 +89,7 @@ class GenerationSummary:
             "transformer": self.transformer,
             "thresh": self.thresh,
             "coefficients_source": self.coefficients_source,
+            **(self.policy.to_dict() if self.policy is not None else {}),
             "steps": self.steps,
             "seconds": self.seconds,
             "estimated_speedup": self.estimated_speedup,
@@ -100,7 +109,7 @@ class GenerationSummary:
 def render_generation(summary: GenerationSummary, console: Console) -> None:
     stats = summary.stats
     table = Table(
-        title=f"TeaCache on {summary.model} ({summary.transformer}), thresh {summary.thresh:g}",
+        title=f"TeaCache on {summary.model} ({summary.transformer}), {summary.headline}",
         caption="timeline: F forced (first/last step), C computed, . cached",
     )
     table.add_column("branch")
@@ -129,7 +138,10 @@ def render_generation(summary: GenerationSummary, console: Console) -> None:
         style="bold",
     )
     console.print(table)
-    console.print(f"coefficients: {summary.coefficients_source}", highlight=False)
+    if summary.policy is not None and summary.policy.plan is not None:
+        console.print(f"policy: {summary.policy.name}, {summary.policy.source}", highlight=False)
+    else:
+        console.print(f"coefficients: {summary.coefficients_source}", highlight=False)
     console.print(f"generation: {summary.seconds:.2f} s for {summary.steps} steps")
     if stats.peak_residual_bytes:
         console.print(

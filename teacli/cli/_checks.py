@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 from ..catalog import Preset, builtin_presets
+
+if TYPE_CHECKING:
+    from ..policy import Policy
 from ._app import CLIError, print_warning
 
 # The first and last steps are always computed, so a schedule this short has (almost) nothing to cache.
@@ -35,6 +40,21 @@ def thresh_warning(thresh: float, preset: Preset) -> str | None:
         f"--thresh {thresh:g} is above {HIGH_THRESH:g}: expect visible quality loss; the presets' tested thresholds "
         f"are {low:g}-{high:g} ({preset.name}'s: {preset.thresh:g})"
     )
+
+
+def run_policy(preset: Preset, steps: int, **asked: Any) -> Policy:
+    """The policy a run uses (teacli.policy.choose_policy), a refusal as one line."""
+    from ..policy import PolicyError, choose_policy
+
+    try:
+        return choose_policy(preset, steps, **asked)
+    except PolicyError as error:
+        raise CLIError(str(error)) from None
+
+
+def chosen_warning(policy: Policy, preset: Preset) -> str | None:
+    """A threshold far above the tested ones; a budget that caches (almost) nothing needs no warning."""
+    return thresh_warning(policy.thresh, preset) if policy.plan is None else None
 
 
 def check_settings(warnings: list[str | None], strict: bool) -> None:

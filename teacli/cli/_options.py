@@ -60,6 +60,44 @@ COEFFICIENTS_OPTION_SOURCE = "user (--coefficients)"
 COEFFICIENTS_FORM = "2-7 comma-separated numbers, highest power first, e.g. 498.65,-283.78,55.86,-3.82,0.264"
 
 
+BudgetOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--budget",
+        "-b",
+        help="Computed steps, e.g. 10, or a speedup, e.g. 3x: runs the preset's calibrated plan for it "
+        "(teacli calibrate --plan), else the steps spread evenly. Instead of --thresh",
+    ),
+]
+PolicyOpt = Annotated[
+    str,
+    typer.Option(
+        "--policy",
+        help="auto: the preset's plan at its budget where it has one, else TeaCache's rule; teacache: TeaCache's "
+        "own rule (the reference's decisions); plan: a calibrated plan only; uniform: evenly spread steps",
+    ),
+]
+
+
+def check_policy(policy: str, budget: str | None) -> None:
+    """--policy is one of the policies and --budget reads as steps or a speedup, before anything loads."""
+    from ..policy import POLICIES
+
+    if policy not in POLICIES:
+        raise CLIError(f"--policy {limits.clip(policy)} is not one of {', '.join(POLICIES)}")
+    if budget is not None:
+        text = budget.strip().lower().removesuffix("x")
+        try:
+            value = float(text)
+        except ValueError:
+            value = math.nan
+        if not math.isfinite(value) or value < 1:
+            raise CLIError(
+                f"--budget {limits.clip(budget)} is neither a number of computed steps (e.g. 10) nor a speedup "
+                "(e.g. 3x)"
+            )
+
+
 def check_thresh(value: float) -> float:
     if math.isnan(value) or math.isinf(value) or value < 0:
         raise CLIError(f"--thresh must be a finite number >= 0 (0 disables caching), got {value}")

@@ -42,6 +42,8 @@ def generate_prompts(
     out_dir: Path | None,
     manifest: Path | None,
     thresh: float | None,
+    budget: str | None,
+    policy: str,
     coefficients: tuple[float, ...] | None,
     loading: Any,
     caching: Any,
@@ -80,7 +82,8 @@ def generate_prompts(
         warnings.simplefilter("ignore")
     try:
         work = _prepare_prompts(
-            prompts, preset, launch, out_dir=out_dir, manifest=manifest, thresh=thresh, steps=steps, seed=seed,
+            prompts, preset, launch, out_dir=out_dir, manifest=manifest, thresh=thresh, budget=budget, policy=policy,
+            steps=steps, seed=seed,
             guidance=guidance, height=height, width=width, image=image, negative_prompt=negative_prompt,
             true_cfg=true_cfg, frames=frames, fps=fps, overwrite=overwrite, device=device, strict=strict,
         )  # fmt: skip
@@ -99,7 +102,7 @@ def _prepare_prompts(prompts: Path, preset: Any, launch: Any, **given: Any) -> d
     from ..output import OutputError, check_writable
     from ..prompt_runs import job_settings, read_prompt_jobs
     from ..runner import GenerationRequest
-    from ._checks import check_settings, schedule_warning, thresh_warning
+    from ._checks import check_settings, chosen_warning, run_policy, schedule_warning
     from ._session import check_pipeline_takes, input_image, pipeline_media
 
     jobs = read_prompt_jobs(prompts, given["seed"])
@@ -122,7 +125,7 @@ def _prepare_prompts(prompts: Path, preset: Any, launch: Any, **given: Any) -> d
             raise CLIError(f"{prompts} line {with_fps.line}: {preset.name} makes {kind.value}s, not videos; drop 'fps'")
     source_image = input_image(preset, given["image"])
 
-    requests, thresholds, settings = {}, {}, {}
+    requests, policies, settings = {}, {}, {}
     for job in jobs:
         options = dict(job.options)
         job_thresh = options.pop("thresh", given["thresh"])
@@ -133,11 +136,13 @@ def _prepare_prompts(prompts: Path, preset: Any, launch: Any, **given: Any) -> d
         if kind is not MediaKind.video:  # a preset's frames or fps mean nothing to an image or sound model
             request = replace(request, frames=None, fps=None)
         requests[job.index] = request
-        thresholds[job.index] = job_thresh  # None: the preset's (one per denoiser where it has experts)
-        threshold = preset.thresh if job_thresh is None else job_thresh
-        settings[job.index] = job_settings(request, preset.name, threshold)
+        asked = {"policy": given["policy"], "thresh": job_thresh, "budget": given["budget"]}
+        if "thresh" in job.options:  # a line's thresh asks for TeaCache's rule, whatever the command's policy
+            asked.update(policy="teacache", budget=None)
+        policies[job.index] = run_policy(preset, request.steps, **asked)
+        settings[job.index] = job_settings(request, preset.name, policies[job.index])
     warned = [schedule_warning(steps) for steps in sorted({r.steps for r in requests.values()})]
-    warned += [thresh_warning(t, preset) for t in sorted({s["thresh"] for s in settings.values()})]
+    warned += list(dict.fromkeys(chosen_warning(policy, preset) for policy in policies.values()))
     if launch.is_main:
         check_settings(warned, given["strict"])
     elif given["strict"] and any(warned):
@@ -171,7 +176,7 @@ def _prepare_prompts(prompts: Path, preset: Any, launch: Any, **given: Any) -> d
         launch=launch,
         jobs=jobs,
         requests=requests,
-        thresholds=thresholds,
+        policies=policies,
         settings=settings,
         out_dir=out_dir,
         manifest=manifest,
@@ -201,7 +206,7 @@ def _check_prompt_options(preset: Any, jobs: list[Any], prompts: Path) -> None:
 
 # What an output's metadata must match for a run to take it as its own unrecorded output (sizes are recorded as
 # made, which the pipeline may have rounded, so they are not compared).
-MADE_WITH = ("model", "steps", "guidance", "true_cfg", "negative_prompt", "thresh")
+MADE_WITH = ("model", "steps", "guidance", "true_cfg", "negative_prompt", "thresh", "budget")
 
 
 def _made_for(path: Path, job: Any, settings: Any) -> bool:
@@ -337,7 +342,8 @@ def _make(work: dict[str, Any], plan: Any, writer: Any, made: list[dict[str, Any
         for number, job in enumerate(plan.todo, start=1):
             request, size_note = fit_size(pipe, work["requests"][job.index])
             warn_once(size_note)
-            config = session.config(work["thresholds"][job.index])
+            chosen = work["policies"][job.index]
+            config = session.config(chosen.thresh, plan=chosen.plan)
             stats = keeper.fresh(config).stats
 
             def counts(stats: Any = stats) -> tuple[int, int]:

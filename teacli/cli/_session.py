@@ -14,6 +14,7 @@ from ..catalog import Preset
 from ..hook import TeaCacheConfig
 from ..loading import check_extractor, pick_device, pick_dtype, resolve_preset, teacache_configs
 from ..measure import Run, measure_generation
+from ..plan import Plan
 from ..preparation import CacheOptions, LoadOptions, prepare_pipeline
 from ..runner import GenerationRequest, per_prompt_argument
 from ._app import CLIError, stderr
@@ -28,16 +29,17 @@ class Session:
     cache: CacheOptions = field(default_factory=CacheOptions)  # --start, --end, --max-cached-in-row, ...
 
     def config(
-        self, thresh: float | None = None, coefficients: tuple[float, ...] | None = None
+        self, thresh: float | None = None, coefficients: tuple[float, ...] | None = None, plan: Plan | None = None
     ) -> TeaCacheConfig | dict[str, TeaCacheConfig]:
         """The preset's TeaCache config; one per denoiser where the preset has expert overrides.
-        A threshold (the user's --thresh) and coefficients (--coefficients, else the session's) given here
-        apply to every denoiser, and so do the session's cache options."""
+        A threshold (the user's --thresh), a plan (for --budget) and coefficients (--coefficients, else the
+        session's) given here apply to every denoiser, and so do the session's cache options."""
         configs = teacache_configs(
             self.preset,
             thresh,
             coefficients=coefficients if coefficients is not None else self.coefficients,
             coefficients_source=COEFFICIENTS_OPTION_SOURCE,
+            plan=plan,
         )
         return self.cache.apply(configs)
 

@@ -41,6 +41,8 @@ from ._options import (
 )
 
 PRESET_SUFFIXES = (".yaml", ".yml")
+# --plan's defaults: gaps longer than 12 steps never won at 28 steps; forecasts pay over short gaps only.
+MAX_GAP, FORECAST_GAP = 12, 4
 
 
 def calibrate(
@@ -69,6 +71,37 @@ def calibrate(
         Path | None, typer.Option("--out", "-o", help="Preset file to write [default: NAME-calibrated.yaml]")
     ] = None,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace --out if it exists")] = False,
+    plan: Annotated[
+        bool,
+        typer.Option(
+            "--plan",
+            help="Also plan schedules from the final pictures' error: a plan per budget (--budget) at --steps, "
+            "costing many generations (see --plan-prompts, --max-gap)",
+        ),
+    ] = False,
+    plan_prompts: Annotated[
+        int, typer.Option("--plan-prompts", help="With --plan: captions the plans are measured on (the first N)")
+    ] = 8,
+    max_gap: Annotated[
+        int | None,
+        typer.Option("--max-gap", help=f"With --plan: the most steps in a row a plan may skip [default: {MAX_GAP}]"),
+    ] = None,
+    forecast_gap: Annotated[
+        int | None,
+        typer.Option(
+            "--forecast-gap",
+            help=f"With --plan: the most steps in a row a plan may forecast; 0: none [default: {FORECAST_GAP}]",
+        ),
+    ] = None,
+    budgets: Annotated[
+        str | None,
+        typer.Option(
+            "--budgets", help="With --plan: computed steps to plan for, e.g. 4-20 [default: 2 to 70% of --steps]"
+        ),
+    ] = None,
+    batch: Annotated[
+        int, typer.Option("--batch", help="With --plan: captions per pipeline call (more is faster, needs memory)")
+    ] = 1,
     lora: LoraOpt = None,
     lora_scale: LoraScaleOpt = 1.0,
     compile: CompileOpt = False,
@@ -81,7 +114,11 @@ def calibrate(
     ] = False,
     verbose: VerboseOpt = False,
 ) -> None:
-    """Fit TeaCache coefficients on a model (uncached runs over prompts) and write a preset with them."""
+    """Fit TeaCache coefficients on a model (uncached runs over prompts) and write a preset with them; with
+    --plan, also the schedule per budget whose final pictures are closest to uncached."""
+    plan_budgets = check_plan_options(plan, steps, plan_prompts, max_gap, forecast_gap, budgets, batch)
+    max_gap = min(MAX_GAP, steps - 2) if max_gap is None else max_gap
+    forecast_gap = min(FORECAST_GAP, steps - 2) if forecast_gap is None else forecast_gap
     import_libraries()
 
     from ..calibration import MAX_ORDER, MIN_ORDER, MIN_STEPS, CalibrationSettings, run_calibration
@@ -142,6 +179,12 @@ def calibrate(
                 )
 
             result = run_calibration(session.pipe, preset, texts, settings, negative_prompt, on_step)
+        planned = None
+        if plan:
+            planned = calibrate_plans(
+                session.pipe, preset, texts[:plan_prompts], request, steps, seed, max_gap, forecast_gap,
+                plan_budgets, batch,
+            )  # fmt: skip
     except KeyboardInterrupt as interrupt:
         print_error("interrupted; nothing was written")
         raise typer.Exit(interrupt_exit_code(interrupt)) from None
@@ -149,12 +192,99 @@ def calibrate(
     console = ReportConsole(stderr=json_report)  # with --json stdout carries the JSON alone
     render_calibration(result, console)
     calibrated = result.preset(preset, preset_name)
+    if planned is not None:
+        calibrated = planned.apply(replace(calibrated, plans=preset.plans, budget=preset.budget))
+        render_plans(planned, console)
     write_preset(calibrated, out, overwrite)
     if json_report:
         print_json({"preset": preset_to_dict(calibrated), "file": str(out), "warnings": result.warnings()})
     console.print(f'wrote {out}: use it with `teacli generate --model {out} "..."`', highlight=False)
     console.print(
         f"or put it in a user preset directory (README, 'User presets') to replace or add '{preset_name}' by name",
+        highlight=False,
+    )
+
+
+def check_plan_options(
+    plan: bool, steps: int, prompts: int, max_gap: int | None, forecast_gap: int | None, budgets: str | None, batch: int
+) -> list[int]:
+    """The --plan options checked before anything loads; the budgets to plan for."""
+    if not plan:
+        given = [name for name, value, default in (
+            ("--budgets", budgets, None), ("--batch", batch, 1), ("--plan-prompts", prompts, 8),
+            ("--max-gap", max_gap, None), ("--forecast-gap", forecast_gap, None),
+        ) if value != default]  # fmt: skip
+        if given:
+            raise CLIError(f"{given[0]} goes with --plan; add --plan or drop it")
+        return []
+    if not 1 <= prompts <= 1000:
+        raise CLIError(f"--plan-prompts must be between 1 and 1000, got {prompts}")
+    if not 1 <= batch <= 64:
+        raise CLIError(f"--batch must be between 1 and 64, got {batch}")
+    if max_gap is not None and not 1 <= max_gap <= steps - 2:
+        raise CLIError(f"--max-gap must be between 1 and {steps - 2} at {steps} steps, got {max_gap}")
+    if forecast_gap is not None and not 0 <= forecast_gap <= steps - 2:
+        raise CLIError(f"--forecast-gap must be between 0 and {steps - 2} at {steps} steps, got {forecast_gap}")
+    return parse_budgets(budgets, steps)
+
+
+def parse_budgets(text: str | None, steps: int) -> list[int]:
+    """--budgets as a sorted list of computed steps: '4-20', '6,8,10' or both mixed; default 2 to 70% of steps."""
+    if text is None:
+        return list(range(2, max(3, round(0.7 * steps)) + 1))
+    values: set[int] = set()
+    for part in text.split(","):
+        low, _, high = part.strip().partition("-")
+        try:
+            first, last = int(low), int(high or low)
+        except ValueError:
+            raise CLIError(f"--budgets takes computed steps like 4-20 or 6,8,10, got {text[:40]!r}") from None
+        if not 2 <= first <= last <= steps:
+            raise CLIError(f"--budgets: {part.strip()} is not within 2-{steps} (the computed steps of {steps})")
+        values.update(range(first, last + 1))
+    return sorted(values)
+
+
+def calibrate_plans(pipe, preset, texts, request, steps, seed, max_gap, forecast_gap, budgets, batch):
+    """run_plan_calibration on the first captions (caption i with seed + i) behind a progress bar."""
+    from ..loading import teacache_configs
+    from ..plan_calibration import planned_runs, run_plan_calibration
+    from ._session import step_progress
+
+    requests = [replace(request, prompt=text, steps=steps, seed=seed + index) for index, text in enumerate(texts)]
+    total = planned_runs(steps, len(requests), batch, max_gap, forecast_gap, budgets)
+    with step_progress("planning", total) as progress:
+        task = progress.add_task("planning schedules", total=total)
+        return run_plan_calibration(
+            pipe,
+            requests,
+            lambda plan: teacache_configs(preset, plan=plan),
+            max_gap=max_gap,
+            forecast_gap=forecast_gap,
+            budgets=budgets,
+            batch=batch,
+            on_run=lambda: progress.advance(task),
+        )
+
+
+def render_plans(planned, console) -> None:
+    """The chosen plan per budget and what the calibration cost."""
+    from rich.table import Table
+
+    from ..plan_calibration import psnr_of
+
+    table = Table(
+        title=f"planned schedules at {planned.steps} steps ({planned.captions} captions)",
+        caption="C computed, f forecast, . reused; PSNR of the final pictures against uncached, calibration captions",
+    )
+    for column in ("budget", "PSNR dB", "schedule"):
+        table.add_column(column, justify="right" if column != "schedule" else "left", no_wrap=column == "schedule")
+    for budget, chosen in sorted(planned.chosen.items()):
+        table.add_row(str(budget), f"{psnr_of(chosen.error):.1f}", chosen.plan.timeline())
+    console.print(table)
+    console.print(
+        f"planning cost {planned.calls} computed transformer calls per caption and CFG branch "
+        f"({planned.calls / planned.steps:.0f} uncached generations' worth)",
         highlight=False,
     )
 

@@ -21,6 +21,7 @@ from ._app import (
 )
 from ._options import (
     AllowPickleOpt,
+    BudgetOpt,
     CacheDeviceOpt,
     CoefficientsOpt,
     CompileOpt,
@@ -37,6 +38,7 @@ from ._options import (
     MaxCachedInRowOpt,
     ModelOpt,
     OfflineOpt,
+    PolicyOpt,
     RetStepsOpt,
     SeedOpt,
     StartOpt,
@@ -45,6 +47,7 @@ from ._options import (
     VerboseOpt,
     WidthOpt,
     cache_options,
+    check_policy,
     check_ranges,
     check_seeds,
     check_text,
@@ -89,6 +92,8 @@ def generate(
         float | None,
         typer.Option("--thresh", "-t", help="TeaCache threshold; 0 computes every step [default: the preset's]"),
     ] = None,
+    budget: BudgetOpt = None,
+    policy: PolicyOpt = "auto",
     coefficients: CoefficientsOpt = None,
     start: StartOpt = None,
     end: EndOpt = None,
@@ -157,6 +162,7 @@ def generate(
     # Everything the user typed is checked before the model is loaded.
     if thresh is not None:
         check_thresh(thresh)
+    check_policy(policy, budget)
     user_coefficients = parse_coefficients(coefficients)
     check_ranges(
         steps=steps, height=height, width=width, frames=frames, num_images=num_images, fps=fps,
@@ -176,7 +182,7 @@ def generate(
     from ..metadata import output_metadata
     from ..report import GenerationSummary, render_generation
     from ..runner import GenerationRequest, fit_size, made_frames
-    from ._checks import check_settings, schedule_warning, thresh_warning
+    from ._checks import check_settings, chosen_warning, run_policy, schedule_warning
     from ._prompts_run import generate_prompts
     from ._session import (
         check_pipeline_takes,
@@ -199,6 +205,8 @@ def generate(
             out_dir=out_dir,
             manifest=manifest,
             thresh=thresh,
+            budget=budget,
+            policy=policy,
             coefficients=user_coefficients,
             loading=loading,
             caching=caching,
@@ -251,8 +259,8 @@ def generate(
     )
     if kind is not MediaKind.video:  # a preset's frames or fps mean nothing to an image or sound model
         request = replace(request, frames=None, fps=None)
-    threshold = preset.thresh if thresh is None else thresh
-    check_settings([schedule_warning(request.steps), thresh_warning(threshold, preset)], strict)
+    chosen = run_policy(preset, request.steps, policy=policy, thresh=thresh, budget=budget)
+    check_settings([schedule_warning(request.steps), chosen_warning(chosen, preset)], strict)
 
     existing = {path for path in outs if path.exists()}  # files --overwrite will replace
     try:
@@ -264,12 +272,10 @@ def generate(
             # One short run first, so neither measured run pays the one-time start-up costs.
             run_with_progress(session, replace(request, steps=WARMUP_STEPS), "warm-up")
             baseline = run_with_progress(session, request, "baseline (no cache)")
-        config = session.config(thresh)
+        config = session.config(chosen.thresh, plan=chosen.plan)
         handle = apply_teacache(session.pipe, config)
         stats = handle.stats
-        result = run_with_progress(
-            session, request, f"TeaCache {threshold:g}", lambda: (stats.computed, len(stats.records))
-        )
+        result = run_with_progress(session, request, chosen.label, lambda: (stats.computed, len(stats.records)))
         handle.remove()
         request, frames_note = made_frames(request, result.output)
         check_settings([frames_note], strict=False)
@@ -295,8 +301,9 @@ def generate(
     summary = GenerationSummary(
         model=preset.name,
         transformer=preset.transformer,
-        thresh=threshold,
+        thresh=chosen.thresh,
         coefficients_source=session.coefficients_source,
+        policy=chosen,
         steps=request.steps,
         seconds=result.seconds,
         stats=handle.stats,
@@ -312,7 +319,7 @@ def generate(
             f"--coefficients {', '.join(f'{c:g}' for c in user_coefficients)} used in place of the preset's "
             f"({preset.coefficients_source})"
         )
-    if user_coefficients is None and (note := steps_note(preset, request.steps)) is not None:
+    if chosen.plan is None and user_coefficients is None and (note := steps_note(preset, request.steps)) is not None:
         summary.notes.append(note)
     if num_images > 1:
         summary.notes.append(

@@ -1,6 +1,6 @@
 """Score teacli-shapes with the checker, uncached and at TeaCache thresholds, and pick a default.
 
-    python -m teacli.demo.evaluate --thresh 0.1,0.2,0.3,0.4,0.6 [--json F] [--strip F.png]
+    python -m teacli.demo.evaluate --thresh 0.1,0.2,0.3,0.4,0.6 [--model teacli-shapes-fine] [--json F] [--strip F.png]
 
 Caption i of the fixed evaluation set is generated with seed i. Every threshold is scored against
 the captions (background colour, shape colour, shape) and against the uncached pictures (PSNR,
@@ -125,12 +125,12 @@ def strip(rows: Sequence[SweepRow], columns: int = 8, scale: int = 2) -> Image.I
     return sheet
 
 
-def print_table(rows: Sequence[SweepRow]) -> None:
+def print_table(rows: Sequence[SweepRow], model: str = DEFAULT_MODEL) -> None:
     from rich.console import Console
     from rich.table import Table
 
     baseline = rows[0]
-    table = Table(title=f"teacli-shapes: checker scores on {baseline.scores.count} captions")
+    table = Table(title=f"{model}: checker scores on {baseline.scores.count} captions")
     for column in ("config", "background %", "colour %", "shape %", "computed", "PSNR dB", "SSIM", "speedup"):
         table.add_column(column, justify="left" if column == "config" else "right")
     for row in rows:
@@ -161,7 +161,7 @@ def save_png(image: Image.Image, path: Path) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m teacli.demo.evaluate", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--model", default=DEFAULT_MODEL, help="a teacli-shapes preset name or preset file")
+    parser.add_argument("--model", default=DEFAULT_MODEL, help="teacli-shapes, teacli-shapes-fine or a preset file")
     parser.add_argument("--thresh", default="0.1,0.2,0.3,0.4,0.6", help="comma-separated TeaCache thresholds")
     parser.add_argument("--count", type=int, default=100, help="captions to score (default 100)")
     parser.add_argument("--steps", type=int, default=28)
@@ -194,7 +194,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 1
     rows = run_sweep(pipe, preset, evaluation_captions(args.count), thresholds, args.steps)
-    print_table(rows)
+    print_table(rows, preset.name)
     chosen = recommended_threshold(rows, args.tolerance)
     print(f"recommended default threshold: {chosen} (largest within {args.tolerance:g} points of uncached)")
     if args.json:

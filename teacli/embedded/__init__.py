@@ -58,8 +58,10 @@ EMBEDDED_MODELS: dict[str, Callable[[Path], None]] = {
 
 
 # Models teacli trains itself and ships as package data: name -> the package holding directory `name`.
-# They are read in place, never built; `python -m teacli.demo.train` re-creates teacli-shapes.
-SHIPPED_MODELS: dict[str, str] = {"teacli-shapes": "teacli.demo"}
+# They are read in place, never built; `python -m teacli.demo.train --variant NAME` re-creates them
+# with the settings recorded in their training.json. teacli-shapes-fine is the second
+# trained model: a 16x16 latent (64 tokens) and 3 + 6 blocks, for checking that cache policies generalise.
+SHIPPED_MODELS: dict[str, str] = {"teacli-shapes": "teacli.demo", "teacli-shapes-fine": "teacli.demo"}
 
 
 class MissingShippedModel(FileNotFoundError):
@@ -112,7 +114,7 @@ def shipped_model_path(name: str) -> Path:
     if not (path / "model_index.json").is_file():
         raise MissingShippedModel(
             f"the {name} weights are missing from {path}; reinstall teacli, or train them with "
-            f"python -m teacli.demo.train --out {path}"
+            f"python -m teacli.demo.train --variant {name} --out {path}"
         )
     return path
 
