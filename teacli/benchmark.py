@@ -29,8 +29,8 @@ from .measure import Quality, Run, measure_generation, median, quality
 from .preparation import CacheOptions, LoadOptions
 from .runner import GenerationRequest
 
-# A threshold -> the config for apply_teacache (one per denoiser for two-expert pipelines).
-MakeConfig = Callable[[float], TeaCacheConfig | dict[str, TeaCacheConfig]]
+# A threshold (or, by keyword, a plan) -> the config for apply_teacache (one per denoiser for two-expert pipelines).
+MakeConfig = Callable[..., TeaCacheConfig | dict[str, TeaCacheConfig]]
 VANILLA, TEACACHE = "vanilla", "teacache"
 Dropped = list[tuple[str, str]]  # (peer method, the one line saying why it did not run)
 
@@ -43,16 +43,22 @@ class BenchConfig:
     method: str  # "vanilla", "teacache" or a peer's method
     setting: str = ""  # human-readable: "thresh=0.2", "threshold=0.05"
     thresh: float | None = None  # TeaCache's threshold
+    plan: Any = None  # a teacli.plan.Plan for teacli's scheduled policies (teacache-plan, teacache-uniform)
     peer: Any = None  # a teacli.peers.PeerSetting for the other caches
     adapted_from: str | None = None  # the row label as asked, when the peer's fit() changed the setting
     adaptation: str | None = None  # fit()'s one line saying what changed and why
 
 
-def bench_configs(thresholds: Sequence[float], peer_settings: Sequence[Any] = ()) -> list[BenchConfig]:
-    """vanilla, teacache@0 (the hook's overhead), teacache@T for each threshold, then the peers' settings."""
+def bench_configs(
+    thresholds: Sequence[float], peer_settings: Sequence[Any] = (), policies: Sequence[Any] = ()
+) -> list[BenchConfig]:
+    """vanilla, teacache@0 (the hook's overhead), teacache@T for each threshold, teacli's scheduled policies
+    (teacli.policy.Policy with a plan: teacache-plan@K), then the peers' settings."""
     configs = [BenchConfig(VANILLA, VANILLA)]
     for thresh in dict.fromkeys([0.0, *thresholds]):
         configs.append(BenchConfig(f"teacache@{thresh:g}", TEACACHE, f"thresh={thresh:g}", thresh=thresh))
+    for policy in policies:
+        configs.append(BenchConfig(policy.label, policy.name, f"budget={policy.budget}", plan=policy.plan))
     configs += [BenchConfig(s.label, s.method, s.setting, peer=s) for s in peer_settings]
     return configs
 
@@ -223,8 +229,9 @@ class ConfigRunner:
     def run(self, config: BenchConfig, request: GenerationRequest) -> Run:
         if config.method == VANILLA:
             return measure_generation(self.pipe, request)
-        if config.method == TEACACHE:
-            handle = apply_teacache(self.pipe, self.make_config(config.thresh))
+        if config.peer is None:  # teacli's own: TeaCache's rule at a threshold, or a plan
+            made = self.make_config(config.thresh) if config.plan is None else self.make_config(None, plan=config.plan)
+            handle = apply_teacache(self.pipe, made)
             try:
                 stats = handle.stats
                 return measure_generation(self.pipe, request, lambda: (stats.computed, len(stats.records)))
@@ -571,8 +578,8 @@ def _isolated_worker(job: IsolatedJob) -> tuple[BenchConfig | None, list[Run], D
     pipe = prepare_pipeline(preset, device, pick_dtype(job.dtype, device), job.load)
     runner = ConfigRunner(
         pipe,
-        lambda thresh: job.cache.apply(
-            teacache_configs(preset, thresh, coefficients=job.coefficients, coefficients_source="user")
+        lambda thresh, plan=None: job.cache.apply(
+            teacache_configs(preset, thresh, coefficients=job.coefficients, coefficients_source="user", plan=plan)
         ),
         PEERS,
     )

@@ -362,7 +362,7 @@ def _plans(value: Any, path: str) -> dict[int, dict[int, str]]:
             try:
                 plan = from_timeline(timeline)
             except PlanError as error:
-                raise _fail(path, f"{where}.{budget}", str(error)) from None
+                raise _fail(path, f"{where}.{budget}", f"not a plan's timeline ({error})") from None
             if plan.steps != steps or plan.budget != budget:
                 raise _fail(
                     path,

@@ -49,6 +49,8 @@ USER_ERRORS = {
     "ExtractorContractError",
     "ManifestError",
     "DistributedError",
+    "PolicyError",
+    "PlanError",
 }
 # Functions that build a message in several branches: every string they return is a message.
 MESSAGE_FUNCTIONS = {"teacli/lora.py": {"_explain"}}

@@ -48,6 +48,7 @@ from ._options import (
     VerboseOpt,
     WidthOpt,
     cache_options,
+    check_policy,
     check_ranges,
     check_seeds,
     check_text,
@@ -107,6 +108,20 @@ def bench(
             "or none [default: all that apply]",
         ),
     ] = None,
+    budget: Annotated[
+        str | None,
+        typer.Option(
+            "--budget",
+            "-b",
+            help="Comma-separated budgets (computed steps, e.g. 6,8,10, or speedups, e.g. 3x): a teacache-plan row "
+            "each (the preset's calibrated plan; teacache-uniform where it has none) [default: with --sweep, every "
+            "budget the preset has a plan for, up to 60% of the steps]",
+        ),
+    ] = None,
+    policy: Annotated[
+        str,
+        typer.Option("--policy", help="For --budget rows: auto (a calibrated plan, else uniform), plan or uniform"),
+    ] = "auto",
     coefficients: CoefficientsOpt = None,
     start: StartOpt = None,
     end: EndOpt = None,
@@ -191,6 +206,11 @@ def bench(
     frontier = prompts is not None or budgets is not None
     sweep = sweep or budgets is not None
     thresholds = parse_thresholds(thresh if thresh is not None else SWEEP_THRESHOLDS if sweep else THRESHOLDS)
+    budget_texts = [part.strip() for part in budget.split(",")] if budget is not None else []
+    if policy == "teacache":
+        raise CLIError("bench always runs TeaCache's rule at --thresh; --policy chooses how --budget rows run")
+    for text in budget_texts or [None]:
+        check_policy(policy, text)
     user_coefficients = parse_coefficients(coefficients)
     check_ranges(
         steps=steps,
@@ -235,7 +255,7 @@ def bench(
     from ..peers import PEERS, parse_against
     from ..report import render_bench, render_frontier, render_prompts_bench
     from ..runner import GenerationRequest
-    from ._checks import check_settings, schedule_warning, thresh_warning
+    from ._checks import check_settings, run_policy, schedule_warning, thresh_warning
     from ._session import check_pipeline_takes, input_image, open_session, resolve, step_progress
 
     try:
@@ -261,6 +281,13 @@ def bench(
     )
     requests = [replace(request, prompt=text, seed=seed + index) for index, text in enumerate(texts)]
     check_settings([schedule_warning(request.steps), *(thresh_warning(t, preset) for t in thresholds)], strict)
+    if not budget_texts and sweep:
+        budget_texts = [str(b) for b in sorted(preset.plans.get(request.steps, {})) if 3 <= b <= 0.6 * request.steps]
+    policies = list(
+        {
+            p.label: p for text in budget_texts if (p := run_policy(preset, request.steps, policy=policy, budget=text))
+        }.values()
+    )
 
     console = ReportConsole(stderr=to_stdout)  # with --json - stdout carries the JSON alone
     try:
@@ -271,7 +298,7 @@ def bench(
         settings = [
             s for name in methods if name not in dict(skipped) for s in PEERS[name].settings(request.steps, wide=sweep)
         ]
-        configs = bench_configs(thresholds, settings)
+        configs = bench_configs(thresholds, settings, policies)
         if frontier:
             total = (warmup + runs * len(requests)) * len(configs)
             with step_progress("bench", total) as progress:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import replace
 from pathlib import Path
 from typing import Annotated
@@ -252,6 +253,9 @@ def calibrate_plans(pipe, preset, texts, request, steps, seed, max_gap, forecast
     from ._session import step_progress
 
     requests = [replace(request, prompt=text, steps=steps, seed=seed + index) for index, text in enumerate(texts)]
+    logger = logging.getLogger("teacli")
+    if logger.level < logging.WARNING and not logger.isEnabledFor(logging.DEBUG):
+        logger.setLevel(logging.WARNING)  # one "TeaCache enabled" line per run would bury the progress
     total = planned_runs(steps, len(requests), batch, max_gap, forecast_gap, budgets)
     with step_progress("planning", total) as progress:
         task = progress.add_task("planning schedules", total=total)
