@@ -26,6 +26,11 @@ _EXPORTS = {
     "get_extractor": "registry",
     "register_extractor": "registry",
     "supported_classes": "registry",
+    "Plan": "plan",
+    "PlanError": "plan",
+    "Policy": "policy",
+    "PolicyError": "policy",
+    "choose_policy": "policy",
     "StepRecord": "stats",
     "TeaCacheStats": "stats",
 }

@@ -210,6 +210,8 @@ def test_generate_json_report_names_the_policy(runner, planned_preset, tmp_path)
         (["--budget", "lots"], "--budget lots is neither"),
         (["--policy", "best"], "--policy best is not one of"),
         (["--budget", "7", "--policy", "plan"], "no calibrated plan for 7 of 8 steps"),
+        (["--budget", "3", "--start", "0.2"], "--start shapes TeaCache's rule"),
+        (["--max-cached-in-row", "2"], "--max-cached-in-row shapes TeaCache's rule"),
     ],
 )
 def test_generate_refuses_a_bad_policy_in_one_line(runner, planned_preset, tmp_path, extra, message):

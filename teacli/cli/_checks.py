@@ -52,6 +52,25 @@ def run_policy(preset: Preset, steps: int, **asked: Any) -> Policy:
         raise CLIError(str(error)) from None
 
 
+RULE_OPTIONS = {
+    "start": "--start",
+    "end": "--end",
+    "ret_steps": "--ret-steps",
+    "max_cached_in_row": "--max-cached-in-row",
+}
+
+
+def check_rule_options(policy: Policy, caching: Any) -> None:
+    """--start, --end, --ret-steps and --max-cached-in-row shape TeaCache's rule; a plan computes exactly its
+    steps, so giving them with one would be silently ignored: refuse instead."""
+    given = [flag for name, flag in RULE_OPTIONS.items() if name in caching.given()]
+    if policy.plan is not None and given:
+        raise CLIError(
+            f"{given[0]} shapes TeaCache's rule, but this run follows a plan ({policy.label}) that computes exactly "
+            "its steps; drop it, or use --thresh (or --policy teacache)"
+        )
+
+
 def chosen_warning(policy: Policy, preset: Preset) -> str | None:
     """A threshold far above the tested ones; a budget that caches (almost) nothing needs no warning."""
     return thresh_warning(policy.thresh, preset) if policy.plan is None else None

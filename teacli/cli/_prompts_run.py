@@ -83,7 +83,7 @@ def generate_prompts(
     try:
         work = _prepare_prompts(
             prompts, preset, launch, out_dir=out_dir, manifest=manifest, thresh=thresh, budget=budget, policy=policy,
-            steps=steps, seed=seed,
+            caching=caching, steps=steps, seed=seed,
             guidance=guidance, height=height, width=width, image=image, negative_prompt=negative_prompt,
             true_cfg=true_cfg, frames=frames, fps=fps, overwrite=overwrite, device=device, strict=strict,
         )  # fmt: skip
@@ -102,7 +102,7 @@ def _prepare_prompts(prompts: Path, preset: Any, launch: Any, **given: Any) -> d
     from ..output import OutputError, check_writable
     from ..prompt_runs import job_settings, read_prompt_jobs
     from ..runner import GenerationRequest
-    from ._checks import check_settings, chosen_warning, run_policy, schedule_warning
+    from ._checks import check_rule_options, check_settings, chosen_warning, run_policy, schedule_warning
     from ._session import check_pipeline_takes, input_image, pipeline_media
 
     jobs = read_prompt_jobs(prompts, given["seed"])
@@ -140,6 +140,7 @@ def _prepare_prompts(prompts: Path, preset: Any, launch: Any, **given: Any) -> d
         if "thresh" in job.options:  # a line's thresh asks for TeaCache's rule, whatever the command's policy
             asked.update(policy="teacache", budget=None)
         policies[job.index] = run_policy(preset, request.steps, **asked)
+        check_rule_options(policies[job.index], given["caching"])
         settings[job.index] = job_settings(request, preset.name, policies[job.index])
     warned = [schedule_warning(steps) for steps in sorted({r.steps for r in requests.values()})]
     warned += list(dict.fromkeys(chosen_warning(policy, preset) for policy in policies.values()))

@@ -182,7 +182,7 @@ def generate(
     from ..metadata import output_metadata
     from ..report import GenerationSummary, render_generation
     from ..runner import GenerationRequest, fit_size, made_frames
-    from ._checks import check_settings, chosen_warning, run_policy, schedule_warning
+    from ._checks import check_rule_options, check_settings, chosen_warning, run_policy, schedule_warning
     from ._prompts_run import generate_prompts
     from ._session import (
         check_pipeline_takes,
@@ -260,6 +260,7 @@ def generate(
     if kind is not MediaKind.video:  # a preset's frames or fps mean nothing to an image or sound model
         request = replace(request, frames=None, fps=None)
     chosen = run_policy(preset, request.steps, policy=policy, thresh=thresh, budget=budget)
+    check_rule_options(chosen, caching)
     check_settings([schedule_warning(request.steps), chosen_warning(chosen, preset)], strict)
 
     existing = {path for path in outs if path.exists()}  # files --overwrite will replace
