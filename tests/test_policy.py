@@ -222,7 +222,7 @@ def test_generate_refuses_a_bad_policy_in_one_line(runner, planned_preset, tmp_p
     result = runner.invoke(
         app, ["generate", "x", "--model", str(preset_file), "--steps", "8", "--out", str(out), *extra]
     )
-    assert result.exit_code == 2, result.output
+    assert result.exit_code == 1, result.output
     assert message in result.output and "Traceback" not in result.output
     assert not out.exists()
 
@@ -274,5 +274,27 @@ def test_calibrate_refuses_bad_plan_options_before_loading(runner, tmp_path, ext
     from teacli.cli import app
 
     result = runner.invoke(app, ["calibrate", "--model", "tiny-flux", "--steps", "6", "--out", "p.yaml", *extra])
-    assert result.exit_code == 2, result.output
+    assert result.exit_code == 1, result.output
     assert message in result.output
+
+
+def test_prompts_run_the_plan_and_a_lines_thresh_runs_the_rule(runner, planned_preset, tmp_path):
+    from teacli.cli import app
+    from teacli.media import read_metadata
+
+    preset_file = write_preset(planned_preset, tmp_path / "planned.yaml")
+    prompts = tmp_path / "prompts.jsonl"
+    prompts.write_text('{"prompt": "a cat"}\n{"prompt": "a dog", "thresh": 0.3}\n')
+    out = tmp_path / "out"
+    args = ["generate", "--prompts", str(prompts), "--model", str(preset_file), "--steps", "8", "--out-dir", str(out)]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    entries = [json.loads(line) for line in (out / "manifest.jsonl").read_text().splitlines()]
+    by_prompt = {entry["prompt"]: entry for entry in entries}
+    assert by_prompt["a cat"]["settings"]["budget"] == 4 and by_prompt["a cat"]["computed"] == 4
+    assert by_prompt["a dog"]["settings"]["thresh"] == 0.3 and "budget" not in by_prompt["a dog"]["settings"]
+    assert read_metadata(out / by_prompt["a cat"]["file"])["policy"] == PLANNED
+    # The same command again resumes: the recorded settings match, nothing is made again.
+    again = runner.invoke(app, args)
+    assert again.exit_code == 0, again.output
+    assert len((out / "manifest.jsonl").read_text().splitlines()) == 2
