@@ -68,6 +68,9 @@ class BenchRow:
     config: BenchConfig
     runs: list[Run] = field(default_factory=list)
     quality: Quality = Quality(None, None)
+    # The teacli-shapes checker's reading of the picture against its caption: (background, colour, shape)
+    # right or wrong; None when the prompt is not a caption of its grammar (any other model or prompt).
+    checker: tuple[bool, bool, bool] | None = None
 
     @property
     def name(self) -> str:
@@ -393,6 +396,21 @@ class PromptsRow:
         peaks = [peak for row in self.captions if (peak := row.peak_memory_bytes) is not None]
         return max(peaks) if peaks else None
 
+    @property
+    def checker(self) -> dict[str, float] | None:
+        """Percent of pictures whose background, shape colour and shape the checker reads as captioned, and
+        all three at once; None unless every caption was read."""
+        readings = [row.checker for row in self.captions]
+        if not readings or any(reading is None for reading in readings):
+            return None
+        percent = lambda hits: round(100.0 * sum(hits) / len(readings), 1)  # noqa: E731
+        return {
+            "background": percent(r[0] for r in readings),
+            "color": percent(r[1] for r in readings),
+            "shape": percent(r[2] for r in readings),
+            "all": percent(all(r) for r in readings),
+        }
+
     def values(self, measure: str) -> list[float]:
         """Per caption PSNR (identical outputs at PSNR_CAP) or SSIM, the captions that have one."""
         found = [row.quality.psnr_capped if measure == "psnr" else row.quality.ssim for row in self.captions]
@@ -461,6 +479,7 @@ class PromptsBenchResult:
             "ssim_std": ssim["std"],
             "ssim_min": ssim["min"],
             "ssim_max": ssim["max"],
+            "checker": row.checker,
             "peak_memory_bytes": row.peak_memory_bytes,
             "extra_memory_bytes": self.extra_memory_bytes(row),
             "adapted_from": row.config.adapted_from,
@@ -540,11 +559,30 @@ def run_prompts_bench(
             if row.config.method in failed:
                 continue
             caption.quality = quality(caption.runs[0].output, reference)
+            caption.checker = checker_reading(request.prompt, caption.runs[0].output)
             caption.runs = [replace(run, output=None, outputs=[]) for run in caption.runs]
             row.captions.append(caption)
     for _ in range(expected - made):
         on_run("skipped")
     return PromptsBenchResult([row for row in rows if row.config.method not in failed], list(requests), dropped=dropped)
+
+
+def checker_reading(prompt: str, output: Any) -> tuple[bool, bool, bool] | None:
+    """The teacli-shapes checker's verdict on a picture of a caption from its grammar: whether it reads the
+    captioned background, shape colour and shape. None for other prompts or outputs (not a picture)."""
+    from PIL import Image
+
+    from .demo.checker import read
+    from .demo.shapes import parse_caption
+
+    if not isinstance(output, Image.Image):
+        return None
+    try:
+        caption = parse_caption(prompt)
+    except (ValueError, IndexError):
+        return None
+    reading = read(output.convert("RGB"))
+    return reading.background == caption.background, reading.color == caption.color, reading.shape == caption.shape
 
 
 @dataclass(frozen=True)

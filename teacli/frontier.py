@@ -67,6 +67,7 @@ class CurvePoint:
     psnr: float | None
     ssim: float | None
     relative_seconds: float | None = None  # mean seconds per picture over vanilla's
+    checker: float | None = None  # percent of pictures the teacli-shapes checker reads right, all three readings
 
 
 def curves(rows: Iterable[dict[str, Any]]) -> dict[str, list[CurvePoint]]:
@@ -79,16 +80,18 @@ def curves(rows: Iterable[dict[str, Any]]) -> dict[str, list[CurvePoint]]:
         if row["method"] == "vanilla" or row["computed"] >= row["total"]:
             continue
         speedup = row.get("speedup")
+        checker = (row.get("checker") or {}).get("all")
         point = CurvePoint(
-            row["name"], float(row["computed"]), row["psnr"], row["ssim"], 1.0 / speedup if speedup else None
+            row["name"], float(row["computed"]), row["psnr"], row["ssim"], 1.0 / speedup if speedup else None, checker
         )
         found.setdefault(row["method"], []).append(point)
     return {method: sorted(points, key=lambda p: p.calls) for method, points in found.items()}
 
 
 def frontier_rows(rows: Iterable[dict[str, Any]], budgets: Sequence[float]) -> list[dict[str, Any]]:
-    """One row {"method", "calls", "psnr", "ssim"} per method and budget, methods in the order they first
-    appear in `rows`, budgets as given; psnr and ssim None where the budget is outside the method's curve."""
+    """One row {"method", "calls", "psnr", "ssim", "checker"} per method and budget, methods in the order they
+    first appear in `rows`, budgets as given; None where the budget is outside the method's curve (checker:
+    also where the prompts are not teacli-shapes captions)."""
     table = []
     for method, points in curves(rows).items():
         for budget in budgets:
@@ -98,6 +101,7 @@ def frontier_rows(rows: Iterable[dict[str, Any]], budgets: Sequence[float]) -> l
                     "calls": budget,
                     "psnr": interpolate([(p.calls, p.psnr) for p in points], budget),
                     "ssim": interpolate([(p.calls, p.ssim) for p in points], budget),
+                    "checker": interpolate([(p.calls, p.checker) for p in points], budget),
                 }
             )
     return table

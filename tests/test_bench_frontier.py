@@ -175,7 +175,8 @@ def test_frontier_rows_for_every_method(frontier_bench):
     frontier = data["frontier"]
     assert {(r["method"], r["calls"]) for r in frontier} == {(m, c) for m in methods for c in (6, 8)}
     for row in frontier:
-        assert set(row) == {"method", "calls", "psnr", "ssim"}
+        assert set(row) == {"method", "calls", "psnr", "ssim", "checker"}
+        assert row["checker"] is None or 0 <= row["checker"] <= 100
         for key in ("psnr", "ssim"):
             assert row[key] is None or math.isfinite(row[key])
     # Each value agrees with the method's own points: interpolated between them, or None outside their range.
@@ -250,3 +251,20 @@ def test_frontier_plot_is_a_png(tmp_path):
     plot_frontier(data, tmp_path / "f.png")
     with Image.open(tmp_path / "f.png") as image:
         assert image.format == "PNG" and image.size[0] > 800
+
+
+def test_the_checker_reads_pictures_of_shapes_captions_only():
+    import random
+
+    from PIL import Image
+
+    from teacli.benchmark import checker_reading
+    from teacli.demo.shapes import draw, parse_caption
+
+    text = "a large red square on a blue background"
+    picture = draw(parse_caption(text), random.Random(0))
+    assert checker_reading(text, picture) == (True, True, True)
+    assert checker_reading("a small green circle on a blue background", picture) == (True, False, False)
+    assert checker_reading("a photo of a cat", picture) is None
+    assert checker_reading(text, None) is None
+    assert checker_reading("", Image.new("RGB", (8, 8))) is None
