@@ -177,9 +177,11 @@ class Costs:
         """Costs from to_dict's banded form; raises PlanError naming what is malformed."""
         if not isinstance(data, dict) or "reuse" not in data:
             raise PlanError("plan costs need a 'reuse' table (teacli calibrate --plan writes it)")
-        unknown = sorted(str(key) for key in data if key not in ("reuse", "forecast"))
+        unknown = sorted(str(key) for key in data if key not in ("steps", "reuse", "forecast"))
         if unknown:
-            raise PlanError(f"plan costs: unknown field {unknown[0]!r}; known: reuse, forecast")
+            raise PlanError(f"plan costs: unknown field {unknown[0]!r}; known: steps, reuse, forecast")
+        if data.get("steps", steps) != steps:
+            raise PlanError(f"plan costs were measured at {data['steps']!r} steps, not {steps}")
         tables = {name: cls._table(steps, name, data[name]) for name in ("reuse", "forecast") if data.get(name)}
         if "reuse" not in tables:
             raise PlanError("plan costs: 'reuse' is empty")

@@ -282,6 +282,7 @@ class PlanCalibration:
     forecast_gap: int
     chosen: dict[int, Chosen]
     calls: int  # computed transformer calls per caption and CFG branch, all runs together
+    costs: Costs | None = None  # the measured gap costs (Costs.to_dict for JSON; solve() plans other budgets)
 
     def default_budget(self, target_db: float = DEFAULT_TARGET_DB) -> int:
         """The fewest computed steps whose pictures reached target_db on the calibration captions."""
@@ -337,6 +338,7 @@ def run_plan_calibration(
         forecast_gap=forecast_gap,
         chosen=chosen,
         calls=calibration_calls(steps, max_gap, forecast_gap) + validation,
+        costs=costs,
     )
 
 

@@ -8,7 +8,7 @@ import torch
 import yaml
 
 from teacli.catalog import PresetError, builtin_presets, parse_preset, preset_to_dict
-from teacli.plan import from_timeline
+from teacli.plan import Costs, from_timeline
 from teacli.policy import PLANNED, RULE, UNIFORM, PolicyError, choose_policy, parse_budget
 
 PLANS = {8: {2: "C......C", 3: "C...C..C", 4: "C.C..CfC", 5: "C.C.C.CC"}}
@@ -250,10 +250,12 @@ def test_calibrate_plan_writes_plans_into_the_preset(runner, tmp_path):
     result = runner.invoke(
         app,
         ["calibrate", "--model", "tiny-flux", "--steps", "6", "--num-prompts", "3", "--plan", "--plan-prompts", "2",
-         "--budgets", "3-4", "--max-gap", "2", "--forecast-gap", "1", "--out", str(out)],
+         "--budgets", "3-4", "--max-gap", "2", "--forecast-gap", "1", "--out", str(out), "--json"],
     )  # fmt: skip
     assert result.exit_code == 0, result.output
-    assert "planning cost" in result.output
+    assert "planning cost" in result.stderr
+    costs = Costs.from_dict(6, json.loads(result.stdout)["plan_costs"])
+    assert costs.max_gap == 2 and costs.gap(1, 3, True) is not None and costs.gap(1, 4, True) is None
     written = load_preset_file(out)
     assert set(written.plans[6]) == {3, 4}
     for budget, timeline in written.plans[6].items():

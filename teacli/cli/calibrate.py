@@ -198,7 +198,10 @@ def calibrate(
         render_plans(planned, console)
     write_preset(calibrated, out, overwrite)
     if json_report:
-        print_json({"preset": preset_to_dict(calibrated), "file": str(out), "warnings": result.warnings()})
+        report = {"preset": preset_to_dict(calibrated), "file": str(out), "warnings": result.warnings()}
+        if planned is not None:
+            report["plan_costs"] = {"steps": planned.steps, **planned.costs.to_dict()}
+        print_json(report)
     console.print(f'wrote {out}: use it with `teacli generate --model {out} "..."`', highlight=False)
     console.print(
         f"or put it in a user preset directory (README, 'User presets') to replace or add '{preset_name}' by name",
