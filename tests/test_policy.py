@@ -300,3 +300,17 @@ def test_prompts_run_the_plan_and_a_lines_thresh_runs_the_rule(runner, planned_p
     again = runner.invoke(app, args)
     assert again.exit_code == 0, again.output
     assert len((out / "manifest.jsonl").read_text().splitlines()) == 2
+
+
+def test_the_default_budget_is_the_fewest_steps_that_reach_the_target():
+    from teacli.plan import uniform
+    from teacli.plan_calibration import Chosen, PlanCalibration, psnr_of
+
+    errors = {3: 1e-2, 4: 5e-5, 5: 2e-4, 6: 1e-5}  # 20, 43, 37, 50 dB: not monotone, as measured ones need not be
+    chosen = {budget: Chosen(uniform(10, budget), error, 1) for budget, error in errors.items()}
+    planned = PlanCalibration(10, 2, 4, 2, chosen, 100)
+    assert planned.default_budget(40.0) == 4
+    assert planned.default_budget(45.0) == 6
+    assert planned.default_budget(90.0) == 6  # none reaches it: the largest planned
+    assert planned.block()["psnr"][4] == round(psnr_of(5e-5), 2) == 43.01
+    assert psnr_of(0.0) == 100.0
