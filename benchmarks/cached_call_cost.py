@@ -4,7 +4,7 @@ and a plan forecasting it.
 A cached call still runs the embeddings, the output head and the hook's own work. TeaCache's rule also
 measures rel_l1 of the modulated input; a plan measures nothing, and a forecast adds one multiply-add of
 the residual. This times the transformer alone on the inputs of a real call (the timestep moved each call,
-so a forecast has a slope), the three policies interleaved round by round, and prints the median seconds
+so a forecast has a slope), the three policies interleaved round by round in a shuffled order, and prints the median seconds
 of their cached calls and the ratios to the rule's.
 
     python benchmarks/cached_call_cost.py --model bench-flux --rounds 20
@@ -13,6 +13,7 @@ of their cached calls and the ratios to the rule's.
 from __future__ import annotations
 
 import argparse
+import random
 import statistics
 import sys
 import time
@@ -60,9 +61,12 @@ def main() -> None:
     times: dict[str, list[float]] = {name: [] for name in configs}
     for name, config in configs.items():  # warm-up
         cached_seconds(pipe.transformer, kwargs, config)
+    order = list(configs)
+    shuffle = random.Random(0)
     for _ in range(args.rounds):
-        for name, config in configs.items():
-            times[name] += cached_seconds(pipe.transformer, kwargs, config)
+        shuffle.shuffle(order)  # no policy always runs first (or right after another) in a round
+        for name in order:
+            times[name] += cached_seconds(pipe.transformer, kwargs, configs[name])
     rule = statistics.median(times["rule (thresh 1e9)"])
     print(f"{args.model}: median seconds of a cached call over {args.rounds} rounds, interleaved")
     for name, values in times.items():
