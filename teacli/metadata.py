@@ -143,36 +143,31 @@ def _request_fields(request: GenerationRequest, index: int) -> dict[str, Any]:
 
 
 def _config_fields(config: Any) -> dict[str, Any]:
-    def describe(one: Any) -> dict[str, Any]:
-        if one.plan is not None:
-            from .policy import policy_of
+    def rule(one: Any) -> dict[str, Any]:
+        return dict(thresh=one.thresh, coefficients=list(one.coefficients), coefficients_source=one.coefficients_source)
 
-            plan = one.plan
-            return dict(
-                policy=policy_of(plan),
-                policy_source=plan.source,
-                budget=plan.budget,
-                plan=plan.timeline(),
-                thresh=None,
-                coefficients=None,
-                coefficients_source=None,
-            )
-        return dict(
-            policy="teacache",
-            policy_source=one.coefficients_source,
-            budget=None,
-            plan=None,
-            thresh=one.thresh,
-            coefficients=list(one.coefficients),
-            coefficients_source=one.coefficients_source,
-        )
+    def policy(one: Any) -> dict[str, Any]:
+        from .policy import policy_of
+
+        plan = one.plan
+        if plan is None:
+            return dict(policy=policy_of(None), policy_source=one.coefficients_source, budget=None, plan=None)
+        return dict(policy=policy_of(plan), policy_source=plan.source, budget=plan.budget, plan=plan.timeline())
+
+    def describe(one: Any) -> dict[str, Any]:
+        """A plan's fields, or the rule's threshold and coefficients (the other side None, so nothing misleads)."""
+        if one.plan is None:
+            return rule(one)
+        return {"policy": policy(one)["policy"], "budget": one.plan.budget, "plan": one.plan.timeline()}
 
     if not isinstance(config, Mapping):
-        return describe(config)
-    names = list(config)
-    main = config["transformer"] if "transformer" in config else config[names[0]]
-    experts = {name: describe(one) for name, one in config.items() if one is not main}
-    return {**describe(main), "experts": experts or None}
+        main, experts = config, {}
+    else:
+        names = list(config)
+        main = config["transformer"] if "transformer" in config else config[names[0]]
+        experts = {name: describe(one) for name, one in config.items() if one is not main}
+    fields = {**policy(main), **(rule(main) if main.plan is None else dict.fromkeys(rule(main)))}
+    return {**fields, **({"experts": experts or None} if isinstance(config, Mapping) else {})}
 
 
 def _version(distribution: str) -> str | None:

@@ -23,7 +23,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-MIN_STEPS = 2  # the first and the last step are always computed
+MIN_BUDGET = 2  # the first and the last step are always computed
 
 
 class PlanError(ValueError):
@@ -48,8 +48,8 @@ class Plan:
     source: str = ""
 
     def __post_init__(self) -> None:
-        if isinstance(self.steps, bool) or not isinstance(self.steps, int) or self.steps < MIN_STEPS:
-            raise PlanError(f"a plan needs steps, an integer >= {MIN_STEPS}, got {self.steps!r}")
+        if isinstance(self.steps, bool) or not isinstance(self.steps, int) or self.steps < MIN_BUDGET:
+            raise PlanError(f"a plan needs steps, an integer >= {MIN_BUDGET}, got {self.steps!r}")
         computed = _indices("computed", self.computed, self.steps)
         if not computed or computed[0] != 0 or computed[-1] != self.steps - 1:
             raise PlanError(f"a plan must compute the first and last step (0 and {self.steps - 1}), got {computed}")
@@ -318,8 +318,8 @@ def uniform(steps: int, budget: int, *, source: str = UNIFORM_SOURCE) -> Plan:
 def check_budget(budget: int, steps: int) -> int:
     if isinstance(budget, bool) or not isinstance(budget, int):
         raise PlanError(f"a budget is a whole number of computed steps, got {budget!r}")
-    if not MIN_STEPS <= budget <= steps:
+    if not MIN_BUDGET <= budget <= steps:
         raise PlanError(
-            f"a budget of {budget} computed steps does not fit a {steps}-step schedule; give {MIN_STEPS} to {steps}"
+            f"a budget of {budget} computed steps does not fit a {steps}-step schedule; give {MIN_BUDGET} to {steps}"
         )
     return budget
