@@ -4,8 +4,8 @@ and a plan forecasting it.
 A cached call still runs the embeddings, the output head and the hook's own work. TeaCache's rule also
 measures rel_l1 of the modulated input; a plan measures nothing, and a forecast adds one multiply-add of
 the residual. This times the transformer alone on the inputs of a real call (the timestep moved each call,
-so a forecast has a slope), the three policies interleaved round by round in a shuffled order, and prints the median seconds
-of their cached calls and the ratios to the rule's.
+so a forecast has a slope), the three policies interleaved round by round in a shuffled order, and prints
+the median seconds of their cached calls and the ratios to the rule's.
 
     python benchmarks/cached_call_cost.py --model bench-flux --rounds 20
 """
@@ -59,7 +59,7 @@ def main() -> None:
         "plan, forecast": TeaCacheConfig(plan=Plan(STEPS, (0, 1, STEPS - 1), (1,)), num_inference_steps=STEPS),
     }
     times: dict[str, list[float]] = {name: [] for name in configs}
-    for name, config in configs.items():  # warm-up
+    for config in configs.values():  # warm-up
         cached_seconds(pipe.transformer, kwargs, config)
     order = list(configs)
     shuffle = random.Random(0)
