@@ -86,15 +86,15 @@ def check_policy(policy: str, budget: str | None) -> None:
     if policy not in POLICIES:
         raise CLIError(f"--policy {limits.clip(policy)} is not one of {', '.join(POLICIES)}")
     if budget is not None:
-        text = budget.strip().lower().removesuffix("x")
-        try:
-            value = float(text)
+        text = budget.strip().lower()
+        try:  # a whole number of steps, or a speedup such as 2.5x
+            value = float(text[:-1]) if text.endswith("x") else float(int(text))
         except ValueError:
             value = math.nan
         if not math.isfinite(value) or value < 1:
             raise CLIError(
-                f"--budget {limits.clip(budget)} is neither a number of computed steps (e.g. 10) nor a speedup "
-                "(e.g. 3x)"
+                f"--budget {limits.clip(budget) or repr(budget)} is neither a number of computed steps (e.g. 10) "
+                "nor a speedup (e.g. 3x)"
             )
 
 
