@@ -874,6 +874,17 @@ def apply_teacache(pipe_or_transformer: Any, config: TeaCacheConfig | Mapping[st
         registry.invalidate_child_registries_cache()
         if config.record_output_change:
             logger.debug("TeaCache recording input and output changes on %s for calibration", name)
+        elif config.plan is not None:
+            plan = config.plan
+            logger.info(
+                "TeaCache enabled on %s (%s): a plan computing %d of %d steps (%s), %s",
+                name,
+                type(unwrap_module(module)).__name__,
+                plan.budget,
+                plan.steps,
+                plan.timeline(),
+                plan.source or "given",
+            )
         else:
             logger.info(
                 "TeaCache enabled on %s (%s): thresh %g, coefficients: %s",
