@@ -8,8 +8,8 @@ costs into a plan for any budget.
 
 The steps before the gap are the uncached run's, so they are replayed, not recomputed: a replay hook
 outside TeaCache's returns the uncached run's recorded transformer outputs for those calls. A gap
-ending at step j then costs N - j + 2 computed calls per branch instead of N - (j - i - 1), which
-cuts calibration by about three.
+(i, j) then costs about N - i computed calls per branch, less the skipped ones, instead of all N less
+the skipped ones: at 28 steps with the defaults, 4,332 calls per caption and branch instead of 7,862.
 """
 
 from __future__ import annotations
