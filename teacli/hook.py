@@ -424,14 +424,16 @@ class TeaCacheHook(ModelHook):
         self, module: torch.nn.Module, context: CacheContext, state: TeaCacheState, position: _Position
     ) -> tuple[Any, dict]:
         config = self.config
+        # One process (no process group): no lookup, no collective, the same rel_l1 as ever.
+        distributed = _distributed()
+        sharding = _context_parallel(module) if distributed else None
+        if sharding is not None and state.cached_residuals is not None:
+            context = _shard_streams(context, [r.shape for r in state.cached_residuals], sharding)
         if config.plan is not None:
-            sharding = _context_parallel(module) if _distributed() else None
-            if sharding is not None and state.cached_residuals is not None:
-                context = _shard_streams(context, [r.shape for r in state.cached_residuals], sharding)
             verdict = self._planned_verdict(position, state.residuals_fit(context.streams))
             modulated, distance = None, None
         else:
-            modulated, distance, verdict, context, sharding = self._rule_verdict(module, context, state, position)
+            modulated, distance, verdict = self._rule_verdict(context, state, position, sharding, distributed)
         streams = context.streams
         output_change = None
         now = _time_of(context, position)
@@ -478,17 +480,15 @@ class TeaCacheHook(ModelHook):
         return context.postprocess(*outputs), record
 
     def _rule_verdict(
-        self, module: torch.nn.Module, context: CacheContext, state: TeaCacheState, position: _Position
-    ) -> tuple[torch.Tensor, float | None, Verdict, CacheContext, Any]:
-        """TeaCache's own rule: the modulated input's change, rescaled and accumulated against the threshold."""
+        self, context: CacheContext, state: TeaCacheState, position: _Position, sharding: Any, distributed: bool
+    ) -> tuple[torch.Tensor, float | None, Verdict]:
+        """TeaCache's own rule: the modulated input's change, rescaled and accumulated against the threshold.
+        `context` has its streams cut to the rank's shard already (`sharding`: see _context_parallel)."""
         config = self.config
         modulated = context.select_modulated_input(config.modulated_input).detach()
         previous = state.previous_modulated_input
         if previous is not None and previous.shape != modulated.shape:
             previous = None
-        # One process (no process group): no lookup, no collective, the same rel_l1 as ever.
-        distributed = _distributed()
-        sharding = _context_parallel(module) if distributed else None
         group = self._sync_group(sharding, distributed)
         distance = rel_l1(modulated, previous) if previous is not None and group is None else None
         if sharding is not None and group is None and not self._warned_unsynced:
@@ -498,8 +498,6 @@ class TeaCacheHook(ModelHook):
                 "may decide differently (wrong output or a hang in the attention collectives)",
                 self.module_name,
             )
-        if sharding is not None and state.cached_residuals is not None:
-            context = _shard_streams(context, [r.shape for r in state.cached_residuals], sharding)
         in_window = self._in_window(position)  # first: a window it cannot place fails on the first call
         forced = (
             position.step == 0
@@ -522,7 +520,7 @@ class TeaCacheHook(ModelHook):
         limit = config.max_cached_in_row
         if verdict.decision is Decision.CACHED and limit is not None and state.cached_in_row >= limit:
             verdict = Verdict(Decision.FORCED, 0.0, None)
-        return modulated, distance, verdict, context, sharding
+        return modulated, distance, verdict
 
     def _planned_verdict(self, position: _Position, residuals_fit: bool) -> Verdict:
         """A plan's decision: its steps computed, every other step cached (computed when nothing fits)."""

@@ -143,12 +143,12 @@ def _request_fields(request: GenerationRequest, index: int) -> dict[str, Any]:
 
 
 def _config_fields(config: Any) -> dict[str, Any]:
+    from .policy import policy_of
+
     def rule(one: Any) -> dict[str, Any]:
         return dict(thresh=one.thresh, coefficients=list(one.coefficients), coefficients_source=one.coefficients_source)
 
     def policy(one: Any) -> dict[str, Any]:
-        from .policy import policy_of
-
         plan = one.plan
         if plan is None:
             return dict(policy=policy_of(None), policy_source=one.coefficients_source, budget=None, plan=None)
@@ -158,7 +158,7 @@ def _config_fields(config: Any) -> dict[str, Any]:
         """A plan's fields, or the rule's threshold and coefficients (the other side None, so nothing misleads)."""
         if one.plan is None:
             return rule(one)
-        return {"policy": policy(one)["policy"], "budget": one.plan.budget, "plan": one.plan.timeline()}
+        return {"policy": policy_of(one.plan), "budget": one.plan.budget, "plan": one.plan.timeline()}
 
     if not isinstance(config, Mapping):
         main, experts = config, {}

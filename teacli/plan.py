@@ -69,19 +69,11 @@ class Plan:
         return len(self.computed)
 
     def computes(self, step: int) -> bool:
-        return step in self._computed_set
+        return step in self.computed
 
     def forecasts_after(self, step: int) -> bool:
         """Whether the gap after computed `step` forecasts the residual (else plain reuse)."""
-        return step in self._forecast_set
-
-    @property
-    def _computed_set(self) -> frozenset[int]:
-        return frozenset(self.computed)
-
-    @property
-    def _forecast_set(self) -> frozenset[int]:
-        return frozenset(self.forecast)
+        return step in self.forecast
 
     def timeline(self) -> str:
         """One character per step: C computed, f forecast, . reused."""

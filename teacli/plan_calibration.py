@@ -167,8 +167,7 @@ def measure_costs(
     runs = gap_runs(steps, max_gap, forecast_gap)
     totals = {run: 0.0 for run in runs}
     replay = _Replay()
-    for start in range(0, len(requests), batch):
-        group = requests[start : start + batch]
+    for group in _groups(requests, batch):
         replay.start(recording=True)
         with _replaying(pipe, replay):
             reference = _pictures(pipe, group)
@@ -180,14 +179,8 @@ def measure_costs(
                 "number per step: a plan cannot be calibrated on it"
             )
         for run in runs:
-            handle = apply_teacache(pipe, make_config(run.plan(steps)))
-            try:
-                replay.start(replay_calls=run.replayed_steps * calls_per_step)
-                with _replaying(pipe, replay):  # outside TeaCache's hook: replayed calls never reach it
-                    pictures = _pictures(pipe, group)
-            finally:
-                handle.remove()
-            totals[run] += float((pictures - reference).pow(2).flatten(1).mean(1).sum())
+            replayed = run.replayed_steps * calls_per_step
+            totals[run] += _squared_error(pipe, make_config(run.plan(steps)), group, reference, replay, replayed)
             on_run()
     count = len(requests)
     reuse = [[None] * steps for _ in range(steps)]
@@ -196,6 +189,35 @@ def measure_costs(
         table = ahead if run.forecast else reuse
         table[run.start][run.end] = total / count
     return Costs(steps, tuple(map(tuple, reuse)), None if ahead is None else tuple(map(tuple, ahead)))
+
+
+def _groups(requests: Sequence[GenerationRequest], batch: int) -> list[Sequence[GenerationRequest]]:
+    """The requests `batch` at a time, as the pipeline runs them."""
+    return [requests[start : start + batch] for start in range(0, len(requests), batch)]
+
+
+def _squared_error(
+    pipe: Any,
+    config: Any,
+    group: Sequence[GenerationRequest],
+    reference: torch.Tensor,
+    replay: _Replay | None = None,
+    replayed_calls: int = 0,
+) -> float:
+    """The group's pictures made with `config` applied, each one's mean squared error against its reference,
+    summed. With `replay`, the first `replayed_calls` transformer calls are answered from its record, by a hook
+    outside TeaCache's: replayed calls never reach TeaCache."""
+    handle = apply_teacache(pipe, config)
+    try:
+        if replay is None:
+            pictures = _pictures(pipe, group)
+        else:
+            replay.start(replay_calls=replayed_calls)
+            with _replaying(pipe, replay):
+                pictures = _pictures(pipe, group)
+    finally:
+        handle.remove()
+    return float((pictures - reference).pow(2).flatten(1).mean(1).sum())
 
 
 @contextmanager
@@ -236,7 +258,7 @@ def choose_plans(
     one whose final pictures are closest to the uncached ones is kept. The gap costs only rank paths one gap
     at a time; these runs see how errors add up along a whole path, forecasts included."""
     steps = requests[0].steps
-    groups = [requests[start : start + batch] for start in range(0, len(requests), batch)]
+    groups = _groups(requests, batch)
     references = []
     for group in groups:
         references.append(_pictures(pipe, group))
@@ -248,12 +270,7 @@ def choose_plans(
         for plan in plans:
             total = 0.0
             for group, reference in zip(groups, references):
-                handle = apply_teacache(pipe, make_config(plan))
-                try:
-                    pictures = _pictures(pipe, group)
-                finally:
-                    handle.remove()
-                total += float((pictures - reference).pow(2).flatten(1).mean(1).sum())
+                total += _squared_error(pipe, make_config(plan), group, reference)
                 on_run()
             error = total / len(requests)
             if best is None or error < best[0]:

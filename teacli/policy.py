@@ -98,8 +98,10 @@ def calibrated_plan(preset: Preset, steps: int, budget: int) -> Plan | None:
 
 
 def plan_source(preset: Preset, steps: int) -> str:
-    made = preset.calibration.get("plans", {}) if isinstance(preset.calibration, dict) else {}
-    detail = made.get(steps) or made.get(str(steps)) if isinstance(made, dict) else None
+    """Where a preset's plans at `steps` come from, with the calibration record's caption count where it has one
+    (the record is free data: a hand-written preset may hold anything there, or nothing)."""
+    made = preset.calibration.get("plans")  # Preset.calibration is always a dict
+    detail = made.get(steps) if isinstance(made, dict) else None
     captions = detail.get("captions") if isinstance(detail, dict) else None
     on = f" on {captions} captions" if captions else ""
     return f"calibrated by teacli calibrate --plan{on} at {steps} steps ({preset.name})"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -176,6 +177,12 @@ def format_bytes(value: int | None) -> str:
     return f"{sign}{abs(value) / 2**20:.0f} MiB" if abs(value) >= 2**20 else f"{sign}{abs(value) / 1024:.0f} KiB"
 
 
+def by_method(rows: list[Any]) -> Iterator[tuple[Any, bool]]:
+    """Bench rows, each with whether the next row starts another method (where a table ends a section)."""
+    for index, row in enumerate(rows):
+        yield row, index + 1 < len(rows) and rows[index + 1].config.method != row.config.method
+
+
 def render_bench(result: Any, title: str, console: Console) -> None:
     """One row per configuration, vanilla first; then what was skipped and why."""
     table = Table(
@@ -198,10 +205,8 @@ def render_bench(result: Any, title: str, console: Console) -> None:
     )
     for column, justify in columns:
         table.add_column(column, justify=justify)
-    rows = result.rows
-    for index, row in enumerate(rows):
+    for row, last_of_method in by_method(result.rows):
         is_vanilla = row is result.vanilla
-        last_of_method = index + 1 < len(rows) and rows[index + 1].config.method != row.config.method
         table.add_row(
             row.name,
             f"{row.computed}/{row.total}",
@@ -243,10 +248,8 @@ def render_prompts_bench(result: Any, title: str, console: Console) -> None:
     )
     for column, justify in columns:
         table.add_column(column, justify=justify)
-    rows = result.rows
-    for index, row in enumerate(rows):
+    for row, last_of_method in by_method(result.rows):
         is_vanilla = row is result.vanilla
-        last_of_method = index + 1 < len(rows) and rows[index + 1].config.method != row.config.method
         data = result.row_dict(row)
         psnr, psnr_range, ssim = "-", "-", "-"
         if data["psnr_capped"]:

@@ -266,6 +266,7 @@ def test_calibrate_plan_writes_plans_into_the_preset(runner, tmp_path):
     "extra, message",
     [
         (["--budgets", "3-4"], "--budgets goes with --plan"),
+        (["--batch", "1"], "--batch goes with --plan"),
         (["--plan", "--max-gap", "9"], "--max-gap must be between 1 and 4"),
         (["--plan", "--budgets", "1-3"], "not within 2-6"),
         (["--plan", "--budgets", "a"], "--budgets takes"),

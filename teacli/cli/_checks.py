@@ -63,7 +63,8 @@ RULE_OPTIONS = {
 def check_rule_options(policy: Policy, caching: Any) -> None:
     """--start, --end, --ret-steps and --max-cached-in-row shape TeaCache's rule; a plan computes exactly its
     steps, so giving them with one would be silently ignored: refuse instead."""
-    given = [flag for name, flag in RULE_OPTIONS.items() if name in caching.given()]
+    options = caching.given()
+    given = [flag for name, flag in RULE_OPTIONS.items() if name in options]
     if policy.plan is not None and given:
         raise CLIError(
             f"{given[0]} shapes TeaCache's rule, but this run follows a plan ({policy.label}) that computes exactly "

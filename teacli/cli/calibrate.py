@@ -42,8 +42,9 @@ from ._options import (
 )
 
 PRESET_SUFFIXES = (".yaml", ".yml")
-# --plan's defaults: gaps longer than 12 steps never won at 28 steps; forecasts pay over short gaps only.
-MAX_GAP, FORECAST_GAP = 12, 4
+# --plan's defaults: gaps longer than 12 steps never won at 28 steps; forecasts pay over short gaps only;
+# 8 captions made the plans measured in docs/benchmarks.md; 1 caption per call fits any model's memory.
+MAX_GAP, FORECAST_GAP, PLAN_PROMPTS, BATCH = 12, 4, 8, 1
 
 
 def calibrate(
@@ -81,8 +82,12 @@ def calibrate(
         ),
     ] = False,
     plan_prompts: Annotated[
-        int, typer.Option("--plan-prompts", help="With --plan: captions the plans are measured on (the first N)")
-    ] = 8,
+        int | None,
+        typer.Option(
+            "--plan-prompts",
+            help=f"With --plan: captions the plans are measured on (the first N) [default: {PLAN_PROMPTS}]",
+        ),
+    ] = None,
     max_gap: Annotated[
         int | None,
         typer.Option("--max-gap", help=f"With --plan: the most steps in a row a plan may skip [default: {MAX_GAP}]"),
@@ -101,8 +106,12 @@ def calibrate(
         ),
     ] = None,
     batch: Annotated[
-        int, typer.Option("--batch", help="With --plan: captions per pipeline call (more is faster, needs memory)")
-    ] = 1,
+        int | None,
+        typer.Option(
+            "--batch",
+            help=f"With --plan: captions per pipeline call (more is faster, needs memory) [default: {BATCH}]",
+        ),
+    ] = None,
     lora: LoraOpt = None,
     lora_scale: LoraScaleOpt = 1.0,
     compile: CompileOpt = False,
@@ -120,6 +129,8 @@ def calibrate(
     plan_budgets = check_plan_options(plan, steps, plan_prompts, max_gap, forecast_gap, budgets, batch)
     max_gap = min(MAX_GAP, steps - 2) if max_gap is None else max_gap
     forecast_gap = min(FORECAST_GAP, steps - 2) if forecast_gap is None else forecast_gap
+    plan_prompts = PLAN_PROMPTS if plan_prompts is None else plan_prompts
+    batch = BATCH if batch is None else batch
     import_libraries()
 
     from ..calibration import MAX_ORDER, MIN_ORDER, MIN_STEPS, CalibrationSettings, run_calibration
@@ -210,20 +221,24 @@ def calibrate(
 
 
 def check_plan_options(
-    plan: bool, steps: int, prompts: int, max_gap: int | None, forecast_gap: int | None, budgets: str | None, batch: int
+    plan: bool,
+    steps: int,
+    prompts: int | None,
+    max_gap: int | None,
+    forecast_gap: int | None,
+    budgets: str | None,
+    batch: int | None,
 ) -> list[int]:
-    """The --plan options checked before anything loads; the budgets to plan for."""
+    """The --plan options (None where not given) checked before anything loads; the budgets to plan for."""
     if not plan:
-        given = [name for name, value, default in (
-            ("--budgets", budgets, None), ("--batch", batch, 1), ("--plan-prompts", prompts, 8),
-            ("--max-gap", max_gap, None), ("--forecast-gap", forecast_gap, None),
-        ) if value != default]  # fmt: skip
+        options = {"--budgets": budgets, "--batch": batch, "--plan-prompts": prompts, "--max-gap": max_gap}
+        given = [name for name, value in {**options, "--forecast-gap": forecast_gap}.items() if value is not None]
         if given:
             raise CLIError(f"{given[0]} goes with --plan; add --plan or drop it")
         return []
-    if not 1 <= prompts <= 1000:
+    if prompts is not None and not 1 <= prompts <= 1000:
         raise CLIError(f"--plan-prompts must be between 1 and 1000, got {prompts}")
-    if not 1 <= batch <= 64:
+    if batch is not None and not 1 <= batch <= 64:
         raise CLIError(f"--batch must be between 1 and 64, got {batch}")
     if max_gap is not None and not 1 <= max_gap <= steps - 2:
         raise CLIError(f"--max-gap must be between 1 and {steps - 2} at {steps} steps, got {max_gap}")
