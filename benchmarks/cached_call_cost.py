@@ -25,8 +25,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from hook_overhead import captured_call  # noqa: E402
 
 from teacli import TeaCacheConfig, apply_teacache  # noqa: E402
-from teacli.loading import load_pipeline, resolve_preset  # noqa: E402
-from teacli.plan import Plan  # noqa: E402
+from teacli.engine.plan import Plan  # noqa: E402
+from teacli.models.loading import load_pipeline, resolve_preset  # noqa: E402
 
 STEPS = 12  # calls per round: the first (and for the forecast the second) computes, the last is forced
 

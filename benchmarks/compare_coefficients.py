@@ -21,11 +21,11 @@ from pathlib import Path
 
 import torch
 
-from teacli.hook import apply_teacache
-from teacli.loading import load_pipeline, resolve_preset, teacache_configs
-from teacli.measure import quality
-from teacli.prompts import read_prompts
-from teacli.runner import GenerationRequest, generate
+from teacli.batch.prompts import read_prompts
+from teacli.engine.hook import apply_teacache
+from teacli.generation.measure import quality
+from teacli.generation.runner import GenerationRequest, generate
+from teacli.models.loading import load_pipeline, resolve_preset, teacache_configs
 
 HELD_OUT = (
     "a lone tree on a hill under the milky way",

@@ -27,9 +27,9 @@ import torch
 import torch.distributed as dist
 
 from teacli import apply_teacache, remove_teacache
-from teacli.hook import denoisers
-from teacli.loading import load_pipeline, resolve_preset, teacache_configs
-from teacli.runner import GenerationRequest, generate
+from teacli.engine.hook import denoisers
+from teacli.generation.runner import GenerationRequest, generate
+from teacli.models.loading import load_pipeline, resolve_preset, teacache_configs
 
 MARKS = {"computed": "C", "cached": ".", "forced": "F"}
 

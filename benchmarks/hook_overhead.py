@@ -17,9 +17,9 @@ import time
 import torch
 
 from teacli import TeaCacheConfig, apply_teacache
-from teacli.loading import load_pipeline, resolve_preset
-from teacli.peers import _block_lists
-from teacli.runner import GenerationRequest, generate
+from teacli.bench.peers import _block_lists
+from teacli.generation.runner import GenerationRequest, generate
+from teacli.models.loading import load_pipeline, resolve_preset
 
 
 def captured_call(pipe, preset) -> dict:

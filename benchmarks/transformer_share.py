@@ -17,9 +17,9 @@ import time
 
 import torch
 
-from teacli.hook import denoisers, synchronize
-from teacli.loading import load_pipeline, pick_device, pick_dtype, resolve_preset
-from teacli.runner import GenerationRequest, generate
+from teacli.engine.hook import denoisers, synchronize
+from teacli.generation.runner import GenerationRequest, generate
+from teacli.models.loading import load_pipeline, pick_device, pick_dtype, resolve_preset
 
 PROMPT = "a red apple on a wooden table, soft window light"
 

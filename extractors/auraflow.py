@@ -18,8 +18,8 @@ import torch
 from diffusers.models.modeling_outputs import Transformer2DModelOutput
 from diffusers.utils.torch_utils import maybe_adjust_dtype_for_device
 
-from teacli.context import CacheContext
-from teacli.registry import extractor_for
+from teacli.engine.context import CacheContext
+from teacli.engine.registry import extractor_for
 
 
 @extractor_for("AuraFlowTransformer2DModel", lora_kwargs="attention_kwargs")

@@ -18,8 +18,8 @@ import torch
 import torch.nn.functional as F
 from diffusers.models.modeling_outputs import Transformer2DModelOutput
 
-from teacli.context import CacheContext
-from teacli.registry import extractor_for
+from teacli.engine.context import CacheContext
+from teacli.engine.registry import extractor_for
 
 
 @extractor_for("CogView4Transformer2DModel", lora_kwargs="attention_kwargs")

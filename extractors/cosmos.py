@@ -24,8 +24,8 @@ import torch
 from diffusers.models.modeling_outputs import Transformer2DModelOutput
 from diffusers.models.transformers import transformer_cosmos
 
-from teacli.context import CacheContext
-from teacli.registry import extractor_for
+from teacli.engine.context import CacheContext
+from teacli.engine.registry import extractor_for
 
 
 @extractor_for("CosmosTransformer3DModel")

@@ -24,8 +24,8 @@ from diffusers.models.transformers.transformer_flux2 import (
     _blend_single_block_mods,
 )
 
-from teacli.context import CacheContext
-from teacli.registry import extractor_for
+from teacli.engine.context import CacheContext
+from teacli.engine.registry import extractor_for
 
 
 @extractor_for("Flux2Transformer2DModel", lora_kwargs="joint_attention_kwargs")

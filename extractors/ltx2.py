@@ -21,8 +21,8 @@ from typing import Any
 import torch
 from diffusers.models.transformers.transformer_ltx2 import AudioVisualModelOutput
 
-from teacli.context import CacheContext
-from teacli.registry import extractor_for
+from teacli.engine.context import CacheContext
+from teacli.engine.registry import extractor_for
 
 
 @extractor_for("LTX2VideoTransformer3DModel", lora_kwargs="attention_kwargs")

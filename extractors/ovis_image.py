@@ -14,8 +14,8 @@ from typing import Any
 import torch
 from diffusers.models.modeling_outputs import Transformer2DModelOutput
 
-from teacli.context import CacheContext
-from teacli.registry import extractor_for
+from teacli.engine.context import CacheContext
+from teacli.engine.registry import extractor_for
 
 from .flux import _call_block
 

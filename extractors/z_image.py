@@ -25,8 +25,8 @@ import torch
 from diffusers.models.modeling_outputs import Transformer2DModelOutput
 from diffusers.models.transformers.transformer_z_image import select_per_token
 
-from teacli.context import CacheContext
-from teacli.registry import extractor_for
+from teacli.engine.context import CacheContext
+from teacli.engine.registry import extractor_for
 
 
 @extractor_for("ZImageTransformer2DModel", lora_kwargs="joint_attention_kwargs")

@@ -13,26 +13,26 @@ __version__ = "0.1.0"
 
 # Public name -> the module that defines it.
 _EXPORTS = {
-    "CacheContext": "context",
-    "ExtractorContractError": "context",
-    "Decision": "decision",
-    "TeaCacheConfig": "hook",
-    "TeaCacheError": "hook",
-    "TeaCacheHandle": "hook",
-    "apply_teacache": "hook",
-    "remove_teacache": "hook",
-    "EXTRACTOR_REGISTRY": "registry",
-    "UnknownTransformerError": "registry",
-    "get_extractor": "registry",
-    "register_extractor": "registry",
-    "supported_classes": "registry",
-    "Plan": "plan",
-    "PlanError": "plan",
-    "Policy": "policy",
-    "PolicyError": "policy",
-    "choose_policy": "policy",
-    "StepRecord": "stats",
-    "TeaCacheStats": "stats",
+    "CacheContext": "engine.context",
+    "ExtractorContractError": "engine.context",
+    "Decision": "engine.decision",
+    "TeaCacheConfig": "engine.hook",
+    "TeaCacheError": "engine.hook",
+    "TeaCacheHandle": "engine.hook",
+    "apply_teacache": "engine.hook",
+    "remove_teacache": "engine.hook",
+    "EXTRACTOR_REGISTRY": "engine.registry",
+    "UnknownTransformerError": "engine.registry",
+    "get_extractor": "engine.registry",
+    "register_extractor": "engine.registry",
+    "supported_classes": "engine.registry",
+    "Plan": "engine.plan",
+    "PlanError": "engine.plan",
+    "Policy": "generation.policy",
+    "PolicyError": "generation.policy",
+    "choose_policy": "generation.policy",
+    "StepRecord": "engine.stats",
+    "TeaCacheStats": "engine.stats",
 }
 
 __all__ = sorted([*_EXPORTS, "__version__"])
@@ -43,7 +43,7 @@ def __getattr__(name: str) -> Any:
     if module_name is None:
         raise AttributeError(f"module 'teacli' has no attribute {name!r}")
     module = importlib.import_module(f".{module_name}", __name__)
-    if module_name == "registry":
+    if module_name == "engine.registry":
         # EXTRACTOR_REGISTRY is complete as soon as it is reached through teacli.
         module.load_builtin_extractors()
     value = getattr(module, name)

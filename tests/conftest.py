@@ -10,6 +10,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import pytest  # noqa: E402
 import torch  # noqa: E402
+from support import make_flux_transformer  # noqa: E402
 
 
 @pytest.fixture(scope="session")
@@ -28,16 +29,16 @@ def teacli_cache(tmp_path_factory: pytest.TempPathFactory) -> str:
 @pytest.fixture
 def tiny_flux_default(monkeypatch):
     """Make tiny-flux the default model again, for tests about what happens without --model."""
-    import teacli.catalog
-    import teacli.loading
+    import teacli.models.catalog
+    import teacli.models.loading
 
-    monkeypatch.setattr(teacli.catalog, "DEFAULT_PRESET", "tiny-flux")
-    monkeypatch.setattr(teacli.loading, "DEFAULT_PRESET", "tiny-flux")
+    monkeypatch.setattr(teacli.models.catalog, "DEFAULT_PRESET", "tiny-flux")
+    monkeypatch.setattr(teacli.models.loading, "DEFAULT_PRESET", "tiny-flux")
 
 
 @pytest.fixture(scope="session")
 def tiny_flux_dir(teacli_cache) -> Path:
-    from teacli.embedded import embedded_model_path
+    from teacli.models.embedded import embedded_model_path
 
     return embedded_model_path("tiny-flux")
 
@@ -60,7 +61,7 @@ def pickled_flux(tiny_flux_dir, tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def shapes_preset():
     """teacli-shapes, the default model: the trained FLUX-class pipeline teacli ships."""
-    from teacli.catalog import builtin_presets
+    from teacli.models.catalog import builtin_presets
 
     return builtin_presets()["teacli-shapes"]
 
@@ -68,55 +69,22 @@ def shapes_preset():
 @pytest.fixture(scope="module")
 def shapes_pipe(shapes_preset):
     """teacli-shapes loaded once per test module (fp32, CPU)."""
-    from teacli.loading import load_pipeline
+    from teacli.models.loading import load_pipeline
 
     return load_pipeline(shapes_preset, torch.device("cpu"), torch.float32)
 
 
 @pytest.fixture(scope="session")
 def tiny_flux_pipe(teacli_cache: str):
-    from teacli.catalog import builtin_presets
-    from teacli.loading import load_pipeline
+    from teacli.models.catalog import builtin_presets
+    from teacli.models.loading import load_pipeline
 
     return load_pipeline(builtin_presets()["tiny-flux"], torch.device("cpu"), torch.float32)
-
-
-def make_flux_transformer(guidance_embeds: bool = True):
-    """A tiny FluxTransformer2DModel (the real class), fp32, eval mode, fixed seed."""
-    from diffusers import FluxTransformer2DModel
-
-    torch.manual_seed(0)
-    model = FluxTransformer2DModel(
-        patch_size=1,
-        in_channels=16,
-        num_layers=2,
-        num_single_layers=2,
-        attention_head_dim=16,
-        num_attention_heads=2,
-        joint_attention_dim=32,
-        pooled_projection_dim=32,
-        guidance_embeds=guidance_embeds,
-        axes_dims_rope=(4, 6, 6),
-    )
-    return model.eval()
 
 
 @pytest.fixture
 def flux_transformer():
     return make_flux_transformer()
-
-
-def flux_inputs(seed: int, timestep: float = 0.7, batch: int = 1) -> dict:
-    generator = torch.Generator().manual_seed(seed)
-    return dict(
-        hidden_states=torch.randn(batch, 16, 16, generator=generator),
-        encoder_hidden_states=torch.randn(batch, 8, 32, generator=generator),
-        pooled_projections=torch.randn(batch, 32, generator=generator),
-        timestep=torch.full((batch,), timestep),
-        img_ids=torch.randn(16, 3, generator=generator),
-        txt_ids=torch.zeros(8, 3),
-        guidance=torch.full((batch,), 3.5),
-    )
 
 
 @pytest.fixture(autouse=True)

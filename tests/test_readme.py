@@ -2,8 +2,8 @@
 
 from pathlib import Path
 
-from teacli.catalog import builtin_presets
-from teacli.registry import EXTRACTOR_REGISTRY, supported_classes
+from teacli.engine.registry import EXTRACTOR_REGISTRY, supported_classes
+from teacli.models.catalog import builtin_presets
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from diffusers.models.cache_utils import CacheMixin
 
-from teacli import CacheContext, register_extractor
+from teacli import CacheContext, Decision, register_extractor
 
 
 class ToyTransformer(torch.nn.Module, CacheMixin):
@@ -59,3 +59,22 @@ def modulated_sequence(distances: list[float]) -> list[torch.Tensor]:
     for distance in distances:
         values.append(values[-1] * (1 + distance))
     return [torch.full((4,), value) for value in values]
+
+
+IDENTITY = [1.0, 0.0]
+MARKS = {Decision.COMPUTED: "C", Decision.CACHED: ".", Decision.FORCED: "F"}
+
+
+def pattern(records) -> str:
+    return "".join(MARKS[r.decision] for r in records)
+
+
+def drive(model, distances, *, image_seed=0, timesteps=None):
+    """Call the model once per modulated input; returns the outputs."""
+    generator = torch.Generator().manual_seed(image_seed)
+    outputs = []
+    for index, modulated in enumerate(modulated_sequence(distances)):
+        image, text = torch.randn(2, 3, generator=generator), torch.randn(5, generator=generator)
+        timestep = None if timesteps is None else timesteps[index]
+        outputs.append((image, text, model(image, text, modulated, timestep=timestep)))
+    return outputs

@@ -31,19 +31,19 @@ class CLIError(typer.TyperException):
 
 
 def user_error_types() -> tuple[type[Exception], ...]:
-    from ..calibration import CalibrationError
-    from ..catalog import PresetError
-    from ..context import ExtractorContractError
-    from ..embedded import UnknownEmbeddedModel
-    from ..hook import TeaCacheError
-    from ..loading import ModelError
-    from ..output import OutputError
-    from ..peers import PeerError
-    from ..plot import PlotUnavailable
-    from ..preparation import OptionsError
-    from ..prompts import PromptsError
-    from ..registry import UnknownTransformerError
-    from ..runner import GenerationError
+    from ..batch.prompts import PromptsError
+    from ..bench.peers import PeerError
+    from ..bench.plot import PlotUnavailable
+    from ..calibrate.coefficients import CalibrationError
+    from ..engine.context import ExtractorContractError
+    from ..engine.hook import TeaCacheError
+    from ..engine.registry import UnknownTransformerError
+    from ..generation.output import OutputError
+    from ..generation.preparation import OptionsError
+    from ..generation.runner import GenerationError
+    from ..models.catalog import PresetError
+    from ..models.embedded import UnknownEmbeddedModel
+    from ..models.loading import ModelError
 
     return (
         PresetError,
@@ -156,7 +156,7 @@ def _stdout_reserved() -> Iterator[None]:
 
 
 def broken_pipe() -> CLIError:
-    from ..output import written_summary
+    from ..generation.output import written_summary
 
     return CLIError(f"stdout was closed before the report was written (a broken pipe); {written_summary()}")
 
@@ -173,7 +173,7 @@ class Interrupted(CLIError):
     """Ctrl-C or SIGTERM that reached the top of a command: Typer would turn it into a silent exit 130."""
 
     def __init__(self, interrupt: KeyboardInterrupt) -> None:
-        from ..output import written_summary
+        from ..generation.output import written_summary
 
         super().__init__(f"interrupted; {written_summary()}")
         self.exit_code = interrupt_exit_code(interrupt)

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from ..catalog import Preset, builtin_presets
+from ..models.catalog import Preset, builtin_presets
 
 if TYPE_CHECKING:
-    from ..policy import Policy
+    from ..generation.policy import Policy
 from ._app import CLIError, print_warning
 
 # The first and last steps are always computed, so a schedule this short has (almost) nothing to cache.
@@ -43,8 +43,8 @@ def thresh_warning(thresh: float, preset: Preset) -> str | None:
 
 
 def run_policy(preset: Preset, steps: int, **asked: Any) -> Policy:
-    """The policy a run uses (teacli.policy.choose_policy), a refusal as one line."""
-    from ..policy import PolicyError, choose_policy
+    """The policy a run uses (teacli.generation.policy.choose_policy), a refusal as one line."""
+    from ..generation.policy import PolicyError, choose_policy
 
     try:
         return choose_policy(preset, steps, **asked)

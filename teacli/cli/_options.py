@@ -13,7 +13,7 @@ from .. import limits
 from ._app import CLIError
 
 if TYPE_CHECKING:
-    from ..preparation import CacheOptions, LoadOptions
+    from ..generation.preparation import CacheOptions, LoadOptions
 
 
 class Device(str, Enum):
@@ -81,7 +81,7 @@ PolicyOpt = Annotated[
 
 def check_policy(policy: str, budget: str | None) -> None:
     """--policy is one of the policies and --budget reads as steps or a speedup, before anything loads."""
-    from ..policy import POLICIES
+    from ..generation.policy import POLICIES
 
     if policy not in POLICIES:
         raise CLIError(f"--policy {limits.clip(policy)} is not one of {', '.join(POLICIES)}")
@@ -213,12 +213,12 @@ StrictOpt = Annotated[
 
 def load_options(allow_pickle: bool, offline: bool, lora: str | None, lora_scale: float, compile: bool) -> LoadOptions:
     """The loading options, checked before anything is loaded."""
-    from ..preparation import LoadOptions, OptionsError
+    from ..generation.preparation import LoadOptions, OptionsError
 
     if offline:
         go_offline()
     if lora is not None:
-        from ..lora import locate_lora
+        from ..models.lora import locate_lora
 
         locate_lora(lora, allow_pickle=allow_pickle, offline=offline)  # a missing file fails before loading
     try:
@@ -240,7 +240,7 @@ def cache_options(
     max_cached_in_row: int | None,
     cache_device: str | None,
 ) -> CacheOptions:
-    from ..preparation import CacheOptions, OptionsError
+    from ..generation.preparation import CacheOptions, OptionsError
 
     try:
         return CacheOptions(
@@ -252,7 +252,7 @@ def cache_options(
 
 def go_offline() -> None:
     """Offline for the processes teacli starts (bench --isolate) and what reads the environment late; in this
-    process huggingface_hub has read it already, so the loaders are told themselves (teacli.loading)."""
+    process huggingface_hub has read it already, so the loaders are told themselves (teacli.models.loading)."""
     import os
 
     for variable in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_DATASETS_OFFLINE"):

@@ -20,10 +20,7 @@ from ._app import (
     stderr,
     user_error_types,
 )
-from ._options import (
-    Device,
-    DType,
-)
+from ._options import Device, DType
 
 # A JSONL key -> the option whose pipeline argument it sets (see _session.OPTION_ARGUMENTS).
 PROMPT_KEY_OPTIONS = {
@@ -69,7 +66,7 @@ def generate_prompts(
     import time
     import warnings
 
-    from ..distributed import DistributedError, launch_from_env
+    from ..batch.distributed import DistributedError, launch_from_env
 
     started = time.perf_counter()
     try:
@@ -97,11 +94,11 @@ def generate_prompts(
 
 def _prepare_prompts(prompts: Path, preset: Any, launch: Any, **given: Any) -> dict[str, Any]:
     """Everything checked and decided before any process waits for another or loads the model."""
-    from ..distributed import DistributedError, pick_backend, rank_device, timeout_from_env
-    from ..media import MediaKind, default_suffix
-    from ..output import OutputError, check_writable
-    from ..prompt_runs import job_settings, read_prompt_jobs
-    from ..runner import GenerationRequest
+    from ..batch.distributed import DistributedError, pick_backend, rank_device, timeout_from_env
+    from ..batch.prompt_runs import job_settings, read_prompt_jobs
+    from ..generation.media import MediaKind, default_suffix
+    from ..generation.output import OutputError, check_writable
+    from ..generation.runner import GenerationRequest
     from ._checks import check_rule_options, check_settings, chosen_warning, run_policy, schedule_warning
     from ._session import check_pipeline_takes, input_image, pipeline_media
 
@@ -214,8 +211,8 @@ def _made_for(path: Path, job: Any, settings: Any) -> bool:
     """Whether the file in the way is an earlier, unrecorded output of this prompt (a run stopped between
     writing it and recording it): its metadata names this prompt, seed and settings. Anything else is the
     user's file, replaced only with --overwrite."""
-    from ..media import read_metadata
-    from ..output import OutputError
+    from ..generation.media import read_metadata
+    from ..generation.output import OutputError
 
     try:
         metadata = read_metadata(path)
@@ -227,8 +224,8 @@ def _made_for(path: Path, job: Any, settings: Any) -> bool:
 
 
 def _run_prompts(work: dict[str, Any], json_report: bool) -> None:
-    from ..distributed import DistributedError, process_group
-    from ..prompt_runs import ManifestWriter, merge_manifest, part_path, plan_jobs
+    from ..batch.distributed import DistributedError, process_group
+    from ..batch.prompt_runs import ManifestWriter, merge_manifest, part_path, plan_jobs
 
     launch, manifest = work["launch"], work["manifest"]
     made: list[dict[str, Any]] = []
@@ -313,13 +310,13 @@ def _raise_for_ranks(errors: list[tuple[int, str]], launch: Any, done: str = "")
 
 def _make(work: dict[str, Any], plan: Any, writer: Any, made: list[dict[str, Any]], heartbeat: Any) -> None:
     """This rank's prompts, one after the other, on one loaded pipeline; each starts from a reset TeaCache."""
-    from ..loading import pick_dtype
-    from ..media import save_output
-    from ..metadata import output_metadata
-    from ..preparation import prepare_pipeline
-    from ..prompt_runs import CacheKeeper, manifest_entry, output_name
-    from ..report import estimated_speedup
-    from ..runner import fit_size, made_frames
+    from ..batch.prompt_runs import CacheKeeper, manifest_entry, output_name
+    from ..generation.media import save_output
+    from ..generation.metadata import output_metadata
+    from ..generation.preparation import prepare_pipeline
+    from ..generation.report import estimated_speedup
+    from ..generation.runner import fit_size, made_frames
+    from ..models.loading import pick_dtype
     from ._session import Session
 
     preset, launch, device = work["preset"], work["launch"], work["device"]
@@ -390,7 +387,7 @@ def _make(work: dict[str, Any], plan: Any, writer: Any, made: list[dict[str, Any
 def _measure(pipe: Any, request: Any, counts: Any, heartbeat: Any, label: str | None) -> Any:
     """One measured generation (measure.measure_generation, as bench and generate PROMPT measure); every step
     tells the other processes this one is alive. A progress bar with a label (rank 0)."""
-    from ..measure import measure_generation
+    from ..generation.measure import measure_generation
     from ._session import step_progress
 
     if label is None:
@@ -411,7 +408,7 @@ def _report(work: dict[str, Any], statuses: list[dict[str, Any]], backend: str |
 
     from rich.table import Table
 
-    from ..prompt_runs import summarize
+    from ..batch.prompt_runs import summarize
 
     made = [entry for status in statuses for entry in status["made"]]
     totals = summarize(made)

@@ -10,13 +10,13 @@ from typing import Any
 
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from ..catalog import Preset
-from ..hook import TeaCacheConfig
-from ..loading import check_extractor, pick_device, pick_dtype, resolve_preset, teacache_configs
-from ..measure import Run, measure_generation
-from ..plan import Plan
-from ..preparation import CacheOptions, LoadOptions, prepare_pipeline
-from ..runner import GenerationRequest, per_prompt_argument
+from ..engine.hook import TeaCacheConfig
+from ..engine.plan import Plan
+from ..generation.measure import Run, measure_generation
+from ..generation.preparation import CacheOptions, LoadOptions, prepare_pipeline
+from ..generation.runner import GenerationRequest, per_prompt_argument
+from ..models.catalog import Preset
+from ..models.loading import check_extractor, pick_device, pick_dtype, resolve_preset, teacache_configs
 from ._app import CLIError, stderr
 from ._options import COEFFICIENTS_OPTION_SOURCE, Device, DType
 
@@ -86,7 +86,7 @@ def pipeline_media(preset: Preset):
     """What the preset's pipeline makes (image, video, audio), known before loading it."""
     import diffusers
 
-    from ..media import MediaKind, media_kind
+    from ..generation.media import MediaKind, media_kind
 
     pipeline_class = getattr(diffusers, preset.pipeline, None)
     return MediaKind.image if pipeline_class is None else media_kind(pipeline_class)
@@ -94,7 +94,7 @@ def pipeline_media(preset: Preset):
 
 def input_image(preset: Preset, path: Path | None) -> Any:
     """The --image the user gave, read now; editing models without one are refused before loading."""
-    from ..runner import open_image
+    from ..generation.runner import open_image
 
     if path is None:
         if preset.needs_image:
@@ -105,7 +105,7 @@ def input_image(preset: Preset, path: Path | None) -> Any:
 
 def output_files(out: Path | None, count: int, kind: Any, overwrite: bool) -> list[Path]:
     """Where the outputs go, every one checked (and its metadata sidecar) before anything is loaded."""
-    from ..media import default_suffix, output_paths
+    from ..generation.media import default_suffix, output_paths
 
     return output_paths(out, count, kind, Path.cwd(), overwrite, default_suffix(kind))
 

@@ -198,9 +198,9 @@ def bench(
     --runs, interleaved round-robin; speedup, ideal speedup, efficiency, PSNR, SSIM and peak memory.
     With --prompts (or --at-calls) every configuration runs on every prompt, and --at-calls compares the
     caches at equal computed calls."""
-    from ..output import check_writable, save_json
-    from ..plot import check_plot_available, plot_bench, plot_frontier
-    from ..prompts import read_prompts
+    from ..batch.prompts import read_prompts
+    from ..bench.plot import check_plot_available, plot_bench, plot_frontier
+    from ..generation.output import check_writable, save_json
 
     budgets = parse_at_calls(at_calls)
     frontier = prompts is not None or budgets is not None
@@ -250,11 +250,11 @@ def bench(
     import_libraries()
     from rich.markup import escape
 
-    from ..benchmark import ConfigRunner, IsolatedJob, bench_configs, run_bench, run_isolated, run_prompts_bench
-    from ..loading import pick_device
-    from ..peers import PEERS, parse_against
-    from ..report import render_bench, render_frontier, render_prompts_bench
-    from ..runner import GenerationRequest
+    from ..bench.benchmark import ConfigRunner, IsolatedJob, bench_configs, run_bench, run_isolated, run_prompts_bench
+    from ..bench.peers import PEERS, parse_against
+    from ..generation.report import render_bench, render_frontier, render_prompts_bench
+    from ..generation.runner import GenerationRequest
+    from ..models.loading import pick_device
     from ._checks import check_settings, run_policy, schedule_warning, thresh_warning
     from ._session import check_pipeline_takes, input_image, open_session, resolve, step_progress
 

@@ -9,7 +9,7 @@ from typing import Annotated
 
 import typer
 
-from ..catalog import Preset
+from ..models.catalog import Preset
 from ._app import (
     CLIError,
     ReportConsole,
@@ -133,12 +133,12 @@ def calibrate(
     batch = BATCH if batch is None else batch
     import_libraries()
 
-    from ..calibration import MAX_ORDER, MIN_ORDER, MIN_STEPS, CalibrationSettings, run_calibration
-    from ..catalog import preset_to_dict
-    from ..output import check_writable
-    from ..prompts import BUILTIN_PROMPTS, read_prompts
-    from ..report import render_calibration
-    from ..runner import GenerationRequest
+    from ..batch.prompts import BUILTIN_PROMPTS, read_prompts
+    from ..calibrate.coefficients import MAX_ORDER, MIN_ORDER, MIN_STEPS, CalibrationSettings, run_calibration
+    from ..generation.output import check_writable
+    from ..generation.report import render_calibration
+    from ..generation.runner import GenerationRequest
+    from ..models.catalog import preset_to_dict
     from ._session import check_pipeline_takes, open_session, resolve, step_progress
 
     # Everything the user typed is checked before the model is loaded, so a bad run writes nothing.
@@ -266,8 +266,8 @@ def parse_budgets(text: str | None, steps: int) -> list[int]:
 
 def calibrate_plans(pipe, preset, texts, request, steps, seed, max_gap, forecast_gap, budgets, batch):
     """run_plan_calibration on the first captions (caption i with seed + i) behind a progress bar."""
-    from ..loading import teacache_configs
-    from ..plan_calibration import planned_runs, run_plan_calibration
+    from ..calibrate.plans import planned_runs, run_plan_calibration
+    from ..models.loading import teacache_configs
     from ._session import step_progress
 
     requests = [replace(request, prompt=text, steps=steps, seed=seed + index) for index, text in enumerate(texts)]
@@ -293,7 +293,7 @@ def render_plans(planned, console) -> None:
     """The chosen plan per budget and what the calibration cost."""
     from rich.table import Table
 
-    from ..plan_calibration import psnr_of
+    from ..calibrate.plans import psnr_of
 
     table = Table(
         title=f"planned schedules at {planned.steps} steps ({planned.captions} captions)",
@@ -315,8 +315,8 @@ def write_preset(preset: Preset, path: Path, overwrite: bool = False) -> None:
     """The preset as YAML, checked to read back as the same preset before it replaces anything."""
     import yaml
 
-    from ..catalog import parse_preset, preset_to_dict
-    from ..output import write_atomic
+    from ..generation.output import write_atomic
+    from ..models.catalog import parse_preset, preset_to_dict
 
     data = preset_to_dict(preset)
     header = f"# Written by teacli calibrate on {preset.calibration.get('date', '')}; see the calibration block.\n"

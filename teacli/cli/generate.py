@@ -175,13 +175,13 @@ def generate(
         reserve_stdout_for_json("--json")
     import_libraries()
 
-    from ..calibration import steps_note
-    from ..hook import apply_teacache
-    from ..measure import quality
-    from ..media import MediaKind, mp4_available, save_output
-    from ..metadata import output_metadata
-    from ..report import GenerationSummary, render_generation
-    from ..runner import GenerationRequest, fit_size, made_frames
+    from ..calibrate.coefficients import steps_note
+    from ..engine.hook import apply_teacache
+    from ..generation.measure import quality
+    from ..generation.media import MediaKind, mp4_available, save_output
+    from ..generation.metadata import output_metadata
+    from ..generation.report import GenerationSummary, render_generation
+    from ..generation.runner import GenerationRequest, fit_size, made_frames
     from ._checks import check_rule_options, check_settings, chosen_warning, run_policy, schedule_warning
     from ._prompts_run import generate_prompts
     from ._session import (

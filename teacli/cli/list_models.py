@@ -20,8 +20,8 @@ def list_models() -> None:
     import diffusers
     from rich.table import Table
 
-    from ..catalog import all_presets
-    from ..registry import supported_classes
+    from ..engine.registry import supported_classes
+    from ..models.catalog import all_presets
     from ._app import ReportConsole, quiet_libraries
 
     quiet_libraries()
@@ -53,7 +53,7 @@ def list_models() -> None:
 
 
 def label(preset: Any) -> str:
-    from ..catalog import DEFAULT_PRESET
+    from ..models.catalog import DEFAULT_PRESET
 
     shown = (("default", preset.name == DEFAULT_PRESET), ("test", preset.is_test_model), ("user", preset.is_user))
     marks = [mark for mark, flag in shown if flag]
@@ -64,7 +64,7 @@ def print_user_presets(presets: list, console: Any) -> None:
     """Which file each user preset comes from, and which built-in it replaces."""
     from rich.markup import escape
 
-    from ..catalog import PRESETS_ENV, user_config_presets_dir, user_preset_dirs
+    from ..models.catalog import PRESETS_ENV, user_config_presets_dir, user_preset_dirs
 
     if not presets:
         hint = f"preset .yaml files in {user_config_presets_dir()} or a directory named by {PRESETS_ENV}"
@@ -81,7 +81,7 @@ def print_user_presets(presets: list, console: Any) -> None:
 
 
 def availability(preset: Any, diffusers: Any) -> str:
-    from ..registry import has_extractor
+    from ..engine.registry import has_extractor
 
     missing = [name for name in (preset.pipeline, preset.transformer) if not hasattr(diffusers, name)]
     if missing:

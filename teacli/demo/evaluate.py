@@ -20,7 +20,7 @@ from PIL import Image, ImageDraw
 
 from teacli.demo.checker import Scores, read, score
 from teacli.demo.shapes import Caption, evaluation_captions
-from teacli.output import save_json, write_atomic
+from teacli.generation.output import save_json, write_atomic
 
 DEFAULT_MODEL = "teacli-shapes"
 SCORE_KEYS = ("background", "color", "shape")
@@ -58,7 +58,7 @@ class SweepRow:
 def run_sweep(pipe, preset, captions: Sequence[Caption], thresholds: Sequence[float], steps: int) -> list[SweepRow]:
     """The uncached row first (no hook at all), then one row per threshold."""
     from teacli import apply_teacache
-    from teacli.loading import teacache_configs
+    from teacli.models.loading import teacache_configs
 
     baseline = _row(pipe, preset, captions, steps, None, None)
     rows = [baseline]
@@ -69,8 +69,8 @@ def run_sweep(pipe, preset, captions: Sequence[Caption], thresholds: Sequence[fl
 
 
 def _row(pipe, preset, captions, steps, thresh, handle, baseline: SweepRow | None = None) -> SweepRow:
-    from teacli.measure import quality
-    from teacli.runner import GenerationRequest, generate
+    from teacli.generation.measure import quality
+    from teacli.generation.runner import GenerationRequest, generate
 
     images, seconds, computed, calls = [], 0.0, 0, 0
     forwards = []  # uncached: every transformer call computes (two a step with true CFG)
@@ -185,7 +185,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     import torch
 
-    from teacli.loading import load_pipeline, resolve_preset
+    from teacli.models.loading import load_pipeline, resolve_preset
 
     try:
         preset = resolve_preset(args.model)

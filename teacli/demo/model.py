@@ -18,8 +18,8 @@ from dataclasses import dataclass
 
 from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler, FluxTransformer2DModel
 
-from teacli.embedded.text import TEXT_DIM
-from teacli.embedded.tiny_flux import flux_scheduler
+from teacli.models.embedded.text import TEXT_DIM
+from teacli.models.embedded.tiny_flux import flux_scheduler
 
 LATENT_CHANNELS = 16  # as FLUX.1's VAE: 8 channels lost the corners of small shapes
 MAX_SEQUENCE_LENGTH = 16  # T5 tokens per caption; the longest caption has 12 words and EOS

@@ -31,7 +31,7 @@ from diffusers import FluxPipeline
 
 from teacli.demo import model
 from teacli.demo.shapes import SIZE, Caption, draw, sample_caption
-from teacli.embedded.text import clip_text_encoder, clip_tokenizer, t5_text_encoder, t5_tokenizer
+from teacli.models.embedded.text import clip_text_encoder, clip_tokenizer, t5_text_encoder, t5_tokenizer
 
 CAPTION_DROPOUT = 0.1  # empty captions, so true CFG (a negative prompt) has an unconditional branch
 

@@ -1,0 +1,124 @@
+"""What the user asked for besides the model: how to load it (LoRA, compile, trust) and how to cache.
+
+Both are plain data, so `teacli bench --isolate` can hand them to a fresh process, and reports and output
+metadata can say exactly what ran.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, fields, replace
+from typing import Any
+
+import torch
+
+from .. import limits
+from ..errors import TeacliError
+from ..models.catalog import Preset
+
+
+class OptionsError(TeacliError, ValueError):
+    """An option value that cannot work; the message names the option and what it takes."""
+
+
+@dataclass(frozen=True)
+class LoadOptions:
+    """How the pipeline is loaded and prepared before any cache is applied."""
+
+    allow_pickle: bool = False  # pickle (.bin/.pt) weights run code when loaded: only when the user says so
+    offline: bool = False  # never reach the hub: only what is on disk or in the local Hugging Face cache
+    lora: str | None = None  # a LoRA file, directory or hub id, through diffusers' loaders
+    lora_scale: float = 1.0
+    compile: bool = False  # torch.compile the transformer blocks (regional), not the cache decision
+
+    def __post_init__(self) -> None:
+        if not math.isfinite(self.lora_scale):
+            raise OptionsError(f"--lora-scale must be a finite number, got {self.lora_scale}")
+        limits.check("lora_scale", self.lora_scale, OptionsError, "--lora-scale")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class CacheOptions:
+    """The TeaCache settings a user may give on top of the preset's; None keeps the preset's (or the default)."""
+
+    start: float | None = None  # caching only allowed from this fraction of the schedule on
+    end: float | None = None  # ... and before this one
+    ret_steps: int | None = None  # always compute the first N steps
+    max_cached_in_row: int | None = None  # never reuse more than N calls in a row
+    cache_device: str | None = None  # keep cached residuals here (cpu: host memory)
+
+    def __post_init__(self) -> None:
+        for name in ("start", "end"):
+            value = getattr(self, name)
+            if value is not None and not (math.isfinite(value) and 0.0 <= value <= 1.0):
+                raise OptionsError(f"--{name} is a fraction of the schedule between 0 and 1, got {value}")
+        start = 0.0 if self.start is None else self.start
+        end = 1.0 if self.end is None else self.end
+        if not start < end:
+            raise OptionsError(f"--start ({start:g}) must be below --end ({end:g}): no step would be cacheable")
+        limits.check("ret_steps", self.ret_steps, OptionsError, "--ret-steps")
+        in_row = self.max_cached_in_row
+        if isinstance(in_row, int) and not isinstance(in_row, bool) and in_row < 1:
+            raise OptionsError(f"--max-cached-in-row must be at least 1, got {in_row} (--thresh 0 never reuses)")
+        limits.check("max_cached_in_row", self.max_cached_in_row, OptionsError, "--max-cached-in-row")
+        if self.cache_device is not None:
+            check_cache_device(self.cache_device)
+
+    def given(self) -> dict[str, Any]:
+        """The settings the user gave, by TeaCacheConfig field name."""
+        return {f.name: getattr(self, f.name) for f in fields(self) if getattr(self, f.name) is not None}
+
+    def apply(self, configs: Any) -> Any:
+        """The configs (one TeaCacheConfig, or one per denoiser) with the user's settings in place."""
+        given = self.given()
+        if not given:
+            return configs
+        if isinstance(configs, dict):
+            return {name: replace(config, **given) for name, config in configs.items()}
+        return replace(configs, **given)
+
+
+# Device types that hold real memory a residual can be kept in ("meta" has shapes but no values).
+STORAGE_DEVICE_TYPES = ("cpu", "cuda", "mps", "xpu", "npu", "hpu")
+
+
+def check_cache_device(name: str) -> None:
+    """--cache-device names a device torch knows, that stores values, and that this machine has."""
+    try:
+        device = torch.device(name)
+    except (RuntimeError, ValueError, TypeError):
+        raise OptionsError(
+            f"--cache-device takes a torch device such as cpu or cuda:0, got {limits.short(name)}"
+        ) from None
+    if device.type not in STORAGE_DEVICE_TYPES:
+        raise OptionsError(
+            f"--cache-device {name} cannot hold residuals (a {device.type} tensor has no values); use cpu or a GPU"
+        )
+    backend = getattr(torch, device.type, None)
+    available = device.type == "cpu" or (backend is not None and backend.is_available())
+    if not available:
+        raise OptionsError(f"--cache-device {name}: no {device.type} device is available here; use cpu")
+    if device.index is not None and device.type == "cuda" and device.index >= torch.cuda.device_count():
+        raise OptionsError(
+            f"--cache-device {name}: this machine has {torch.cuda.device_count()} CUDA device(s); use cpu or cuda:0"
+        )
+
+
+def prepare_pipeline(preset: Preset, device: torch.device, dtype: torch.dtype, options: LoadOptions) -> Any:
+    """Load the pipeline, then add the LoRA and compile the blocks, in the order that keeps each valid:
+    a LoRA changes the blocks' layers, so compiling comes after it."""
+    from ..models.loading import load_pipeline
+
+    pipe = load_pipeline(preset, device, dtype, allow_pickle=options.allow_pickle, offline=options.offline)
+    if options.lora is not None:
+        from ..models.lora import load_lora
+
+        load_lora(pipe, options.lora, options.lora_scale, allow_pickle=options.allow_pickle, offline=options.offline)
+    if options.compile:
+        from ..engine.compile import compile_transformer_blocks
+
+        compile_transformer_blocks(pipe)
+    return pipe

@@ -1,0 +1,126 @@
+"""teacli bench: the measuring code and the JSON it writes, on tiny-flux (numbers consistent, not fast)."""
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from teacli.cli import app
+from teacli.generation.measure import PSNR_CAP, PeakMemory, quality
+
+FIELDS = {
+    "name", "method", "setting", "computed", "cached", "total", "seconds", "seconds_median", "seconds_spread",
+    "speedup", "ideal_speedup", "efficiency", "psnr", "psnr_capped", "ssim", "peak_memory_bytes",
+    "extra_memory_bytes",
+}  # fmt: skip
+FAST = ["--model", "tiny-flux", "--steps", "6", "--runs", "1", "--warmup", "0", "--device", "cpu"]
+
+
+def bench(runner, *args):
+    result = runner.invoke(app, ["bench", *args], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    return result
+
+
+def test_json_rows_are_complete_and_consistent(runner, tmp_path):
+    result = bench(runner, "--thresh", "0.3,1.0", "--against", "none", *FAST, "--json", "b.json")
+    data = json.loads((tmp_path / "b.json").read_text())
+    rows = {row["name"]: row for row in data["rows"]}
+    assert list(rows) == ["vanilla", "teacache@0", "teacache@0.3", "teacache@1"]
+    for row in rows.values():
+        assert FIELDS <= set(row), FIELDS - set(row)
+        assert row["computed"] + row["cached"] == row["total"] == 6
+        assert row["seconds_median"] == row["seconds"][0] > 0 and row["seconds_spread"] == 0.0
+        assert row["efficiency"] == pytest.approx(row["speedup"] / row["ideal_speedup"])
+        assert row["peak_memory_bytes"] > 0
+    vanilla = rows["vanilla"]
+    assert (vanilla["speedup"], vanilla["ideal_speedup"], vanilla["efficiency"]) == (1.0, 1.0, 1.0)
+    assert vanilla["extra_memory_bytes"] == 0
+    # Identical outputs: PSNR is infinite, written as the cap and said so; SSIM is 1.
+    for name in ("vanilla", "teacache@0"):
+        assert rows[name]["psnr"] == PSNR_CAP and rows[name]["psnr_capped"] is True
+        assert rows[name]["ssim"] == pytest.approx(1.0)
+    assert rows["teacache@0"]["computed"] == 6
+    cached = rows["teacache@1"]
+    assert cached["computed"] < 6 and not cached["psnr_capped"] and cached["psnr"] < PSNR_CAP and cached["ssim"] < 1
+    # The ideal speedup follows from vanilla's time and its mean seconds per transformer call.
+    per_call = data["vanilla_seconds_per_transformer_call"]
+    expected = vanilla["seconds_median"] / (vanilla["seconds_median"] - cached["cached"] * per_call)
+    assert cached["ideal_speedup"] == pytest.approx(expected)
+    assert 0 < data["transformer_share"] < 1
+    assert "transformer" in result.output and "of vanilla's time" in result.output
+    assert "inf (identical)" in result.output
+
+
+def test_missing_peers_are_skipped_with_a_line_saying_why(runner, tmp_path, monkeypatch):
+    import importlib.util
+
+    find_spec = importlib.util.find_spec
+    monkeypatch.setattr(  # as where cache-dit is not installed (CI installs it: tests/bench/test_peers_fit.py runs it)
+        importlib.util, "find_spec", lambda name, *args: None if name == "cache_dit" else find_spec(name, *args)
+    )
+    result = bench(runner, "--thresh", "0.3", "--against", "dbcache", *FAST, "--json", "b.json")
+    data = json.loads((tmp_path / "b.json").read_text())
+    assert [s["method"] for s in data["skipped"]] == ["dbcache"]
+    assert "cache-dit" in data["skipped"][0]["reason"]
+    assert "skipping dbcache:" in " ".join(result.output.split())
+    assert [row["method"] for row in data["rows"]] == ["vanilla", "teacache", "teacache"]
+
+
+def test_unknown_peer_is_one_line(runner):
+    result = runner.invoke(app, ["bench", "--against", "deepcache", *FAST])
+    assert result.exit_code == 1
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and "deepcache" in lines[0] and "fbcache" in lines[0]
+
+
+def test_plot_is_a_png(runner, tmp_path):
+    pytest.importorskip("matplotlib")
+    bench(runner, "--thresh", "0.3,1.0", "--against", "none", *FAST, "--plot", "p.png")
+    with Image.open(tmp_path / "p.png") as image:
+        assert image.format == "PNG" and image.size[0] > 400
+
+
+@pytest.mark.parametrize(
+    "arguments,message", [(["--plot", "p.jpg"], "must end in .png"), (["--plot", "x/p.png"], "does not exist")]
+)
+def test_bad_plot_path_is_refused_before_loading(runner, arguments, message):
+    result = runner.invoke(app, ["bench", *FAST, *arguments])
+    assert result.exit_code == 1 and message in result.stderr
+
+
+def test_isolate_runs_each_configuration_in_its_own_process(runner, tmp_path):
+    bench(runner, "--thresh", "1.0", "--against", "none", *FAST, "--isolate", "--json", "b.json")
+    data = json.loads((tmp_path / "b.json").read_text())
+    assert data["isolated"] is True
+    rows = {row["name"]: row for row in data["rows"]}
+    assert rows["teacache@0"]["psnr_capped"]  # the same image from another process
+    assert rows["teacache@1"]["computed"] < rows["teacache@1"]["total"] == 6
+
+
+def test_quality_of_identical_and_different_images():
+    rng = np.random.default_rng(0)
+    pixels = rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)
+    image = Image.fromarray(pixels)
+    same = quality(image, image.copy())
+    assert same.identical and math.isinf(same.psnr) and same.psnr_capped == PSNR_CAP and same.ssim == pytest.approx(1)
+    noisy = Image.fromarray(np.clip(pixels.astype(int) + rng.integers(-20, 21, pixels.shape), 0, 255).astype(np.uint8))
+    other = quality(noisy, image)
+    assert 15 < other.psnr < 40 and 0 < other.ssim < 1 and not other.identical
+
+
+def test_peak_memory_sees_an_allocation_on_cpu():
+    watcher = PeakMemory(torch.device("cpu"))
+    with watcher.watch():
+        idle = watcher.peak_bytes
+    with watcher.watch():
+        block = torch.ones(64 * 2**20 // 4)  # 64 MiB, touched, alive when the watch ends
+    del block
+    assert idle is None and watcher.peak_bytes > 0
+    quiet = PeakMemory(torch.device("cpu"))
+    with quiet.watch():
+        pass
+    assert watcher.peak_bytes >= quiet.peak_bytes + 32 * 2**20
