@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 
 from teacli.batch.prompts import read_prompts
-from teacli.engine.hook import apply_teacache
+from teacli.engine.apply import apply_teacache
 from teacli.generation.measure import quality
 from teacli.generation.runner import GenerationRequest, generate
 from teacli.models.loading import load_pipeline, resolve_preset, teacache_configs

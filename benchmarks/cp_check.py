@@ -27,7 +27,7 @@ import torch
 import torch.distributed as dist
 
 from teacli import apply_teacache, remove_teacache
-from teacli.engine.hook import denoisers
+from teacli.engine.apply import denoisers
 from teacli.generation.runner import GenerationRequest, generate
 from teacli.models.loading import load_pipeline, resolve_preset, teacache_configs
 

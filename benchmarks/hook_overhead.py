@@ -17,7 +17,7 @@ import time
 import torch
 
 from teacli import TeaCacheConfig, apply_teacache
-from teacli.bench.peers import _block_lists
+from teacli.generation.counting import block_lists
 from teacli.generation.runner import GenerationRequest, generate
 from teacli.models.loading import load_pipeline, resolve_preset
 
@@ -73,7 +73,7 @@ def main() -> None:
         assert handle.stats.totals.cached == args.repeats
     cached = cached[1:]  # the first call computes
     # The same model's work outside the blocks, unhooked, for comparison: every block list emptied for a moment.
-    lists = {name: blocks for name, blocks in _block_lists(transformer)}
+    lists = {name: blocks for name, blocks in block_lists(transformer)}
     outside = []
     try:
         for name in lists:

@@ -17,7 +17,8 @@ import time
 
 import torch
 
-from teacli.engine.hook import denoisers, synchronize
+from teacli.engine.apply import denoisers
+from teacli.engine.devices import synchronize
 from teacli.generation.runner import GenerationRequest, generate
 from teacli.models.loading import load_pipeline, pick_device, pick_dtype, resolve_preset
 

@@ -19,6 +19,7 @@ from diffusers.models.modeling_outputs import Transformer2DModelOutput
 from diffusers.utils.torch_utils import maybe_adjust_dtype_for_device
 
 from teacli.engine.context import CacheContext
+from teacli.engine.diffusers_internals import run_checkpointed
 from teacli.engine.registry import extractor_for
 
 
@@ -53,7 +54,7 @@ def extract_auraflow_context(
         for block in module.joint_transformer_blocks:
             if torch.is_grad_enabled() and module.gradient_checkpointing:
                 # Upstream passes no attention_kwargs on this path; mirrored as is.
-                text, image = module._gradient_checkpointing_func(block, image, text, temb)
+                text, image = run_checkpointed(module, block, image, text, temb)
             else:
                 text, image = block(
                     hidden_states=image, encoder_hidden_states=text, temb=temb, attention_kwargs=attention_kwargs
@@ -64,7 +65,7 @@ def extract_auraflow_context(
             joint = torch.cat([text, image], dim=1)
             for block in module.single_transformer_blocks:
                 if torch.is_grad_enabled() and module.gradient_checkpointing:
-                    joint = module._gradient_checkpointing_func(block, joint, temb)
+                    joint = run_checkpointed(module, block, joint, temb)
                 else:
                     joint = block(hidden_states=joint, temb=temb, attention_kwargs=attention_kwargs)
             image = joint[:, text_len:]

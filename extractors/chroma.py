@@ -21,6 +21,7 @@ import torch
 from diffusers.models.modeling_outputs import Transformer2DModelOutput
 
 from teacli.engine.context import CacheContext
+from teacli.engine.diffusers_internals import run_checkpointed
 from teacli.engine.registry import extractor_for
 
 
@@ -82,9 +83,7 @@ def extract_chroma_context(
         for index, block in enumerate(double_blocks):
             temb = double_block_temb(index)
             if torch.is_grad_enabled() and module.gradient_checkpointing:
-                text, image = module._gradient_checkpointing_func(
-                    block, image, text, temb, image_rotary_emb, attention_mask
-                )
+                text, image = run_checkpointed(module, block, image, text, temb, image_rotary_emb, attention_mask)
             else:
                 text, image = block(
                     hidden_states=image,
@@ -107,7 +106,7 @@ def extract_chroma_context(
             temb = pooled_temb[:, 3 * index : 3 * index + 3]
             if torch.is_grad_enabled() and module.gradient_checkpointing:
                 # Upstream passes no attention mask on this path; mirrored as is.
-                joint = module._gradient_checkpointing_func(block, joint, temb, image_rotary_emb)
+                joint = run_checkpointed(module, block, joint, temb, image_rotary_emb)
             else:
                 joint = block(
                     hidden_states=joint,

@@ -26,6 +26,7 @@ import torch
 from diffusers.models.modeling_outputs import Transformer2DModelOutput
 
 from teacli.engine.context import CacheContext
+from teacli.engine.diffusers_internals import run_checkpointed
 from teacli.engine.registry import extractor_for
 
 
@@ -66,8 +67,8 @@ def extract_cogvideox_context(
         image, context = video, text
         for block in module.transformer_blocks:
             if torch.is_grad_enabled() and module.gradient_checkpointing:
-                image, context = module._gradient_checkpointing_func(
-                    block, image, context, emb, image_rotary_emb, attention_kwargs
+                image, context = run_checkpointed(
+                    module, block, image, context, emb, image_rotary_emb, attention_kwargs
                 )
             else:
                 image, context = block(

@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from diffusers.models.modeling_outputs import Transformer2DModelOutput
 
 from teacli.engine.context import CacheContext
+from teacli.engine.diffusers_internals import run_checkpointed
 from teacli.engine.registry import extractor_for
 
 
@@ -57,8 +58,8 @@ def extract_cogview4_context(
         image, text = hidden_states, encoder_hidden_states
         for block in module.transformer_blocks:
             if torch.is_grad_enabled() and module.gradient_checkpointing:
-                image, text = module._gradient_checkpointing_func(
-                    block, image, text, temb, image_rotary_emb, attention_mask, attention_kwargs
+                image, text = run_checkpointed(
+                    module, block, image, text, temb, image_rotary_emb, attention_mask, attention_kwargs
                 )
             else:
                 image, text = block(image, text, temb, image_rotary_emb, attention_mask, attention_kwargs)

@@ -25,6 +25,7 @@ from diffusers.models.modeling_outputs import Transformer2DModelOutput
 from diffusers.models.transformers import transformer_cosmos
 
 from teacli.engine.context import CacheContext
+from teacli.engine.diffusers_internals import run_checkpointed
 from teacli.engine.registry import extractor_for
 
 
@@ -127,7 +128,7 @@ def extract_cosmos_context(
                 controlnet_block_index_map.get(block_idx),
             )
             if torch.is_grad_enabled() and module.gradient_checkpointing:
-                image = module._gradient_checkpointing_func(block, *args)
+                image = run_checkpointed(module, block, *args)
             else:
                 image = block(*args)
         return (image,)

@@ -14,6 +14,7 @@ import torch
 from diffusers.models.modeling_outputs import Transformer2DModelOutput
 
 from teacli.engine.context import CacheContext
+from teacli.engine.diffusers_internals import run_checkpointed
 from teacli.engine.registry import extractor_for
 
 
@@ -99,7 +100,8 @@ def _call_block(
     block_kwargs: dict[str, Any],
 ) -> tuple[torch.Tensor, torch.Tensor]:
     if torch.is_grad_enabled() and module.gradient_checkpointing:
-        return module._gradient_checkpointing_func(
+        return run_checkpointed(
+            module,
             block,
             image,
             text,

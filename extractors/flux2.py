@@ -25,6 +25,7 @@ from diffusers.models.transformers.transformer_flux2 import (
 )
 
 from teacli.engine.context import CacheContext
+from teacli.engine.diffusers_internals import run_checkpointed
 from teacli.engine.registry import extractor_for
 
 
@@ -121,8 +122,15 @@ def extract_flux2_context(
             if kv_cache_mode is not None and kv_cache is not None:
                 kv_attn_kwargs["kv_cache"] = kv_cache.get_double(index)
             if torch.is_grad_enabled() and module.gradient_checkpointing:
-                text, image = module._gradient_checkpointing_func(
-                    block, image, text, double_stream_mod_img, double_stream_mod_txt, concat_rotary_emb, kv_attn_kwargs
+                text, image = run_checkpointed(
+                    module,
+                    block,
+                    image,
+                    text,
+                    double_stream_mod_img,
+                    double_stream_mod_txt,
+                    concat_rotary_emb,
+                    kv_attn_kwargs,
                 )
             else:
                 text, image = block(
@@ -143,8 +151,8 @@ def extract_flux2_context(
             if kv_cache_mode is not None and kv_cache is not None:
                 kv_attn_kwargs_single["kv_cache"] = kv_cache.get_single(index)
             if torch.is_grad_enabled() and module.gradient_checkpointing:
-                joint = module._gradient_checkpointing_func(
-                    block, joint, None, single_stream_mod, concat_rotary_emb, kv_attn_kwargs_single
+                joint = run_checkpointed(
+                    module, block, joint, None, single_stream_mod, concat_rotary_emb, kv_attn_kwargs_single
                 )
             else:
                 joint = block(

@@ -21,6 +21,7 @@ import torch
 from diffusers.models.modeling_outputs import Transformer2DModelOutput
 
 from teacli.engine.context import CacheContext
+from teacli.engine.diffusers_internals import run_checkpointed
 from teacli.engine.registry import extractor_for
 
 
@@ -130,7 +131,7 @@ def _call_block(
     image_rotary_emb: torch.Tensor,
 ) -> Any:
     if torch.is_grad_enabled() and module.gradient_checkpointing:
-        return module._gradient_checkpointing_func(block, image, masks, text, temb, image_rotary_emb)
+        return run_checkpointed(module, block, image, masks, text, temb, image_rotary_emb)
     return block(
         hidden_states=image,
         hidden_states_masks=masks,

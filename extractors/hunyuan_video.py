@@ -22,6 +22,7 @@ import torch
 from diffusers.models.modeling_outputs import Transformer2DModelOutput
 
 from teacli.engine.context import CacheContext
+from teacli.engine.diffusers_internals import run_checkpointed
 from teacli.engine.registry import extractor_for
 
 
@@ -77,7 +78,7 @@ def extract_hunyuan_video_context(
         checkpointing = torch.is_grad_enabled() and module.gradient_checkpointing
         for block in (*module.transformer_blocks, *module.single_transformer_blocks):
             if checkpointing:
-                image, text = module._gradient_checkpointing_func(block, image, text, *block_args)
+                image, text = run_checkpointed(module, block, image, text, *block_args)
             else:
                 image, text = block(image, text, *block_args)
         # The text stream after the last block feeds nothing, so only the image residual is cached.

@@ -20,6 +20,7 @@ import torch
 from diffusers.models.modeling_outputs import Transformer2DModelOutput
 
 from teacli.engine.context import CacheContext
+from teacli.engine.diffusers_internals import run_checkpointed
 from teacli.engine.registry import extractor_for
 
 
@@ -123,8 +124,8 @@ def extract_hunyuan_video15_context(
         checkpointing = torch.is_grad_enabled() and module.gradient_checkpointing
         for block in module.transformer_blocks:
             if checkpointing:
-                image, text = module._gradient_checkpointing_func(
-                    block, image, text, temb, encoder_attention_mask, image_rotary_emb
+                image, text = run_checkpointed(
+                    module, block, image, text, temb, encoder_attention_mask, image_rotary_emb
                 )
             else:
                 image, text = block(image, text, temb, encoder_attention_mask, image_rotary_emb)

@@ -16,6 +16,7 @@ import torch
 from diffusers.models.modeling_outputs import Transformer2DModelOutput
 
 from teacli.engine.context import CacheContext
+from teacli.engine.diffusers_internals import run_checkpointed
 from teacli.engine.registry import extractor_for
 
 
@@ -50,7 +51,7 @@ def extract_longcat_image_context(
         ):
             for index, block in enumerate(blocks):
                 if torch.is_grad_enabled() and module.gradient_checkpointing and checkpointed[index]:
-                    text, image = module._gradient_checkpointing_func(block, image, text, temb, image_rotary_emb)
+                    text, image = run_checkpointed(module, block, image, text, temb, image_rotary_emb)
                 else:
                     text, image = block(
                         hidden_states=image, encoder_hidden_states=text, temb=temb, image_rotary_emb=image_rotary_emb

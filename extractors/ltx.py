@@ -20,6 +20,7 @@ import torch
 from diffusers.models.modeling_outputs import Transformer2DModelOutput
 
 from teacli.engine.context import CacheContext
+from teacli.engine.diffusers_internals import run_checkpointed
 from teacli.engine.registry import extractor_for
 
 
@@ -69,8 +70,8 @@ def extract_ltx_context(
         video = hidden_states
         for block in module.transformer_blocks:
             if torch.is_grad_enabled() and module.gradient_checkpointing:
-                video = module._gradient_checkpointing_func(
-                    block, video, encoder_hidden_states, temb, image_rotary_emb, encoder_attention_mask
+                video = run_checkpointed(
+                    module, block, video, encoder_hidden_states, temb, image_rotary_emb, encoder_attention_mask
                 )
             else:
                 video = block(

@@ -22,6 +22,7 @@ import torch
 from diffusers.models.transformers.transformer_ltx2 import AudioVisualModelOutput
 
 from teacli.engine.context import CacheContext
+from teacli.engine.diffusers_internals import run_checkpointed
 from teacli.engine.registry import extractor_for
 
 
@@ -148,7 +149,8 @@ def extract_ltx2_context(
             block_perturbation_mask = perturbation_mask if index in stg_blocks else None
             block_all_perturbed = all_perturbed if index in stg_blocks else False
             if torch.is_grad_enabled() and module.gradient_checkpointing:
-                video, audio = module._gradient_checkpointing_func(
+                video, audio = run_checkpointed(
+                    module,
                     block,
                     video,
                     audio,

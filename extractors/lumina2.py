@@ -20,6 +20,7 @@ import torch
 from diffusers.models.modeling_outputs import Transformer2DModelOutput
 
 from teacli.engine.context import CacheContext
+from teacli.engine.diffusers_internals import run_checkpointed
 from teacli.engine.registry import extractor_for
 
 
@@ -68,7 +69,7 @@ def extract_lumina2_context(
         states = joint_hidden_states
         for layer in module.layers:
             if torch.is_grad_enabled() and module.gradient_checkpointing:
-                states = module._gradient_checkpointing_func(layer, states, layer_mask, rotary_emb, temb)
+                states = run_checkpointed(module, layer, states, layer_mask, rotary_emb, temb)
             else:
                 states = layer(states, layer_mask, rotary_emb, temb)
         # One sequence carries caption and image; the head reads only the image tokens.

@@ -23,6 +23,7 @@ import torch
 from diffusers.models.modeling_outputs import Transformer2DModelOutput
 
 from teacli.engine.context import CacheContext
+from teacli.engine.diffusers_internals import run_checkpointed
 from teacli.engine.registry import extractor_for
 
 
@@ -65,8 +66,8 @@ def extract_mochi_context(
         image, text = hidden_states, encoder_hidden_states
         for block in module.transformer_blocks:
             if torch.is_grad_enabled() and module.gradient_checkpointing:
-                image, text = module._gradient_checkpointing_func(
-                    block, image, text, temb, encoder_attention_mask, image_rotary_emb
+                image, text = run_checkpointed(
+                    module, block, image, text, temb, encoder_attention_mask, image_rotary_emb
                 )
             else:
                 image, text = block(

@@ -19,6 +19,7 @@ import torch
 from diffusers.models.modeling_outputs import Transformer2DModelOutput
 
 from teacli.engine.context import CacheContext
+from teacli.engine.diffusers_internals import run_checkpointed
 from teacli.engine.registry import extractor_for
 
 
@@ -67,7 +68,8 @@ def extract_pixart_context(
         image = hidden_states
         for block in module.transformer_blocks:
             if torch.is_grad_enabled() and module.gradient_checkpointing:
-                image = module._gradient_checkpointing_func(
+                image = run_checkpointed(
+                    module,
                     block,
                     image,
                     attention_mask,

@@ -19,6 +19,7 @@ from diffusers.models.modeling_outputs import Transformer2DModelOutput
 from diffusers.models.transformers.transformer_qwenimage import compute_text_seq_len_from_mask
 
 from teacli.engine.context import CacheContext
+from teacli.engine.diffusers_internals import run_checkpointed
 from teacli.engine.registry import extractor_for
 
 
@@ -75,7 +76,8 @@ def extract_qwen_image_context(
         image, text = hidden_states, encoder_hidden_states
         for index_block, block in enumerate(module.transformer_blocks):
             if torch.is_grad_enabled() and module.gradient_checkpointing:
-                text, image = module._gradient_checkpointing_func(
+                text, image = run_checkpointed(
+                    module,
                     block,
                     image,
                     text,

@@ -18,6 +18,7 @@ import torch
 from diffusers.models.modeling_outputs import Transformer2DModelOutput
 
 from teacli.engine.context import CacheContext
+from teacli.engine.diffusers_internals import run_checkpointed
 from teacli.engine.registry import extractor_for
 
 
@@ -75,7 +76,7 @@ def extract_sana_context(
                 post_patch_height,
                 post_patch_width,
             )
-            image = module._gradient_checkpointing_func(block, *args) if checkpointing else block(*args)
+            image = run_checkpointed(module, block, *args) if checkpointing else block(*args)
             if controlnet_block_samples is not None and 0 < index <= len(controlnet_block_samples):
                 image = image + controlnet_block_samples[index - 1]
         return (image,)

@@ -16,6 +16,7 @@ import torch
 from diffusers.models.modeling_outputs import Transformer2DModelOutput
 
 from teacli.engine.context import CacheContext
+from teacli.engine.diffusers_internals import run_checkpointed
 from teacli.engine.registry import extractor_for
 
 
@@ -54,7 +55,7 @@ def extract_sd3_context(
         for index, block in enumerate(module.transformer_blocks):
             is_skip = skip_layers is not None and index in skip_layers
             if torch.is_grad_enabled() and module.gradient_checkpointing and not is_skip:
-                text, image = module._gradient_checkpointing_func(block, image, text, temb, joint_attention_kwargs)
+                text, image = run_checkpointed(module, block, image, text, temb, joint_attention_kwargs)
             elif not is_skip:
                 text, image = block(
                     hidden_states=image,

@@ -25,6 +25,7 @@ import torch
 from diffusers.models.modeling_outputs import Transformer2DModelOutput
 
 from teacli.engine.context import CacheContext
+from teacli.engine.diffusers_internals import run_checkpointed
 from teacli.engine.registry import extractor_for
 
 
@@ -63,7 +64,8 @@ def extract_stable_audio_context(
         sequence = hidden_states
         for block in module.transformer_blocks:
             if torch.is_grad_enabled() and module.gradient_checkpointing:
-                sequence = module._gradient_checkpointing_func(
+                sequence = run_checkpointed(
+                    module,
                     block,
                     sequence,
                     attention_mask,

@@ -25,6 +25,7 @@ import torch
 from diffusers.models.modeling_outputs import Transformer2DModelOutput
 
 from teacli.engine.context import CacheContext
+from teacli.engine.diffusers_internals import run_checkpointed
 from teacli.engine.registry import extractor_for
 
 
@@ -72,9 +73,7 @@ def extract_wan_context(
         image = hidden_states
         if torch.is_grad_enabled() and module.gradient_checkpointing:
             for block in module.blocks:
-                image = module._gradient_checkpointing_func(
-                    block, image, encoder_hidden_states, timestep_proj, rotary_emb
-                )
+                image = run_checkpointed(module, block, image, encoder_hidden_states, timestep_proj, rotary_emb)
         else:
             for block in module.blocks:
                 image = block(image, encoder_hidden_states, timestep_proj, rotary_emb)

@@ -26,6 +26,7 @@ from diffusers.models.modeling_outputs import Transformer2DModelOutput
 from diffusers.models.transformers.transformer_z_image import select_per_token
 
 from teacli.engine.context import CacheContext
+from teacli.engine.diffusers_internals import run_checkpointed
 from teacli.engine.registry import extractor_for
 
 
@@ -164,7 +165,7 @@ def extract_z_image_context(
 
 def _call_layer(module: torch.nn.Module, layer: torch.nn.Module, *args: Any) -> torch.Tensor:
     if torch.is_grad_enabled() and module.gradient_checkpointing:
-        return module._gradient_checkpointing_func(layer, *args)
+        return run_checkpointed(module, layer, *args)
     return layer(*args)
 
 

@@ -2,29 +2,53 @@
 
 A `TeacliError` is something the user can fix (a bad value, a missing file, a model that will not load); its
 message is one line naming what was wrong and what to do. The CLI catches this one class and prints that line;
-anything else is a bug and gets the crash report.
+anything else is a bug and gets the crash report. A new error class subclasses `TeacliError` (and, where callers
+expect it, a built-in such as ValueError) and is then caught, printed and listed by the error-table test with no
+other edit.
 
-The library words its messages in the names of its own API (`cache_device`, `lora_scale`); an error that is about
-one field says which in `field`, and the CLI rewords that name as the option that sets it (`--cache-device`).
+How a message names a setting (the contract every library module follows):
+
+- The library words its messages in the names of its own API (`cache_device`, `lora_scale`, `steps`), never in
+  command-line flags, and passes the names the message is about as `field`:
+
+      raise OptionsError(f"lora_scale must be a finite number, got {value}", field="lora_scale")
+      raise OptionsError(f"start ({start}) must be below end ({end})", field=("start", "end"))
+
+  `limits.check(name, value, error)` does this for every ranged setting.
+- The CLI prints `error.worded(names)`, where `names` maps each field to the flag of the running command that
+  sets it (built from the command's own parameters: `lora_scale` -> `--lora-scale`), so the user reads
+  `--lora-scale must be a finite number, got inf`. A field the command has no flag for keeps its API name.
+- Only the first whole-word mention of each field is reworded: write the field's name first where the flag
+  belongs, and the rest of the sentence may use the same word as plain prose ("a schedule of 4 steps").
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 
 class TeacliError(Exception):
-    """Anything a user can cause and fix; `field` names the API field the message is about, if one."""
+    """Anything a user can cause and fix; `fields` names the API fields the message is about (`field`: the first)."""
 
-    def __init__(self, message: str = "", *, field: str | None = None) -> None:
+    fields: tuple[str, ...] = ()
+    field: str | None = None
+
+    def __init__(self, message: str = "", *, field: str | Sequence[str] | None = None) -> None:
         super().__init__(message)
-        self.field = field
+        self.fields = (field,) if isinstance(field, str) else tuple(field or ())
+        self.field = self.fields[0] if self.fields else None
 
     def worded(self, names: Mapping[str, str]) -> str:
-        """The message with its field spelled as `names` spells it (the CLI passes field -> flag)."""
-        message = str(self)
-        name = names.get(self.field) if self.field else None
-        if name is None:
-            return message
-        return re.sub(rf"(?<![\w-]){re.escape(self.field)}(?![\w-])", name, message)
+        """The message with each of its fields spelled as `names` spells it (the CLI passes field -> flag)."""
+        return reword(str(self), self.fields, names)
+
+
+def reword(message: str, fields: Sequence[str], names: Mapping[str, str]) -> str:
+    """`message` with the first whole-word mention of each of `fields` replaced by its spelling in `names`."""
+    for field in fields:
+        name = names.get(field)
+        mention = re.search(rf"(?<![\w-]){re.escape(field)}(?![\w-])", message) if name is not None else None
+        if mention is not None:
+            message = message[: mention.start()] + name + message[mention.end() :]
+    return message

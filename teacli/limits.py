@@ -10,7 +10,10 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # leaf modules import no other (tests/test_architecture.py); only the annotation needs it
+    from .errors import TeacliError
 
 # torch.Generator.manual_seed takes an unsigned 64-bit seed.
 MAX_SEED = 2**64 - 1
@@ -73,13 +76,14 @@ def problem(name: str, value: Any) -> str | None:
     return LIMITS[name].problem(value)
 
 
-def check(name: str, value: Any, error: type[Exception], label: str | None = None) -> Any:
-    """`value` unchanged, or `error("LABEL must be ..., got VALUE")`; None passes (not given)."""
+def check(name: str, value: Any, error: type[TeacliError]) -> Any:
+    """`value` unchanged, or `error("NAME must be ..., got VALUE", field=NAME)`, which the CLI words with the
+    option's flag (teacli.errors); None passes (not given)."""
     if value is None:
         return None
     wanted = problem(name, value)
     if wanted is not None:
-        raise error(f"{label or name} must be {wanted}, got {short(value)}")
+        raise error(f"{name} must be {wanted}, got {short(value)}", field=name)
     return value
 
 

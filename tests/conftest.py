@@ -30,10 +30,10 @@ def teacli_cache(tmp_path_factory: pytest.TempPathFactory) -> str:
 def tiny_flux_default(monkeypatch):
     """Make tiny-flux the default model again, for tests about what happens without --model."""
     import teacli.models.catalog
-    import teacli.models.loading
+    import teacli.models.resolve
 
     monkeypatch.setattr(teacli.models.catalog, "DEFAULT_PRESET", "tiny-flux")
-    monkeypatch.setattr(teacli.models.loading, "DEFAULT_PRESET", "tiny-flux")
+    monkeypatch.setattr(teacli.models.resolve, "DEFAULT_PRESET", "tiny-flux")
 
 
 @pytest.fixture(scope="session")

@@ -4,10 +4,10 @@ itself back through others, modules and functions stay small, and every package 
 from __future__ import annotations
 
 import ast
-import tomllib
 from pathlib import Path
 
 import pytest
+import tomllib
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "teacli"
@@ -18,6 +18,7 @@ LAYERS = {
     "teacli.errors": 0,
     "teacli.limits": 0,
     "teacli.files": 0,
+    "teacli.settings": 0.5,  # the generation settings table: ranges from limits; catalog and generation use it
     "teacli.engine": 1,
     "teacli.models": 2,
     "teacli.generation": 3,

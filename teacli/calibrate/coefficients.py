@@ -331,7 +331,7 @@ def run_calibration(
     `on_step(prompt_index, step)` is called after every denoising step where the pipeline has a
     step callback, and once per prompt with the last step otherwise.
     """
-    from ..engine.hook import apply_teacache
+    from ..engine.apply import apply_teacache
     from ..generation.runner import GenerationRequest, call_parameters, pipeline_kwargs
     from ..models.loading import teacache_configs
 

@@ -23,7 +23,7 @@ from typing import Any
 import torch
 from diffusers.hooks.hooks import HookRegistry, ModelHook
 
-from ..engine.hook import DENOISER_COMPONENTS, apply_teacache
+from ..engine.apply import DENOISER_COMPONENTS, apply_teacache
 from ..engine.plan import FORECAST_GAPS, REACHES, Costs, Plan, PlanError, candidates
 from ..generation.runner import GenerationRequest, outputs_of, pipeline_kwargs
 from ..models.catalog import Preset

@@ -14,15 +14,18 @@ from rich.console import Console
 from rich.markup import escape
 from typer.core import TyperGroup
 
+from ..errors import TeacliError
+from ..models.library_logs import quiet_libraries
 from ._signals import exit_code as interrupt_exit_code
+from ._signals import handlers, interrupt_for, interrupt_of, release, restore
 
 EXIT_USER_ERROR = 1
 
 stderr = Console(stderr=True)
 
 
-class CLIError(typer.TyperException):
-    """Anything the user can fix; its message is printed as one line."""
+class CLIError(TeacliError, typer.TyperException):
+    """Anything the user can fix that the CLI itself finds; its message is printed as one line."""
 
     exit_code = EXIT_USER_ERROR
 
@@ -30,36 +33,28 @@ class CLIError(typer.TyperException):
         return str(self)
 
 
-def user_error_types() -> tuple[type[Exception], ...]:
-    from ..batch.prompts import PromptsError
-    from ..bench.peers import PeerError
-    from ..bench.plot import PlotUnavailable
-    from ..calibrate.coefficients import CalibrationError
-    from ..engine.context import ExtractorContractError
-    from ..engine.hook import TeaCacheError
-    from ..engine.registry import UnknownTransformerError
-    from ..generation.output import OutputError
-    from ..generation.preparation import OptionsError
-    from ..generation.runner import GenerationError
-    from ..models.catalog import PresetError
-    from ..models.embedded import UnknownEmbeddedModel
-    from ..models.loading import ModelError
+# Library fields whose option has another parameter name: field -> flag, used where the command has the flag.
+FIELD_FLAGS: dict[str, str] = {"num_inference_steps": "--steps"}
 
-    return (
-        PresetError,
-        ModelError,
-        OutputError,
-        TeaCacheError,
-        UnknownTransformerError,
-        GenerationError,
-        UnknownEmbeddedModel,
-        CalibrationError,
-        PromptsError,
-        PlotUnavailable,
-        OptionsError,
-        PeerError,
-        ExtractorContractError,  # a preset's modulated_input naming what its extractor does not offer
-    )
+
+def flag_names(command: Any) -> dict[str, str]:
+    """API field -> the flag that sets it in a click `command`: each option's parameter name (`lora_scale`) gives
+    its first long flag (`--lora-scale`), and FIELD_FLAGS adds the fields named otherwise (teacli.errors)."""
+    names: dict[str, str] = {}
+    for param in getattr(command, "params", ()):
+        flags = [opt for opt in param.opts if opt.startswith("--")]
+        if param.param_type_name == "option" and flags and param.name:
+            names[param.name] = flags[0]
+    return {field: flag for field, flag in FIELD_FLAGS.items() if flag in names.values()} | names
+
+
+# The command running now (OneLineErrorsGroup.resolve_command): user errors are worded with its flags.
+_running_command: Any = None
+
+
+def user_message(error: TeacliError) -> str:
+    """A user error as the CLI prints it: its fields spelled as the running command's flags (teacli.errors)."""
+    return error.worded(flag_names(_running_command))
 
 
 def print_error(message: str) -> None:
@@ -180,14 +175,18 @@ class Interrupted(CLIError):
 
 
 class OneLineErrorsGroup(TyperGroup):
+    def resolve_command(self, ctx: Any, args: list[str]) -> Any:
+        global _running_command
+        name, command, rest = super().resolve_command(ctx, args)
+        _running_command = command
+        return name, command, rest
+
     def invoke(self, ctx: Any) -> Any:
         # Signals are held from the CLI's first line (cli.main) through Typer's set-up, which would turn a
         # KeyboardInterrupt into a silent exit 130: from here on they raise, and one that came meanwhile counts.
-        from . import _signals
-
-        received = _signals.release()
+        received = release()
         if received is not None:
-            raise Interrupted(_signals.interrupt_for(received))
+            raise Interrupted(interrupt_for(received))
         try:
             return super().invoke(ctx)
         except KeyboardInterrupt as interrupt:
@@ -204,24 +203,24 @@ class OneLineErrorsGroup(TyperGroup):
         standalone_mode: bool = True,
         **extra: Any,
     ) -> Any:
-        from . import _signals
-
+        global _running_command
         args, debug = take_debug_flag(sys.argv[1:] if args is None else list(args))
-        saved = _signals.handlers()  # a command run in-process leaves the caller's signal handling as it was
+        saved = handlers()  # a command run in-process leaves the caller's signal handling as it was
+        _running_command = None
         try:
             with _command_resources:
                 code = super().main(
                     args=args, prog_name=prog_name, complete_var=complete_var, standalone_mode=False, **extra
                 )
-        except typer.TyperException as error:  # usage errors from parsing, and CLIError
-            print_error(error.format_message() if hasattr(error, "format_message") else str(error))
+        except TeacliError as error:  # everything a user can cause, CLIError included
+            print_error(user_message(error))
+            code = getattr(error, "exit_code", EXIT_USER_ERROR)
+        except typer.TyperException as error:  # usage errors from parsing
+            print_error(error.format_message())
             code = getattr(error, "exit_code", EXIT_USER_ERROR)
         except (typer.Abort, KeyboardInterrupt) as error:  # Ctrl-C or SIGTERM outside a command's own handler
-            print_error(Interrupted(_signals.interrupt_of(error) or KeyboardInterrupt()).format_message())
+            print_error(Interrupted(interrupt_of(error) or KeyboardInterrupt()).format_message())
             code = interrupt_exit_code(error)
-        except user_error_types() as error:
-            print_error(str(error))
-            code = EXIT_USER_ERROR
         except Exception as error:  # noqa: BLE001 - a library's failure, told in one line (--debug: traceback)
             if debug:
                 traceback.print_exc()
@@ -229,7 +228,7 @@ class OneLineErrorsGroup(TyperGroup):
             code = EXIT_USER_ERROR
         code = code if isinstance(code, int) else 0
         code = flush_stdout(code)
-        _signals.restore(saved)
+        restore(saved)
         if standalone_mode:
             sys.exit(code)
         return code
@@ -327,15 +326,3 @@ def setup_logging(verbose: bool) -> None:
     logger.setLevel(logging.DEBUG if verbose else logging.INFO)
     logger.propagate = False
     quiet_libraries(verbose)
-
-
-def quiet_libraries(verbose: bool = False) -> None:
-    """diffusers' and transformers' progress bars and notices would drown the report."""
-    import diffusers
-    import transformers
-
-    diffusers.utils.logging.disable_progress_bar()
-    transformers.utils.logging.disable_progress_bar()
-    if not verbose:
-        diffusers.utils.logging.set_verbosity_error()
-        transformers.utils.logging.set_verbosity_error()

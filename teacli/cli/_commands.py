@@ -14,9 +14,12 @@ app = typer.Typer(
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 
-from . import bench, calibrate, generate, list_models  # noqa: E402
+from .bench import bench  # noqa: E402 - the commands register on the app above
+from .calibrate import calibrate  # noqa: E402
+from .generate import generate  # noqa: E402
+from .list_models import list_models  # noqa: E402
 
-app.command("generate")(generate.generate)
-app.command("bench")(bench.bench)
-app.command("calibrate")(calibrate.calibrate)
-app.command("list-models")(list_models.list_models)
+app.command("generate")(generate)
+app.command("bench")(bench)
+app.command("calibrate")(calibrate)
+app.command("list-models")(list_models)

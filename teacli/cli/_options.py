@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from .. import limits
+from ..models.catalog import DEFAULT_PRESET
 from ._app import CLIError
 
 if TYPE_CHECKING:
@@ -32,13 +33,15 @@ class DType(str, Enum):
 
 ModelOpt = Annotated[
     str | None,
-    typer.Option("--model", "-m", help="Preset name, hub id, local pipeline path or preset .yaml [default: tiny-flux]"),
+    typer.Option(
+        "--model", "-m", help="Preset name, hub id, local pipeline path or preset .yaml", show_default=DEFAULT_PRESET
+    ),
 ]
-StepsOpt = Annotated[int | None, typer.Option("--steps", help="Denoising steps [default: the preset's]")]
+StepsOpt = Annotated[int | None, typer.Option("--steps", help="Denoising steps", show_default="the preset's")]
 SeedOpt = Annotated[int, typer.Option("--seed", help="Random seed for the starting noise")]
-GuidanceOpt = Annotated[float | None, typer.Option("--guidance", help="Guidance scale [default: the preset's]")]
-HeightOpt = Annotated[int | None, typer.Option("--height", help="Image height [default: the preset's]")]
-WidthOpt = Annotated[int | None, typer.Option("--width", help="Image width [default: the preset's]")]
+GuidanceOpt = Annotated[float | None, typer.Option("--guidance", help="Guidance scale", show_default="the preset's")]
+HeightOpt = Annotated[int | None, typer.Option("--height", help="Image height", show_default="the preset's")]
+WidthOpt = Annotated[int | None, typer.Option("--width", help="Image width", show_default="the preset's")]
 DeviceOpt = Annotated[Device, typer.Option("--device", help="Where to run")]
 DTypeOpt = Annotated[DType, typer.Option("--dtype", help="Weights dtype (auto: bfloat16 on CUDA, float32 elsewhere)")]
 ImageOpt = Annotated[
@@ -51,7 +54,8 @@ CoefficientsOpt = Annotated[
     typer.Option(
         "--coefficients",
         help="Rescaling polynomial a,b,c,d,e (2-7 numbers, highest power first) for every denoiser, "
-        "instead of the preset's [default: the preset's]",
+        "instead of the preset's",
+        show_default="the preset's",
     ),
 ]
 
@@ -101,7 +105,7 @@ def check_policy(policy: str, budget: str | None) -> None:
 def check_thresh(value: float) -> float:
     if math.isnan(value) or math.isinf(value) or value < 0:
         raise CLIError(f"--thresh must be a finite number >= 0 (0 disables caching), got {value}")
-    return limits.check("thresh", value, CLIError, "--thresh")
+    return limits.check("thresh", value, CLIError)
 
 
 def parse_thresholds(text: str) -> list[float]:
@@ -121,7 +125,7 @@ def check_ranges(**values: object) -> None:
     """Every number the user typed against its range (teacli.limits), before anything is loaded: NaN,
     infinity and values too large for torch fail here with the option named, never deep in the model."""
     for name, value in values.items():
-        limits.check(name, value, CLIError, "--" + name.replace("_", "-"))
+        limits.check(name, value, CLIError)
 
 
 def check_seeds(seed: int, count: int) -> None:
@@ -169,23 +173,27 @@ def parse_coefficients(text: str | None) -> tuple[float, ...] | None:
 # Options of the cache and of the loading that generate, bench and calibrate share where they apply.
 StartOpt = Annotated[
     float | None,
-    typer.Option("--start", help="Cache window start, a fraction of the schedule: no reuse before it [default: 0]"),
+    typer.Option(
+        "--start", help="Cache window start, a fraction of the schedule: no reuse before it", show_default="0"
+    ),
 ]
 EndOpt = Annotated[
     float | None,
-    typer.Option("--end", help="Cache window end, a fraction of the schedule: no reuse from it on [default: 1]"),
+    typer.Option("--end", help="Cache window end, a fraction of the schedule: no reuse from it on", show_default="1"),
 ]
 RetStepsOpt = Annotated[
-    int | None, typer.Option("--ret-steps", help="Always compute the first N steps [default: the preset's]")
+    int | None, typer.Option("--ret-steps", help="Always compute the first N steps", show_default="the preset's")
 ]
 MaxCachedInRowOpt = Annotated[
-    int | None, typer.Option("--max-cached-in-row", help="Never reuse more than N calls in a row [default: no limit]")
+    int | None,
+    typer.Option("--max-cached-in-row", help="Never reuse more than N calls in a row", show_default="no limit"),
 ]
 CacheDeviceOpt = Annotated[
     str | None,
     typer.Option(
         "--cache-device",
-        help="Keep cached residuals on this device, e.g. cpu to save GPU memory on long videos [default: the model's]",
+        help="Keep cached residuals on this device, e.g. cpu to save GPU memory on long videos",
+        show_default="the model's",
     ),
 ]
 LoraOpt = Annotated[
@@ -213,7 +221,7 @@ StrictOpt = Annotated[
 
 def load_options(allow_pickle: bool, offline: bool, lora: str | None, lora_scale: float, compile: bool) -> LoadOptions:
     """The loading options, checked before anything is loaded."""
-    from ..generation.preparation import LoadOptions, OptionsError
+    from ..generation.preparation import LoadOptions
 
     if offline:
         go_offline()
@@ -221,16 +229,7 @@ def load_options(allow_pickle: bool, offline: bool, lora: str | None, lora_scale
         from ..models.lora import locate_lora
 
         locate_lora(lora, allow_pickle=allow_pickle, offline=offline)  # a missing file fails before loading
-    try:
-        return LoadOptions(
-            allow_pickle=allow_pickle,
-            offline=offline,
-            lora=lora,
-            lora_scale=lora_scale,
-            compile=compile,
-        )
-    except OptionsError as error:
-        raise CLIError(str(error)) from None
+    return LoadOptions(allow_pickle=allow_pickle, offline=offline, lora=lora, lora_scale=lora_scale, compile=compile)
 
 
 def cache_options(
@@ -240,14 +239,11 @@ def cache_options(
     max_cached_in_row: int | None,
     cache_device: str | None,
 ) -> CacheOptions:
-    from ..generation.preparation import CacheOptions, OptionsError
+    from ..generation.preparation import CacheOptions
 
-    try:
-        return CacheOptions(
-            start=start, end=end, ret_steps=ret_steps, max_cached_in_row=max_cached_in_row, cache_device=cache_device
-        )
-    except OptionsError as error:
-        raise CLIError(str(error)) from None
+    return CacheOptions(
+        start=start, end=end, ret_steps=ret_steps, max_cached_in_row=max_cached_in_row, cache_device=cache_device
+    )
 
 
 def go_offline() -> None:

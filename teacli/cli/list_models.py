@@ -22,7 +22,8 @@ def list_models() -> None:
 
     from ..engine.registry import supported_classes
     from ..models.catalog import all_presets
-    from ._app import ReportConsole, quiet_libraries
+    from ..models.library_logs import quiet_libraries
+    from ._app import ReportConsole
 
     quiet_libraries()
     presets = sorted(all_presets().values(), key=lambda p: (p.is_test_model, p.transformer, p.name))
@@ -64,7 +65,7 @@ def print_user_presets(presets: list, console: Any) -> None:
     """Which file each user preset comes from, and which built-in it replaces."""
     from rich.markup import escape
 
-    from ..models.catalog import PRESETS_ENV, user_config_presets_dir, user_preset_dirs
+    from ..models.catalog import PRESETS_ENV, replaced_builtin, user_config_presets_dir, user_preset_dirs
 
     if not presets:
         hint = f"preset .yaml files in {user_config_presets_dir()} or a directory named by {PRESETS_ENV}"
@@ -75,7 +76,7 @@ def print_user_presets(presets: list, console: Any) -> None:
         f"user presets (searched in order, the first one with a name wins: {escape(searched)}):", highlight=False
     )
     for preset in presets:
-        replaced = preset.overrides
+        replaced = replaced_builtin(preset)
         note = f", replaces the built-in {replaced.name}" if replaced is not None else ", a new preset"
         console.print(f"  {preset.name} (user): {escape(preset.source)}{note}", highlight=False, soft_wrap=True)
 

@@ -31,6 +31,7 @@ from diffusers import FluxPipeline
 
 from teacli.demo import model
 from teacli.demo.shapes import SIZE, Caption, draw, sample_caption
+from teacli.engine.diffusers_internals import latent_image_ids, pack_latents
 from teacli.models.embedded.text import clip_text_encoder, clip_tokenizer, t5_text_encoder, t5_tokenizer
 
 CAPTION_DROPOUT = 0.1  # empty captions, so true CFG (a negative prompt) has an unconditional branch
@@ -217,7 +218,7 @@ def train_transformer(pipe: FluxPipeline, moments: torch.Tensor, captions: list[
     generator = torch.Generator().manual_seed(config.seed + 1)
     latent = SIZE // pipe.vae_scale_factor  # 8 for teacli-shapes, 16 for teacli-shapes-fine
     channels = pipe.transformer.config.in_channels // 4  # the VAE's latent channels, packed 2x2
-    image_ids = pipe._prepare_latent_image_ids(1, latent // 2, latent // 2, "cpu", torch.float32)
+    image_ids = latent_image_ids(pipe, 1, latent // 2, latent // 2, "cpu", torch.float32)
     shift, scale = pipe.vae.config.shift_factor, pipe.vae.config.scaling_factor
     recent: list[float] = []
     for step in range(config.steps):
@@ -229,7 +230,7 @@ def train_transformer(pipe: FluxPipeline, moments: torch.Tensor, captions: list[
             x0 = (mean + std * torch.randn(mean.shape, generator=generator) - shift) * scale
         else:
             x0 = (mean - shift) * scale
-        x0 = pipe._pack_latents(x0, config.batch, channels, latent, latent)
+        x0 = pack_latents(pipe, x0, config.batch, channels, latent, latent)
         noise = torch.randn(x0.shape, generator=generator)
         t = torch.sigmoid(torch.randn(config.batch, generator=generator))
         xt = (1 - t[:, None, None]) * x0 + t[:, None, None] * noise

@@ -15,7 +15,9 @@ import torch
 import torch._dynamo
 from diffusers.utils.torch_utils import unwrap_module
 
-from .hook import TeaCacheError, denoisers
+from .apply import denoisers
+from .config import TeaCacheError
+from .diffusers_internals import repeated_block_names
 
 
 def compile_transformer_blocks(pipe_or_transformer: Any, **compile_kwargs: Any) -> int:
@@ -32,7 +34,7 @@ def compile_transformer_blocks(pipe_or_transformer: Any, **compile_kwargs: Any) 
     compiled = 0
     for name, module in denoisers(pipe_or_transformer).items():
         model = unwrap_module(module)
-        repeated = set(getattr(type(model), "_repeated_blocks", None) or ())
+        repeated = repeated_block_names(model)
         blocks = [m for m in model.modules() if type(m).__name__ in repeated]
         if blocks and hasattr(model, "compile_repeated_blocks"):
             model.compile_repeated_blocks(**compile_kwargs)

@@ -112,7 +112,7 @@ def measure_generation(pipe: Any, request: Any, computed: Any = None, on_step: A
     `computed`, when given, is a callable returning (computed, total) after the run (TeaCache's own
     records); otherwise the counts come from the transformer call counter.
     """
-    from ..bench.peers import count_transformer_calls
+    from .counting import count_transformer_calls
     from .runner import generate
 
     memory = PeakMemory(pipe.device)

@@ -13,10 +13,12 @@ from importlib import metadata as distributions
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ..settings import METADATA_SETTINGS
+
 if TYPE_CHECKING:
     from PIL.PngImagePlugin import PngInfo
 
-    from ..engine.hook import TeaCacheConfig
+    from ..engine.config import TeaCacheConfig
     from ..engine.stats import TeaCacheStats, Totals
     from ..models.catalog import Preset
     from .runner import GenerationRequest
@@ -24,15 +26,7 @@ if TYPE_CHECKING:
 # Every standard field, in the order written; `extra` adds others after them.
 FIELDS = (
     "prompt",
-    "negative_prompt",
-    "seed",
-    "steps",
-    "guidance",
-    "true_cfg",
-    "height",
-    "width",
-    "frames",
-    "fps",
+    *METADATA_SETTINGS,  # the generation settings (teacli.settings), in the table's order
     "call_kwargs",
     "model",
     "model_id",
@@ -127,19 +121,13 @@ def output_metadata(
 def _request_fields(request: GenerationRequest, index: int) -> dict[str, Any]:
     if index < 0:
         raise ValueError(f"index must be >= 0, got {index}")
-    return dict(
+    fields = {name: getattr(request, name) for name in METADATA_SETTINGS}
+    fields.update(
         prompt=request.prompt,
-        negative_prompt=request.negative_prompt,
         seed=request.seed + index,  # what a single run needs to make this output again
-        steps=request.steps,
-        guidance=request.guidance,
-        true_cfg=request.true_cfg,
-        height=request.height,
-        width=request.width,
-        frames=request.frames,
-        fps=request.fps,
         call_kwargs=dict(request.extra) or None,
     )
+    return fields
 
 
 def _config_fields(config: Any) -> dict[str, Any]:

@@ -28,15 +28,6 @@ def image_extensions() -> dict[str, str]:
     return dict(Image.registered_extensions())
 
 
-def next_free_path(directory: Path, stem: str, suffix: str) -> Path:
-    """stem-0001.png, stem-0002.png, ...: the first name not taken."""
-    for number in range(1, 100_000):
-        candidate = directory / f"{stem}-{number:04d}{suffix}"
-        if not candidate.exists():
-            return candidate
-    raise OutputError(f"no free output name left in {directory}; pass --out")
-
-
 def check_writable(path: Path, overwrite: bool, kind: str = "output") -> Path:
     """Fail before any work is done if `path` cannot be written."""
     parent = path.parent
@@ -165,11 +156,6 @@ def sigint_deferred() -> Iterator[None]:
             handler(number, None)
         elif handler == signal.SIG_DFL:
             signal.raise_signal(number)
-
-
-def save_image(image: Any, path: Path, overwrite: bool = False, **options: Any) -> None:
-    image_format = image_extensions()[path.suffix.lower()]
-    write_atomic(path, lambda temporary: image.save(temporary, format=image_format, **options), overwrite)
 
 
 def save_json(data: Any, path: Path, overwrite: bool = False) -> None:

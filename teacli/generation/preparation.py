@@ -34,7 +34,7 @@ class LoadOptions:
     def __post_init__(self) -> None:
         if not math.isfinite(self.lora_scale):
             raise OptionsError(f"--lora-scale must be a finite number, got {self.lora_scale}")
-        limits.check("lora_scale", self.lora_scale, OptionsError, "--lora-scale")
+        limits.check("lora_scale", self.lora_scale, OptionsError)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -59,11 +59,11 @@ class CacheOptions:
         end = 1.0 if self.end is None else self.end
         if not start < end:
             raise OptionsError(f"--start ({start:g}) must be below --end ({end:g}): no step would be cacheable")
-        limits.check("ret_steps", self.ret_steps, OptionsError, "--ret-steps")
+        limits.check("ret_steps", self.ret_steps, OptionsError)
         in_row = self.max_cached_in_row
         if isinstance(in_row, int) and not isinstance(in_row, bool) and in_row < 1:
             raise OptionsError(f"--max-cached-in-row must be at least 1, got {in_row} (--thresh 0 never reuses)")
-        limits.check("max_cached_in_row", self.max_cached_in_row, OptionsError, "--max-cached-in-row")
+        limits.check("max_cached_in_row", self.max_cached_in_row, OptionsError)
         if self.cache_device is not None:
             check_cache_device(self.cache_device)
 

@@ -11,11 +11,17 @@ from typing import Any
 
 import torch
 
-from ..engine.hook import synchronize
+from ..engine.devices import synchronize
+from ..engine.diffusers_internals import latent_packer
 from ..errors import TeacliError
 from ..models.catalog import Preset
+from ..settings import DEFAULT_SETTINGS, SETTINGS
 
 FALLBACK_TRUE_CFG = 4.0
+# Settings pipeline_kwargs passes by rules of their own: the seed makes generators, steps are always passed, a
+# negative prompt or an image the pipeline cannot take is refused, true CFG goes with a negative prompt only.
+PASSED_BY_RULE = ("seed", "steps", "negative_prompt", "true_cfg", "image", "num_images")
+PASSED_IF_TAKEN = tuple(setting for setting in SETTINGS if setting.name not in PASSED_BY_RULE)
 
 
 class GenerationError(TeacliError, ValueError):
@@ -40,20 +46,10 @@ class GenerationRequest:
 
     @classmethod
     def from_preset(cls, preset: Preset, prompt: str, **overrides: Any) -> GenerationRequest:
-        """The preset's defaults, replaced by every override that is not None."""
-        defaults = preset.defaults
-        values = dict(
-            prompt=prompt,
-            steps=defaults.steps,
-            guidance=defaults.guidance,
-            height=defaults.height,
-            width=defaults.width,
-            true_cfg=defaults.true_cfg,
-            frames=defaults.frames,
-            fps=defaults.fps,
-            negative_prompt=defaults.negative_prompt,
-            extra=dict(preset.call_kwargs),
-        )
+        """The preset's defaults (every setting teacli.settings lets a preset give), replaced by every override
+        that is not None."""
+        values = {name: getattr(preset.defaults, name) for name in DEFAULT_SETTINGS}
+        values.update(prompt=prompt, extra=dict(preset.call_kwargs))
         values.update({key: value for key, value in overrides.items() if value is not None})
         return cls(**values)
 
@@ -102,8 +98,8 @@ def size_multiple(pipe: Any) -> int | None:
         patch = getattr(config, "patch_size", None) or getattr(config, "all_patch_size", None)
         patch = patch[-1] if isinstance(patch, (list, tuple)) and patch else patch
         patch = patch if isinstance(patch, int) and patch > 0 else 1
-        pack = getattr(pipe, "_pack_latents", None)
-        if patch == 1 and callable(pack) and "patch_size" not in inspect.signature(pack).parameters:
+        pack = latent_packer(pipe)
+        if patch == 1 and pack is not None and "patch_size" not in inspect.signature(pack).parameters:
             patch = 2  # packs fixed 2x2 latent patches itself
     return scale * patch
 
@@ -159,21 +155,18 @@ def pipeline_kwargs(pipe: Any, request: GenerationRequest) -> dict[str, Any]:
     if request.num_images > 1:
         argument = per_prompt_argument(params)
         if argument is None:
-            raise GenerationError(f"{type(pipe).__name__} makes one output per call; drop --num-images")
+            raise GenerationError(
+                f"{type(pipe).__name__} makes one output per call; drop num_images", field="num_images"
+            )
         kwargs[argument] = request.num_images
-    optional = {
-        "guidance_scale": request.guidance,
-        "height": request.height,
-        "width": request.width,
-        "num_frames": request.frames,
-        # Some video models are conditioned on the frame rate (LTX: frame_rate, Cosmos: fps).
-        "frame_rate": request.fps,
-        "fps": request.fps,
-    }
-    kwargs.update({name: value for name, value in optional.items() if value is not None and name in params})
+    for setting in PASSED_IF_TAKEN:  # the settings a pipeline gets under each name of theirs it takes
+        value = getattr(request, setting.name)
+        kwargs.update({name: value for name in setting.arguments if value is not None and name in params})
     if request.negative_prompt is not None:
         if "negative_prompt" not in params:
-            raise GenerationError(f"{type(pipe).__name__} takes no negative prompt; drop --negative-prompt")
+            raise GenerationError(
+                f"{type(pipe).__name__} takes no negative prompt; drop --negative-prompt", field="negative_prompt"
+            )
         kwargs["negative_prompt"] = request.negative_prompt
         if "true_cfg_scale" in params:
             kwargs["true_cfg_scale"] = request.true_cfg if request.true_cfg is not None else FALLBACK_TRUE_CFG

@@ -11,18 +11,9 @@ import re
 from pathlib import Path
 from typing import Any
 
-from .loading import (
-    NOT_CACHED,
-    PICKLE_SUFFIXES,
-    ModelError,
-    cached_snapshot,
-    hub_files,
-    named_weight_files,
-    noting_interrupts,
-    raise_if_interrupted,
-    safetensors_problem,
-    short_reason,
-)
+from .interrupts import noting_interrupts, raise_if_interrupted
+from .locations import NOT_CACHED, ModelError, cached_snapshot, hub_files, short_reason
+from .weights import PICKLE_SUFFIXES, named_weight_files, safetensors_problem
 
 LORA_EXTRA = "pip install 'teacli[lora]'"
 # owner/name, as the hub spells repository ids; anything else is taken for a path on disk.
@@ -41,10 +32,12 @@ def load_lora(pipe: Any, path: str, scale: float = 1.0, *, allow_pickle: bool = 
     one-line ModelError, and a failed load leaves no adapter behind.
     """
     if not hasattr(pipe, "load_lora_weights"):
-        raise ModelError(f"{type(pipe).__name__} has no LoRA support in diffusers {_diffusers_version()}; drop --lora")
+        raise ModelError(
+            f"{type(pipe).__name__} has no LoRA support in diffusers {_diffusers_version()}; drop lora", field="lora"
+        )
     _require_peft()
     if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not math.isfinite(scale):
-        raise ModelError(f"--lora-scale must be a finite number, got {scale!r}")
+        raise ModelError(f"lora_scale must be a finite number, got {scale!r}", field="lora_scale")
     source, weight_name, local = locate_lora(path, allow_pickle=allow_pickle, offline=offline)
 
     taken = {name for names in pipe.get_list_adapters().values() for name in names}
@@ -87,11 +80,13 @@ def _require_peft() -> None:
     try:
         import peft  # noqa: F401
     except ImportError:
-        raise ModelError(f"--lora needs the peft package: {LORA_EXTRA}") from None
+        raise ModelError(f"lora needs the peft package: {LORA_EXTRA}", field="lora") from None
     from diffusers.utils import USE_PEFT_BACKEND
 
     if not USE_PEFT_BACKEND:  # peft or transformers too old for diffusers' LoRA backend
-        raise ModelError(f"--lora needs newer peft and transformers for diffusers' LoRA support: {LORA_EXTRA} -U")
+        raise ModelError(
+            f"lora needs newer peft and transformers for diffusers' LoRA support: {LORA_EXTRA} -U", field="lora"
+        )
 
 
 def locate_lora(path: str, *, allow_pickle: bool, offline: bool) -> tuple[str, str | None, bool]:
@@ -105,7 +100,7 @@ def locate_lora(path: str, *, allow_pickle: bool, offline: bool) -> tuple[str, s
         raise ModelError(f"LoRA {path} is not a regular file (a device or a pipe); pass a .safetensors file")
     if local.is_file():
         if not allow_pickle and (local.name.endswith(PICKLE_SUFFIXES) or _looks_pickled(local)):
-            raise ModelError(_pickle_message(path))
+            raise _pickle_only_error(path)
         if local.name.endswith(".safetensors") or not allow_pickle:
             _check_lora_file(local)  # whatever its name, diffusers would torch.load a file that is not safetensors
         return str(local.parent), local.name, True
@@ -119,7 +114,7 @@ def locate_lora(path: str, *, allow_pickle: bool, offline: bool) -> tuple[str, s
                     "or the folder it is in"
                 )
             if not allow_pickle:
-                raise ModelError(_pickle_message(path))
+                raise _pickle_only_error(path)
         for file in _lora_candidates(safe):
             _check_lora_file(file)
         return str(local), None, True
@@ -186,13 +181,14 @@ def _diagnose(path: str, source: str, local: bool, error: Exception, allow_pickl
                 "LoRA's file and pass its path"
             ) from None
         if not allow_pickle:
-            raise ModelError(_pickle_message(path)) from None
+            raise _pickle_only_error(path) from None
 
 
-def _pickle_message(path: str) -> str:
-    return (
+def _pickle_only_error(path: str) -> ModelError:
+    return ModelError(
         f"LoRA {path} has no safetensors weights (only pickle files, which can run code when loaded); "
-        "pass --allow-pickle only if you trust it"
+        "pass allow_pickle only if you trust it",
+        field="allow_pickle",
     )
 
 

@@ -126,9 +126,9 @@ def test_fn_bn_clamp_for_a_6_block_and_a_2_block_model():
     (28, ["dbcache@F8B0/0.08", "dbcache@F1B0/0.08", "dbcache@F1B0/0.2"]),
 ])  # fmt: skip
 def test_fit_renames_the_adapted_setting_and_says_why(pipe, monkeypatch, blocks, labels):
-    import teacli.bench.peers
+    import teacli.bench.peers.dbcache
 
-    monkeypatch.setattr(teacli.bench.peers, "cached_block_count", lambda pipe: blocks)
+    monkeypatch.setattr(teacli.bench.peers.dbcache, "cached_block_count", lambda pipe: blocks)
     fitted = [DBCACHE.fit(pipe, setting) for setting in DBCACHE.settings(STEPS)]
     assert [setting.label for setting, _ in fitted] == labels
     for (setting, note), asked in zip(fitted, DBCACHE.settings(STEPS)):
@@ -157,9 +157,9 @@ def test_block_count_follows_cache_dit_s_adapter_and_falls_back_on_the_block_lis
 
 
 def test_a_fitting_bench_measures_a_duplicate_setting_once(pipe, preset, monkeypatch, quiet_teacli, caplog):
-    import teacli.bench.peers
+    import teacli.bench.peers.dbcache
 
-    monkeypatch.setattr(teacli.bench.peers, "cached_block_count", lambda pipe: 2)
+    monkeypatch.setattr(teacli.bench.peers.dbcache, "cached_block_count", lambda pipe: 2)
     runner = ConfigRunner(pipe, lambda thresh: None, PEERS)
     configs = bench_configs([], DBCACHE.settings(STEPS))
     with caplog.at_level(logging.WARNING, logger="teacli"):

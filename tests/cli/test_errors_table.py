@@ -16,6 +16,7 @@ import torch
 import yaml
 
 from teacli.cli import app
+from teacli.errors import reword
 from teacli.models.catalog import builtin_presets, preset_to_dict
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -29,32 +30,14 @@ CLI_GROUPS = {"Command line", "Model and loading", "Options", "Warnings", "Outpu
 CLI_GROUPS |= {"Calibration and prompts"}
 API_GROUPS = {"Python API (TeaCacheError)", "Writing an extractor (ExtractorContractError)"}
 
-# Exceptions whose messages reach users. PeerError's other messages are bench internals (teacli builds the
-# settings it parses), so only UnknownPeerError (--against) is listed.
-USER_ERRORS = {
-    "CLIError",
-    "ModelError",
-    "PresetError",
-    "OutputError",
-    "TeaCacheError",
-    "GenerationError",
-    "CalibrationError",
-    "PromptsError",
-    "PlotUnavailable",
-    "OptionsError",
-    "UnknownEmbeddedModel",
-    "UnknownTransformerError",
-    "UnknownPeerError",
-    "MissingShippedModel",
-    "ExtractorContractError",
-    "ManifestError",
-    "DistributedError",
-    "PolicyError",
-    "PlanError",
+# Exceptions whose messages reach users: every subclass of teacli.errors.TeacliError (user_errors() below), so a
+# new error class is checked with no edit here, less these, each with why. Keep it short.
+INTERNAL_ERRORS = {
+    "PeerError": "its messages are bench internals (teacli builds the settings it parses); UnknownPeerError is checked",
 }
 # Functions that build a message in several branches: every string they return is a message.
-MESSAGE_FUNCTIONS = {"teacli/lora.py": {"_explain"}}
-WARNING_FUNCTIONS = {"teacli/cli/_checks.py": {"schedule_warning", "thresh_warning"}}
+MESSAGE_FUNCTIONS = {"teacli/models/lora.py": {"_explain"}}
+WARNING_FUNCTIONS = {"teacli/generation/checks.py": {"schedule_warning", "thresh_warning"}}
 # Messages the static check may not find in the table, each with why. Keep it short.
 ALLOWLIST: dict[str, str] = {}
 
@@ -424,8 +407,48 @@ def _bind(function: ast.FunctionDef, call: ast.Call, env: dict) -> dict:
     return bound
 
 
+@cache
+def user_errors() -> frozenset[str]:
+    """The classes defined in teacli that subclass TeacliError, however indirectly, less INTERNAL_ERRORS."""
+    classes = [node for tree in _trees().values() for node in ast.walk(tree) if isinstance(node, ast.ClassDef)]
+    found, grew = {"TeacliError"}, True
+    while grew:
+        subclasses = {c.name for c in classes if any(ast.unparse(base).rpartition(".")[2] in found for base in c.bases)}
+        grew = not subclasses <= found
+        found |= subclasses
+    return frozenset(found - {"TeacliError"} - INTERNAL_ERRORS.keys())
+
+
+def test_every_user_error_is_a_teacli_error():
+    """The static list agrees with Python's: each class imports and subclasses TeacliError, and the known ones
+    are among them (a class that stopped deriving from it would drop out of the CLI's one catch)."""
+    from teacli.errors import TeacliError
+
+    errors = user_errors()
+    known = {"CLIError", "ModelError", "PresetError", "OutputError", "TeaCacheError", "GenerationError"}
+    known |= {"CalibrationError", "PromptsError", "PlotUnavailable", "OptionsError", "UnknownEmbeddedModel"}
+    known |= {"UnknownTransformerError", "UnknownPeerError", "MissingShippedModel", "ExtractorContractError"}
+    known |= {"ManifestError", "DistributedError", "PolicyError", "PlanError"}
+    assert known <= errors
+    defined = {
+        cls.__name__
+        for cls in _all_subclasses(TeacliError)
+        if cls.__module__.startswith("teacli.") and _relative_module(cls.__module__) in _trees()
+    }
+    assert defined - INTERNAL_ERRORS.keys() <= errors
+
+
+def _all_subclasses(cls: type) -> set[type]:
+    return {sub for direct in cls.__subclasses__() for sub in {direct, *_all_subclasses(direct)}}
+
+
+def _relative_module(module: str) -> str:
+    path = module.replace(".", "/")
+    return f"{path}/__init__.py" if (ROOT / path).is_dir() else f"{path}.py"
+
+
 def _error_call(node: ast.AST) -> ast.Call | None:
-    if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in USER_ERRORS:
+    if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in user_errors():
         return node
     return None
 
@@ -471,17 +494,52 @@ def _formatted(node: ast.FormattedValue, env: dict) -> list[str]:
 @dataclass(frozen=True)
 class Message:
     where: str
-    text: str
+    text: str  # as the command line prints it: the error's fields spelled as flags (teacli.errors)
     kind: str  # "error" or "warning"
+    api: str = ""  # as the Python API raises it, where that differs
+
+    @property
+    def texts(self) -> tuple[str, ...]:
+        return (self.text, self.api) if self.api else (self.text,)
+
+
+@cache
+def cli_flags() -> dict[str, str]:
+    """Field -> flag over every command: how the CLI words a TeacliError's `field` (cli._app.flag_names)."""
+    from typer.main import get_command
+
+    from teacli.cli._app import flag_names
+
+    names: dict[str, str] = {}
+    for command in get_command(app).commands.values():
+        names |= flag_names(command)
+    return names
+
+
+def _fields(call: ast.Call | None) -> tuple[list[str], list[str]]:
+    """The `field=` of an error call: the field names it gives as text, and the variables that hold one."""
+    keyword = next((kw.value for kw in call.keywords if kw.arg == "field"), None) if call is not None else None
+    items = keyword.elts if isinstance(keyword, (ast.Tuple, ast.List)) else [keyword] if keyword else []
+    texts = [item.value for item in items if isinstance(item, ast.Constant) and isinstance(item.value, str)]
+    return texts, [item.id for item in items if isinstance(item, ast.Name)]
+
+
+def _squeeze(text: str) -> str:
+    return re.sub(f"{PLACEHOLDER}+", PLACEHOLDER, text)
 
 
 @cache
 def source_messages() -> tuple[Message, ...]:
     messages = []
 
-    def add(where: str, node: ast.AST, kind: str = "error", env: dict | None = None) -> None:
-        for text in render(node, env):
-            messages.append(Message(where, re.sub(f"{PLACEHOLDER}+", PLACEHOLDER, text), kind))
+    def add(where: str, node: ast.AST, kind: str = "error", env: dict | None = None, call: ast.Call | None = None):
+        env = env or {}
+        fields, variables = _fields(call)  # a variable field is a flag on the command line: `--…`
+        api_texts = render(node, env)
+        cli_texts = render(node, env | {name: ["--" + PLACEHOLDER] for name in variables})
+        for api, cli in zip(api_texts, cli_texts, strict=True):
+            cli = _squeeze(reword(cli, fields, cli_flags()))
+            messages.append(Message(where, cli, kind, "" if _squeeze(api) == cli else _squeeze(api)))
 
     for path, tree in _trees().items():
         for node in ast.walk(tree):
@@ -489,12 +547,12 @@ def source_messages() -> tuple[Message, ...]:
             if isinstance(node, ast.Raise) and isinstance(node.exc, ast.Call):
                 call = node.exc
                 if (inner := _error_call(call)) is not None and inner.args:
-                    add(where, inner.args[0])
+                    add(where, inner.args[0], call=inner)
                 elif isinstance(call.func, ast.Name) and call.func.id in _helpers():
                     function = _helpers()[call.func.id]
                     if (inner := _error_call(function.body[-1].value)) is not None:
-                        add(where, inner.args[0], env=_bind(function, call, {}))
-            elif isinstance(node, ast.ClassDef) and node.name in USER_ERRORS:
+                        add(where, inner.args[0], env=_bind(function, call, {}), call=inner)
+            elif isinstance(node, ast.ClassDef) and node.name in user_errors():
                 for sub in ast.walk(node):  # super().__init__(f"...") in an error's own constructor
                     if isinstance(sub, ast.Call) and getattr(sub.func, "attr", "") == "__init__" and sub.args:
                         add(f"{path}:{sub.lineno}", sub.args[0])
@@ -536,26 +594,40 @@ def test_every_message_in_the_sources_has_a_row():
         if any(message.text.startswith(prefix) for prefix in ALLOWLIST):
             continue
         groups = {"Warnings"} if message.kind == "warning" else None
-        if not matching_rows(message.text, groups):
+        if not any(matching_rows(text, groups) for text in message.texts):
             misses.append(f"{message.where}: {message.text}")
     assert not misses, "messages without a row in README's error table:\n" + "\n".join(misses)
     assert len(skipped) < 15, skipped  # most messages are checked, not skipped
 
 
+def _instance_of_a_flag_template(row_message: str) -> bool:
+    """Whether the row spells out, for a real flag, a message whose field is a variable (`f"{name} must be …"`,
+    raised with field=name, which the scan reads as `--… must be …`)."""
+    flag = re.match(r"--[\w-]+", row_message)
+    if flag is None or flag.group() not in cli_flags().values():
+        return False
+    templates = {m.text for m in source_messages() if m.text.startswith("--" + PLACEHOLDER)}
+    return any(Row("", template, "").pattern.match(row_message) for template in templates)
+
+
 def test_every_row_still_names_a_message_teacli_has():
     """A reworded message leaves its old row behind; each row's fixed text must be found in the sources."""
-    corpus = "\n".join(m.text for m in source_messages())
-    corpus += "\n".join(
+    constants = [
         node.value
         for tree in _trees().values()
         for node in ast.walk(tree)
         if isinstance(node, ast.Constant) and isinstance(node.value, str)
-    )
+    ]
+    # A text that starts with a field, as the CLI words it (a message kept in a variable, raised with field=).
+    worded = [reword(text, [text.split(" ", 1)[0]], cli_flags()) for text in constants]
+    corpus = "\n".join([*(text for m in source_messages() for text in m.texts), *constants, *worded])
     stale = []
     for row in table_rows():
         if row.group == "Command line":  # Typer's and the interrupt handlers' wording
             continue
-        if any(row.pattern.match(message.text) for message in source_messages()):
+        if any(row.pattern.match(text) for message in source_messages() for text in message.texts):
+            continue
+        if _instance_of_a_flag_template(row.message):
             continue
         # A row more precise than the source's template (a message built in a variable): its own text is there.
         chunks = [c.strip(" '\"()`:;,.") for c in row.message.split(PLACEHOLDER)]

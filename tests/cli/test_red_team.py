@@ -515,7 +515,7 @@ def test_bench_isolates_runs_beside_a_resource_tracker_that_a_hangup_cannot_kill
         "import signal\n"
         "from pathlib import Path\n"
         "from multiprocessing import resource_tracker\n"
-        "from teacli.bench.benchmark import start_resource_tracker_deaf_to_hangup\n"
+        "from teacli.bench.isolated import start_resource_tracker_deaf_to_hangup\n"
         "start_resource_tracker_deaf_to_hangup()\n"
         "status = Path(f'/proc/{resource_tracker._resource_tracker._pid}/status').read_text().splitlines()\n"
         "masks = [int(line.split()[1], 16) for line in status if line.startswith(('SigBlk', 'SigIgn'))]\n"

@@ -26,8 +26,8 @@ import torch.distributed as dist  # noqa: E402
 import toy  # noqa: E402  (registers the toy extractors)
 
 from teacli import TeaCacheConfig, apply_teacache  # noqa: E402
+from teacli.engine.apply import _find_hook  # noqa: E402
 from teacli.engine.decision import rel_l1  # noqa: E402
-from teacli.engine.hook import _find_hook  # noqa: E402
 
 STEPS = 12
 IDENTITY = [1.0, 0.0]  # poly(x) = x: the decision reads rel_l1 itself

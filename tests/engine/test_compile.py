@@ -12,8 +12,8 @@ from torch._dynamo.utils import counters
 
 import teacli.engine.hook
 from teacli import TeaCacheConfig, TeaCacheError, apply_teacache, remove_teacache
-from teacli.bench.peers import count_transformer_calls
 from teacli.engine.compile import compile_transformer_blocks, compiled_blocks, uncompile_transformer_blocks
+from teacli.generation.counting import count_transformer_calls
 from teacli.generation.runner import GenerationRequest, generate
 from teacli.models.catalog import builtin_presets
 from teacli.models.loading import load_pipeline, teacache_configs

@@ -14,7 +14,7 @@ from teacli import (
     get_extractor,
     remove_teacache,
 )
-from teacli.engine.hook import DEFAULT_BRANCH
+from teacli.engine.state import DEFAULT_BRANCH
 
 
 @torch.no_grad()

@@ -40,7 +40,7 @@ def test_batch_of_one_is_todays_single_generator(tiny_flux_pipe):
 
 
 def test_batch_shares_one_state_per_branch(tiny_flux_pipe):
-    from teacli.engine.hook import apply_teacache
+    from teacli.engine.apply import apply_teacache
     from teacli.models.loading import teacache_configs
 
     preset = builtin_presets()["tiny-flux"]
@@ -55,5 +55,6 @@ def test_pipeline_without_batches_is_refused(tiny_flux_pipe, monkeypatch):
     import teacli.generation.runner
 
     monkeypatch.setattr(teacli.generation.runner, "PER_PROMPT_ARGUMENTS", ("num_things_per_prompt",))
-    with pytest.raises(GenerationError, match="drop --num-images"):
+    with pytest.raises(GenerationError, match="drop num_images") as error:  # the CLI words it --num-images
         pipeline_kwargs(tiny_flux_pipe, request(num_images=2))
+    assert error.value.field == "num_images"

@@ -15,7 +15,7 @@ import torch
 from PIL import Image
 
 import teacli
-from teacli.engine.hook import apply_teacache
+from teacli.engine.apply import apply_teacache
 from teacli.engine.stats import Decision, StepRecord, TeaCacheStats
 from teacli.generation import media
 from teacli.generation.media import (

@@ -110,7 +110,7 @@ def test_a_preset_budget_below_two_is_refused(planned_preset):
 @torch.no_grad()
 def test_replayed_steps_give_the_same_pictures_as_computing_them(tiny_flux_pipe):
     from teacli.calibrate.plans import GapRun, _pictures, _Replay, _replaying
-    from teacli.engine.hook import apply_teacache
+    from teacli.engine.apply import apply_teacache
     from teacli.generation.runner import GenerationRequest
     from teacli.models.catalog import builtin_presets
     from teacli.models.loading import teacache_configs

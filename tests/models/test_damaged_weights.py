@@ -16,14 +16,15 @@ import torch
 import yaml
 
 from teacli.models.catalog import builtin_presets, parse_preset, preset_to_dict
-from teacli.models.loading import ModelError, load_pipeline, resolve_preset, safetensors_problem
+from teacli.models.loading import ModelError, load_pipeline, resolve_preset
 from teacli.models.lora import load_lora, locate_lora
+from teacli.models.weights import safetensors_problem
 
 CPU = torch.device("cpu")
 PROMPT = "a red circle"
 DAMAGED = "is damaged (truncated or not a safetensors file: "
 AGAIN = "); download it again"
-PICKLE_ADVICE = ("allow-pickle", "pickle files")  # (tmp_path names may hold the word pickle itself)
+PICKLE_ADVICE = ("allow-pickle", "allow_pickle", "pickle files")  # (tmp_path names may hold the word pickle itself)
 WEIGHTS = {
     "transformer": "transformer/diffusion_pytorch_model.safetensors",
     "vae": "vae/diffusion_pytorch_model.safetensors",
@@ -307,7 +308,7 @@ def test_without_a_ctrl_c_the_same_error_is_a_model_error(tiny_flux_dir, monkeyp
         load_pipeline(resolve_preset(str(tiny_flux_dir)), CPU, torch.float32)
     # The folder holds safetensors for every component: no pickle advice, whatever the message says.
     assert str(refused.value).startswith(f"could not load {tiny_flux_dir} with FluxPipeline: Could not find")
-    assert "allow-pickle" not in str(refused.value)
+    assert "allow-pickle" not in str(refused.value) and "allow_pickle" not in str(refused.value)
 
 
 # --- LoRA --------------------------------------------------------------------------------------------------
@@ -382,8 +383,9 @@ def test_a_lora_folder_with_only_pickle_files_keeps_the_pickle_advice(lora_pipe,
     folder = tmp_path / "pickle-lora"
     folder.mkdir()
     torch.save({"x": torch.zeros(1)}, folder / "pytorch_lora_weights.bin")
-    with pytest.raises(ModelError, match=r"has no safetensors weights \(only pickle files.*--allow-pickle"):
+    with pytest.raises(ModelError, match=r"has no safetensors weights \(only pickle files.*allow_pickle") as refused:
         load_lora(lora_pipe, str(folder))
+    assert refused.value.worded({"allow_pickle": "--allow-pickle"}).endswith("pass --allow-pickle only if you trust it")
 
 
 def test_a_safetensors_error_from_the_lora_loader_is_damage_not_pickle(lora_pipe, lora_file, monkeypatch):

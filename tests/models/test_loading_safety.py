@@ -13,7 +13,8 @@ import torch
 import yaml
 
 from teacli.models.catalog import PresetError, builtin_presets, load_preset_file, parse_preset, preset_to_dict
-from teacli.models.loading import ModelError, check_extractor, load_pipeline, pickle_only_components, resolve_preset
+from teacli.models.loading import ModelError, check_extractor, load_pipeline, resolve_preset
+from teacli.models.weights import pickle_only_components
 
 CPU = torch.device("cpu")
 PACKAGE = Path(__file__).resolve().parents[2]
@@ -45,6 +46,11 @@ def test_pickle_only_checkpoint_is_refused_without_allow_pickle(pickled_flux):
     with pytest.raises(ModelError) as refused:
         load_pipeline(preset, CPU, torch.float32)
     assert str(refused.value) == (
+        f"{pickled_flux} has no safetensors weights for transformer, vae (only pickle files, which can run code when "
+        "loaded); pass allow_pickle only if you trust its files"
+    )
+    # The CLI words the field as its flag (teacli.errors).
+    assert refused.value.worded({"allow_pickle": "--allow-pickle"}) == (
         f"{pickled_flux} has no safetensors weights for transformer, vae (only pickle files, which can run code when "
         "loaded); pass --allow-pickle only if you trust its files"
     )
@@ -101,7 +107,7 @@ def test_components_the_preset_loads_itself_are_not_read_from_the_checkpoint(pic
 
 
 def test_hub_errors_about_missing_safetensors_name_the_components():
-    from teacli.models.loading import _pickle_components
+    from teacli.models.weights import _pickle_components
 
     listing = OSError(
         "Could not find the necessary `safetensors` weights in {'model_index.json', 'transformer/model.bin', "
@@ -227,11 +233,11 @@ def test_yaml_safe_load_is_the_only_yaml_loader_in_the_package():
     for path, (attributes, imported) in used.items():
         assert not attributes & (FORBIDDEN_YAML | FORBIDDEN_LOADERS), f"{path}: {attributes}"
         assert not imported & (FORBIDDEN_YAML | FORBIDDEN_LOADERS), f"{path}: from yaml import {imported}"
-    # catalog reads presets with a bounded subclass of yaml.SafeLoader (safe_load's loader, nothing more)
-    assert "SafeLoader" in used[PACKAGE / "teacli" / "catalog.py"][0]  # the check sees real uses
-    from teacli.models import catalog
+    # preset_files reads presets with a bounded subclass of yaml.SafeLoader (safe_load's loader, nothing more)
+    assert "SafeLoader" in used[PACKAGE / "teacli" / "models" / "preset_files.py"][0]  # the check sees real uses
+    from teacli.models import preset_files
 
-    assert catalog._PresetLoader.__mro__[1] is yaml.SafeLoader
+    assert preset_files._PresetLoader.__mro__[1] is yaml.SafeLoader
 
 
 def test_the_yaml_check_catches_an_unsafe_call(tmp_path):

@@ -20,14 +20,9 @@ import yaml
 from support import make_flux_transformer
 
 from teacli.cli import app
-from teacli.engine.hook import DENOISER_COMPONENTS
+from teacli.engine.apply import DENOISER_COMPONENTS
 from teacli.generation.runner import PER_PROMPT_ARGUMENTS, GenerationRequest, generate
 from teacli.models.catalog import (
-    EXPERT_NAMES,
-    MAX_PRESET_BYTES,
-    MAX_PRESET_DEPTH,
-    MAX_PRESET_NODES,
-    RESERVED_CALL_KWARGS,
     PresetError,
     builtin_presets,
     load_preset_file,
@@ -35,6 +30,8 @@ from teacli.models.catalog import (
     user_presets,
 )
 from teacli.models.loading import check_loaded_transformers
+from teacli.models.preset_fields import EXPERT_NAMES, RESERVED_CALL_KWARGS
+from teacli.models.preset_files import MAX_PRESET_BYTES, MAX_PRESET_DEPTH, MAX_PRESET_NODES
 
 PROMPT = "a red circle"
 SHORT = 600  # an error line: the file, the field and what is wrong (known fields listed), never a value in full

@@ -18,6 +18,7 @@ from teacli.models.catalog import (
     find_preset,
     parse_preset,
     preset_to_dict,
+    replaced_builtin,
     user_config_presets_dir,
     user_preset_dirs,
     user_presets,
@@ -63,18 +64,19 @@ def runner(teacli_cache, monkeypatch, tmp_path):
 @pytest.fixture
 def applied(monkeypatch):
     """The configs and handles apply_teacache got during a CLI run."""
-    import teacli.engine.hook
+    import teacli.engine.apply
 
     calls = []
-    real = teacli.engine.hook.apply_teacache
+    real = teacli.engine.apply.apply_teacache
 
     def spy(pipe, config):
         handle = real(pipe, config)
         calls.append((config, handle))
         return handle
 
-    monkeypatch.setattr(teacli.engine.hook, "apply_teacache", spy)
+    monkeypatch.setattr(teacli.engine.apply, "apply_teacache", spy)
     monkeypatch.setattr("teacli.bench.benchmark.apply_teacache", spy)
+    monkeypatch.setattr("teacli.generation.generate.apply_teacache", spy)  # generate's own import of it
     return calls
 
 
@@ -122,7 +124,7 @@ def test_user_preset_replaces_the_builtin_of_the_same_name_everywhere(tmp_path, 
     builtin = builtin_presets()["tiny-flux"]
     for found in (find_preset("tiny-flux"), find_preset("embedded:tiny-flux"), resolve_preset(None)):
         assert found.source == str(path) and found.coefficients == (0.0, 0.0)
-        assert found.is_user and found.overrides is builtin
+        assert found.is_user and replaced_builtin(found) is builtin
     assert all_presets()["tiny-flux"].coefficients_kind == "calibrated"
     assert builtin_presets()["tiny-flux"] is builtin and not builtin.is_user  # the cached built-ins stay
     assert parse_preset(preset_to_dict(found), found.source) == found

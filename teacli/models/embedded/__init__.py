@@ -66,7 +66,7 @@ EMBEDDED_MODELS: dict[str, Callable[[Path], None]] = {
 SHIPPED_MODELS: dict[str, str] = {"teacli-shapes": "teacli.demo", "teacli-shapes-fine": "teacli.demo"}
 
 
-class MissingShippedModel(FileNotFoundError):
+class MissingShippedModel(TeacliError, FileNotFoundError):
     """A shipped model's weights are not in this installation (a source tree without them)."""
 
 

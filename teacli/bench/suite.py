@@ -1,0 +1,252 @@
+"""The whole of `teacli bench` as one library call: `run_benchmark(BenchSpec) -> BenchReport`.
+
+The spec says what to compare (thresholds, budget policies, peers) on which requests (one prompt, or many:
+every configuration on every caption); `run_benchmark` loads the model, drops the peers that cannot run on
+it, builds the rows and runs them one way: interleaved on one prompt (`run_bench`), interleaved over many
+(`run_prompts_bench`), or each configuration in a process of its own (`run_isolated`). The report carries the
+result, its JSON and the titles a renderer prints above it. Progress comes back through `BenchProgress`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..generation.preparation import CacheOptions, LoadOptions
+from ..generation.runner import GenerationRequest
+from ..models.catalog import Preset
+from .configs import BenchConfig, BenchError, bench_configs, teacache_config_maker
+from .results import BenchResult, PromptsBenchResult
+
+OnRun = Callable[[str], None]  # hears of each run made, with the row's label
+
+
+@contextmanager
+def _silent_bar(description: str, total: int) -> Iterator[OnRun]:
+    yield lambda label: None
+
+
+@contextmanager
+def _silent_loading(model: str) -> Iterator[None]:
+    yield
+
+
+@dataclass(frozen=True)
+class BenchProgress:
+    """What a bench tells its caller while it runs (the CLI draws these; a script may ignore them)."""
+
+    loading: Callable[[str], AbstractContextManager[None]] = _silent_loading  # around loading the model
+    bar: Callable[[str, int], AbstractContextManager[OnRun]] = _silent_bar  # (description, runs to make)
+    skipping: Callable[[str, str], None] = lambda method, reason: None  # a peer that cannot run on this pipeline
+
+
+@dataclass(frozen=True)
+class BenchSpec:
+    """Everything one bench needs, checked by its maker: what to compare, on which requests, and how."""
+
+    preset: Preset
+    requests: Sequence[GenerationRequest]  # over_prompts: caption i with its seed; else the one request
+    thresholds: Sequence[float]
+    policies: Sequence[Any] = ()  # teacli.generation.policy.Policy rows (teacache-plan@K, teacache-uniform@K)
+    methods: Sequence[str] = ()  # peers to run beside TeaCache (teacli.bench.peers.PEERS names)
+    over_prompts: bool = False  # every configuration on every request, compared at equal computed calls
+    at_calls: Sequence[float] = ()  # with over_prompts: the computed calls per picture to compare at
+    sweep: bool = False  # the peers across their wide settings, to draw curves
+    runs: int = 3
+    warmup: int = 1
+    isolate: bool = False  # each configuration in a process of its own (one request only)
+    model: str | None = None  # as the user named it: an isolated process resolves it again
+    device: str = "auto"
+    dtype: str = "auto"
+    coefficients: tuple[float, ...] | None = None  # the user's, for every denoiser
+    coefficients_source: str = "user"  # how reports label the user's coefficients
+    load: LoadOptions = field(default_factory=LoadOptions)
+    cache: CacheOptions = field(default_factory=CacheOptions)
+    prompts_file: str | None = None  # recorded in the JSON of a bench over prompts
+
+
+@dataclass
+class BenchReport:
+    spec: BenchSpec
+    result: BenchResult | PromptsBenchResult
+    device: str  # where it ran, as torch names it
+
+    @property
+    def request(self) -> GenerationRequest:
+        return self.spec.requests[0]
+
+    @property
+    def coefficients_source(self) -> str:
+        given = self.spec.coefficients is not None
+        return self.spec.coefficients_source if given else self.spec.preset.coefficients_source
+
+    def to_dict(self) -> dict[str, Any]:
+        spec = self.spec
+        header = dict(
+            model=spec.preset.name,
+            steps=self.request.steps,
+            device=self.device,
+            runs=spec.runs,
+            warmup=spec.warmup,
+            isolated=spec.isolate,
+            coefficients_source=self.coefficients_source,
+            **({"coefficients": list(spec.coefficients)} if spec.coefficients is not None else {}),
+            settings={**spec.cache.given(), **spec.load.to_dict()},
+        )
+        if not spec.over_prompts:
+            return self.result.to_dict(**header)
+        return self.result.to_dict(
+            at_calls=list(spec.at_calls), **header, prompts_file=spec.prompts_file, sweep=spec.sweep
+        )
+
+    @property
+    def title(self) -> str:
+        spec, steps = self.spec, self.request.steps
+        share = self.result.vanilla.transformer_share
+        tail = (
+            f"device {self.device}; transformer {share:.0%} of vanilla's time; coefficients: {self.coefficients_source}"
+        )
+        if not spec.over_prompts:
+            way = "isolated" if spec.isolate else "interleaved"
+            return f"bench {spec.preset.name}: {steps} steps, {spec.runs} runs, warm-up {spec.warmup}, {way}, {tail}"
+        count, seed = len(spec.requests), self.request.seed
+        seeds = f"seed {seed}" if count == 1 else f"seeds {seed}-{seed + count - 1}"
+        return (
+            f"bench {spec.preset.name}: {count} prompt{_s(count)} ({seeds}), {steps} steps, "
+            f"{self.result.calls_per_picture} transformer calls per picture, {spec.runs} run{_s(spec.runs)} per "
+            f"prompt, warm-up {spec.warmup}, interleaved, {tail}"
+        )
+
+    @property
+    def frontier_title(self) -> str:
+        count = len(self.spec.requests)
+        return (
+            f"frontier: PSNR dB / SSIM at equal computed calls of {self.result.calls_per_picture} per picture, mean "
+            f"over {count} prompt{_s(count)}, interpolated along each cache's curve ({self.spec.preset.name}, "
+            f"{self.request.steps} steps)"
+        )
+
+
+def _s(count: int) -> str:
+    return "s" if count > 1 else ""
+
+
+def run_benchmark(spec: BenchSpec, progress: BenchProgress = BenchProgress()) -> BenchReport:
+    """Load the model, drop the peers that cannot run on it, and measure every configuration (see the module
+    docstring); quiet teacli's own per-run lines with logging if they would bury a progress bar."""
+    from ..generation.preparation import prepare_pipeline
+    from ..models.loading import pick_device, pick_dtype
+    from .peers import PEERS
+
+    device = pick_device(spec.device)
+    with progress.loading(spec.preset.name):
+        pipe = prepare_pipeline(spec.preset, device, pick_dtype(spec.dtype, device), spec.load)
+    skipped = [(name, reason) for name in spec.methods if (reason := PEERS[name].unavailable(pipe))]
+    for name, reason in skipped:
+        progress.skipping(name, reason)
+    steps = spec.requests[0].steps
+    settings = [
+        s for name in spec.methods if name not in dict(skipped) for s in PEERS[name].settings(steps, wide=spec.sweep)
+    ]
+    configs = bench_configs(spec.thresholds, settings, spec.policies)
+    if spec.isolate:
+        del pipe  # each configuration loads its own copy
+        result = _isolated(spec, configs, progress)
+    else:
+        result = _interleaved(spec, pipe, configs, progress)
+        device = pipe.device
+    result.skipped = skipped
+    return BenchReport(spec, result, str(device))
+
+
+def _interleaved(
+    spec: BenchSpec, pipe: Any, configs: list[BenchConfig], progress: BenchProgress
+) -> BenchResult | PromptsBenchResult:
+    from .benchmark import ConfigRunner, run_bench, run_prompts_bench
+    from .peers import PEERS
+
+    make_config = teacache_config_maker(spec.preset, spec.coefficients, spec.cache, spec.coefficients_source)
+    runner = ConfigRunner(pipe, make_config, PEERS)
+    rounds = spec.runs * (len(spec.requests) if spec.over_prompts else 1)
+    with progress.bar("bench", (spec.warmup + rounds) * len(configs)) as on_run:
+        if not spec.over_prompts:
+            return run_bench(runner, spec.requests[0], configs, runs=spec.runs, warmup=spec.warmup, on_run=on_run)
+        return run_prompts_bench(
+            runner,
+            spec.requests,
+            configs,
+            runs=spec.runs,
+            warmup=spec.warmup,
+            on_run=on_run,
+            on_first=lambda run: check_at_calls(spec.at_calls, run.total, spec.requests[0].steps),
+        )
+
+
+def _isolated(spec: BenchSpec, configs: list[BenchConfig], progress: BenchProgress) -> BenchResult:
+    from .isolated import IsolatedJob, run_isolated
+
+    request = spec.requests[0]
+    jobs = [
+        IsolatedJob(
+            spec.model, spec.device, spec.dtype, spec.coefficients, request, config, spec.runs, spec.warmup,
+            spec.load, spec.cache, spec.coefficients_source,
+        )
+        for config in configs
+    ]  # fmt: skip
+    with progress.bar("bench (isolated)", len(jobs)) as on_run:
+        return run_isolated(jobs, on_config=lambda label: on_run("bench (isolated)"))
+
+
+AT_CALLS_FORM = "comma-separated numbers of computed transformer calls per picture, e.g. 12,16,20,24,32"
+
+
+def parse_at_calls(text: str | None) -> list[int | float] | None:
+    """at_calls as the user wrote it ("12,16,20"): the budgets, each a finite number above 0, in the order given,
+    repeats dropped. Whether each is within the calls a picture takes is known once the first picture is made."""
+    import math
+
+    from ..limits import short
+
+    if text is None:
+        return None
+    budgets: list[int | float] = []
+    for part in text.split(","):
+        try:
+            value = float(part)
+        except ValueError:
+            raise BenchError(
+                f"at_calls takes {AT_CALLS_FORM}; {short(part.strip())} is not a number", field="at_calls"
+            ) from None
+        if not math.isfinite(value) or value <= 0:
+            raise BenchError(
+                f"at_calls takes {AT_CALLS_FORM}; {short(part.strip())} is not a finite number above 0",
+                field="at_calls",
+            )
+        budgets.append(int(value) if value.is_integer() else value)
+    return list(dict.fromkeys(budgets))
+
+
+def check_at_calls(budgets: Sequence[float], total: int, steps: int) -> None:
+    """Every budget within the transformer calls of one picture (`total`, counted on the first picture made)."""
+    over = [budget for budget in budgets if budget > total]
+    if over:
+        raise BenchError(
+            f"at_calls {over[0]:g} is more than the {total} transformer calls a picture takes here "
+            f"({steps} steps); give budgets up to {total}",
+            field="at_calls",
+        )
+
+
+def sweep_budgets(preset: Preset, steps: int) -> list[str]:
+    """With a sweep and no budgets asked: every budget the preset has a plan for at `steps`, from 3 to 60% of them."""
+    return [str(budget) for budget in sorted(preset.plans.get(steps, {})) if 3 <= budget <= 0.6 * steps]
+
+
+def budget_policies(preset: Preset, steps: int, policy: str, budgets: Sequence[str]) -> list[Any]:
+    """A policy row per budget (teacli.generation.policy.choose_policy), one per label."""
+    from ..generation.policy import choose_policy
+
+    chosen = (choose_policy(preset, steps, policy=policy, budget=text) for text in budgets)
+    return list({p.label: p for p in chosen if p}.values())

@@ -1,0 +1,27 @@
+"""What a calibration prints beside its fit (teacli.generation.report.render_calibration): the planned schedules."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def render_plans(planned: Any, console: Any) -> None:
+    """The chosen plan per budget and what the calibration cost."""
+    from rich.table import Table
+
+    from .plans import psnr_of
+
+    table = Table(
+        title=f"planned schedules at {planned.steps} steps ({planned.captions} captions)",
+        caption="C computed, f forecast, . reused; PSNR of the final pictures against uncached, calibration captions",
+    )
+    for column in ("budget", "PSNR dB", "schedule"):
+        table.add_column(column, justify="right" if column != "schedule" else "left", no_wrap=column == "schedule")
+    for budget, chosen in sorted(planned.chosen.items()):
+        table.add_row(str(budget), f"{psnr_of(chosen.error):.1f}", chosen.plan.timeline())
+    console.print(table)
+    console.print(
+        f"planning cost {planned.calls} computed transformer calls per caption and CFG branch "
+        f"({planned.calls / planned.steps:.0f} uncached generations' worth)",
+        highlight=False,
+    )

@@ -1,0 +1,221 @@
+"""One generation with TeaCache, as a library call: `generate(GenerationSpec(...))` -> GenerationSummary.
+
+`teacli generate PROMPT` is this call behind option parsing and a rendered report. It runs in two halves so a
+caller can tell what is on disk if it is interrupted: `prepare_generation` checks everything that can be checked
+before the model loads (settings, policy, output paths) and `run_generation` loads, generates, measures and
+writes the outputs with their metadata.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from ..engine.apply import apply_teacache
+from ..models.catalog import Preset
+from ..settings import SETTINGS
+from .caching import USER_COEFFICIENTS
+from .checks import check_rule_options, check_settings, chosen_warning, schedule_warning, steps_note
+from .measure import Run, quality
+from .media import MediaKind, mp4_available, save_output
+from .metadata import output_metadata
+from .policy import Policy, choose_policy
+from .preparation import CacheOptions, LoadOptions
+from .progress import Progress
+from .report import GenerationSummary
+from .runner import GenerationRequest, fit_size, made_frames
+from .session import (
+    Session,
+    check_fps,
+    check_pipeline_takes,
+    input_image,
+    open_session,
+    output_files,
+    pipeline_media,
+    resolve,
+    run_with_progress,
+)
+
+# The short run before a baseline, so neither measured run pays the one-time start-up costs.
+WARMUP_STEPS = 2
+
+
+@dataclass(frozen=True)
+class GenerationSpec:
+    """What to generate and how; None keeps the preset's value (teacli.settings lists the settings)."""
+
+    prompt: str
+    model: str | Preset | None = None  # a preset name, hub id, local path or preset file; None: teacli-shapes
+    # generation settings
+    steps: int | None = None
+    seed: int = 0
+    guidance: float | None = None
+    height: int | None = None
+    width: int | None = None
+    negative_prompt: str | None = None
+    true_cfg: float | None = None
+    frames: int | None = None
+    fps: float | None = None
+    image: Any = None  # an input image for editing models: a path or a PIL image
+    num_images: int = 1  # outputs made in one batch; output i uses seed + i
+    # the cache
+    thresh: float | None = None  # TeaCache's rule at this threshold
+    budget: str | int | None = None  # or a schedule of this many computed steps ("10", or a speedup: "3x")
+    policy: str = "auto"
+    coefficients: tuple[float, ...] | None = None  # in place of the preset's, for every denoiser
+    cache: CacheOptions = field(default_factory=CacheOptions)
+    load: LoadOptions = field(default_factory=LoadOptions)
+    # where and how
+    out: Path | None = None  # None: teacli-NNNN.png/.mp4/.wav in the current folder, first free
+    overwrite: bool = False
+    device: str = "auto"
+    dtype: str = "auto"
+    compare_baseline: bool = False  # also run without cache: measured speedup and quality
+    strict: bool = False  # refuse, instead of warning about, settings that make caching useless
+
+
+@dataclass(frozen=True)
+class PreparedGeneration:
+    """A spec checked against its model before loading it: the request, the policy and the output paths."""
+
+    spec: GenerationSpec
+    preset: Preset
+    kind: MediaKind
+    request: GenerationRequest
+    policy: Policy
+    outputs: list[Path]
+    existing: frozenset[Path]  # outputs that exist now (to be replaced): not this run's if it is interrupted
+
+    def written(self) -> list[Path]:
+        """The outputs this run has written so far."""
+        return [path for path in self.outputs if path.exists() and path not in self.existing]
+
+
+def generate(spec: GenerationSpec, progress: Progress | None = None) -> GenerationSummary:
+    """Generate `spec.num_images` outputs with TeaCache, write them with their metadata, and report."""
+    progress = progress or Progress()
+    return run_generation(prepare_generation(spec, progress), progress)
+
+
+def prepare_generation(spec: GenerationSpec, progress: Progress | None = None) -> PreparedGeneration:
+    """Everything checked and decided before the model loads; warnings go to `progress` (refused when strict)."""
+    progress = progress or Progress()
+    preset = resolve(spec.model, offline=spec.load.offline)
+    check_pipeline_takes(
+        preset,
+        guidance=spec.guidance,
+        height=spec.height,
+        width=spec.width,
+        negative_prompt=spec.negative_prompt,
+        image=spec.image,
+        frames=spec.frames,
+        num_images=spec.num_images if spec.num_images > 1 else None,
+    )
+    kind = pipeline_media(preset)
+    check_fps(preset, kind, spec.fps)
+    source_image = input_image(preset, spec.image)
+    outputs = output_files(spec.out, spec.num_images, kind, spec.overwrite)
+    request = GenerationRequest.from_preset(
+        preset,
+        spec.prompt,
+        **{setting.name: getattr(spec, setting.name) for setting in SETTINGS if setting.name != "image"},
+        image=source_image,
+    )
+    if kind is not MediaKind.video:  # a preset's frames or fps mean nothing to an image or sound model
+        request = replace(request, frames=None, fps=None)
+    policy = choose_policy(preset, request.steps, policy=spec.policy, thresh=spec.thresh, budget=spec.budget)
+    check_rule_options(policy, spec.cache)
+    check_settings([schedule_warning(request.steps), chosen_warning(policy, preset)], spec.strict, progress)
+    existing = frozenset(path for path in outputs if path.exists())
+    return PreparedGeneration(spec, preset, kind, request, policy, outputs, existing)
+
+
+def run_generation(prepared: PreparedGeneration, progress: Progress | None = None) -> GenerationSummary:
+    """Load the model, generate (after a warm-up and a baseline run when asked), write the outputs, report."""
+    progress = progress or Progress()
+    spec, preset = prepared.spec, prepared.preset
+    session = open_session(preset, spec.device, spec.dtype, spec.coefficients, spec.load, spec.cache, progress)
+    request, size_note = fit_size(session.pipe, prepared.request)
+    check_settings([size_note], spec.strict, progress)
+    baseline = None
+    if spec.compare_baseline:
+        run_with_progress(session, replace(request, steps=WARMUP_STEPS), "warm-up", progress=progress)
+        baseline = run_with_progress(session, request, "baseline (no cache)", progress=progress)
+    config = session.config(prepared.policy.thresh, plan=prepared.policy.plan)
+    handle = apply_teacache(session.pipe, config)
+    stats = handle.stats
+    counts = lambda: (stats.computed, len(stats.records))  # noqa: E731
+    result = run_with_progress(session, request, prepared.policy.label, counts, progress)
+    handle.remove()
+    request, frames_note = made_frames(request, result.output)
+    check_settings([frames_note], False, progress)
+    for index, (output, path) in enumerate(zip(result.outputs, prepared.outputs)):
+        metadata = output_metadata(
+            request,
+            preset,
+            config=config,
+            stats=stats,
+            seconds=result.seconds,
+            pipe=session.pipe,
+            index=index,
+            extra={
+                "load": spec.load.to_dict(),
+                "cache": spec.cache.given(),
+                "batch": [index + 1, len(prepared.outputs)],
+            },
+        )
+        save_output(output, path, metadata, overwrite=spec.overwrite)
+    return _summary(prepared, session, request, stats, result, baseline)
+
+
+def _summary(
+    prepared: PreparedGeneration, session: Session, request: GenerationRequest, stats: Any, result: Run, baseline: Any
+) -> GenerationSummary:
+    spec, preset, outs = prepared.spec, prepared.preset, prepared.outputs
+    summary = GenerationSummary(
+        model=preset.name,
+        transformer=preset.transformer,
+        thresh=prepared.policy.thresh,
+        coefficients_source=session.coefficients_source,
+        policy=prepared.policy,
+        steps=request.steps,
+        seconds=result.seconds,
+        stats=stats,
+        output=", ".join(map(str, outs)),
+        outputs=[str(path) for path in outs],
+        baseline_seconds=baseline.seconds if baseline else None,
+        quality=quality(result.output, baseline.output) if baseline else None,
+        media=None if prepared.kind is MediaKind.image else result.output.describe(),
+        settings={"seed": request.seed, "num_images": spec.num_images, **spec.cache.given(), **spec.load.to_dict()},
+    )
+    summary.notes.extend(_notes(prepared, request))
+    return summary
+
+
+def _notes(prepared: PreparedGeneration, request: GenerationRequest) -> list[str]:
+    """What the report adds below its table: where the coefficients came from, batches, compiling, GIFs."""
+    spec, preset = prepared.spec, prepared.preset
+    notes = []
+    if spec.coefficients is not None:
+        notes.append(
+            f"--coefficients {', '.join(f'{c:g}' for c in spec.coefficients)} used in place of the preset's "
+            f"({preset.coefficients_source})"
+        )
+    if prepared.policy.plan is None and spec.coefficients is None:
+        note = steps_note(preset, request.steps)
+        if note is not None:
+            notes.append(note)
+    if spec.num_images > 1:
+        notes.append(
+            f"{spec.num_images} outputs in one batch share one TeaCache state per branch: a call is reused for all "
+            "or none"
+        )
+    if spec.load.compile and not spec.compare_baseline:
+        notes.append("--compile: this run's time includes compiling the blocks; --compare-baseline warms up")
+    if prepared.kind is MediaKind.video and prepared.outputs[0].suffix.lower() == ".gif" and not mp4_available():
+        notes.append("no MP4 encoder installed, so the video is a GIF: pip install 'teacli[video]' for MP4")
+    return notes
+
+
+__all__ = ["USER_COEFFICIENTS", "GenerationSpec", "PreparedGeneration", "generate", "prepare_generation"]

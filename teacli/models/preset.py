@@ -1,0 +1,119 @@
+"""What a model preset is: the Preset dataclass and its parts, as read from one YAML file (preset_fields).
+
+A preset is data: which weights, which pipeline and transformer classes, which extractor, the TeaCache
+coefficients and threshold, and the generation defaults.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from functools import cache
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from ..errors import TeacliError
+
+EMBEDDED_PREFIX = "embedded:"
+
+
+class PresetError(TeacliError, ValueError):
+    """A preset file is missing, malformed or has an invalid field."""
+
+
+@dataclass(frozen=True)
+class Defaults:
+    steps: int
+    guidance: float | None = None
+    height: int | None = None
+    width: int | None = None
+    true_cfg: float | None = None  # pipelines with true CFG (FLUX, Qwen-Image) use it with a negative prompt
+    frames: int | None = None  # video pipelines: num_frames
+    fps: float | None = None  # video pipelines: frames per second of the written file
+    # Used when the user gives none; with true_cfg it turns true CFG on by default (teacli-shapes: "").
+    negative_prompt: str | None = None
+
+
+@dataclass(frozen=True)
+class Component:
+    """A pipeline component loaded separately: `class_name.from_pretrained(model, subfolder=..., **kwargs)`."""
+
+    class_name: str  # a transformers or diffusers class, e.g. LlamaForCausalLM
+    model: str
+    subfolder: str | None = None
+    kwargs: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ExpertOverride:
+    """What a second denoiser (Wan 2.2's transformer_2) does differently; None keeps the preset's."""
+
+    coefficients: tuple[float, ...] | None = None
+    coefficients_source: str | None = None
+    thresh: float | None = None
+    ret_steps: int | None = None
+    modulated_input: str | None = None
+    rel_l1_range: tuple[float, float] | None = None  # its own calibrated range (teacli calibrate)
+
+
+@dataclass(frozen=True)
+class Preset:
+    name: str
+    model: str  # a hub id, a local path, or "embedded:NAME" for a model teacli builds offline
+    pipeline: str
+    transformer: str
+    extractor: str
+    coefficients: tuple[float, ...]
+    coefficients_source: str
+    thresh: float
+    defaults: Defaults
+    description: str = ""
+    ret_steps: int = 0
+    cutoff_steps: int | None = None
+    rel_l1_range: tuple[float, float] | None = None
+    call_kwargs: dict[str, Any] = field(default_factory=dict)  # extra pipeline arguments, e.g. max_sequence_length
+    # Components the checkpoint does not ship, loaded from elsewhere (HiDream's Llama text encoder).
+    components: dict[str, Component] = field(default_factory=dict)
+    modulated_input: str | None = None  # an extractor's named alternative, e.g. Wan's time_projection
+    experts: dict[str, ExpertOverride] = field(default_factory=dict)  # per extra denoiser, e.g. transformer_2
+    needs_image: bool = False  # editing pipelines (Qwen-Image-Edit, ...) cannot run without an input image
+    # What `teacli calibrate` recorded about the fit (date, versions, prompts, R^2...); data, not read by the engine.
+    calibration: dict[str, Any] = field(default_factory=dict)
+    # Schedules `teacli calibrate --plan` chose: steps -> computed steps -> timeline ("C.CfC..C", teacli.engine.plan).
+    plans: dict[int, dict[int, str]] = field(default_factory=dict)
+    budget: int | None = None  # computed steps run by default where a plan exists for the run's step count
+    source: str = ""  # the file it came from
+
+    @property
+    def embedded(self) -> str | None:
+        return self.model[len(EMBEDDED_PREFIX) :] if self.model.startswith(EMBEDDED_PREFIX) else None
+
+    @property
+    def is_test_model(self) -> bool:
+        """Embedded tiny pipelines teacli builds offline: for tests and smoke runs, not for pictures.
+
+        teacli-shapes is embedded too but trained, so its pictures mean something: not a test model.
+        """
+        from .embedded import SHIPPED_MODELS
+
+        return self.embedded is not None and self.embedded not in SHIPPED_MODELS
+
+    @property
+    def is_user(self) -> bool:
+        """Read from a file outside the built-in presets: a user preset directory or a --model file."""
+        return bool(self.source) and Path(self.source).resolve().parent != builtin_dir()
+
+    @property
+    def coefficients_kind(self) -> str:
+        """published, borrowed (from another model) or calibrated (by teacli calibrate)."""
+        source = self.coefficients_source.lower()
+        for kind in ("borrowed", "calibrated"):
+            if source.startswith(kind):
+                return kind
+        return "published"
+
+
+@cache
+def builtin_dir() -> Path:
+    """The folder of the built-in presets (the teacli.presets package)."""
+    return Path(str(resources.files("teacli.presets"))).resolve()
