@@ -23,9 +23,10 @@ import torch
 
 from teacli.batch.prompts import read_prompts
 from teacli.engine.apply import apply_teacache
+from teacli.generation.caching import teacache_configs
 from teacli.generation.measure import quality
 from teacli.generation.runner import GenerationRequest, generate
-from teacli.models.loading import load_pipeline, resolve_preset, teacache_configs
+from teacli.models.loading import load_pipeline, resolve_preset
 
 HELD_OUT = (
     "a lone tree on a hill under the milky way",

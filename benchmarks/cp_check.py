@@ -28,8 +28,9 @@ import torch.distributed as dist
 
 from teacli import apply_teacache, remove_teacache
 from teacli.engine.apply import denoisers
+from teacli.generation.caching import teacache_configs
 from teacli.generation.runner import GenerationRequest, generate
-from teacli.models.loading import load_pipeline, resolve_preset, teacache_configs
+from teacli.models.loading import load_pipeline, resolve_preset
 
 MARKS = {"computed": "C", "cached": ".", "forced": "F"}
 

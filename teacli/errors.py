@@ -14,7 +14,7 @@ How a message names a setting (the contract every library module follows):
       raise OptionsError(f"lora_scale must be a finite number, got {value}", field="lora_scale")
       raise OptionsError(f"start ({start}) must be below end ({end})", field=("start", "end"))
 
-  `limits.check(name, value, error)` does this for every ranged setting.
+  `settings.check(name, value, error)` does this for every ranged value (a setting's row, else teacli.limits).
 - The CLI prints `error.worded(names)`, where `names` maps each field to the flag of the running command that
   sets it (built from the command's own parameters: `lora_scale` -> `--lora-scale`), so the user reads
   `--lora-scale must be a finite number, got inf`. A field the command has no flag for keeps its API name.
@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 
 class TeacliError(Exception):
@@ -39,9 +40,29 @@ class TeacliError(Exception):
         self.fields = (field,) if isinstance(field, str) else tuple(field or ())
         self.field = self.fields[0] if self.fields else None
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Sent between processes (bench --isolate's worker) an error keeps its class, message and fields, whatever
+        # its subclass's __init__ takes: rebuilt from its args without calling __init__, then its attributes set.
+        return _rebuilt, (type(self), self.args), self.__dict__
+
     def worded(self, names: Mapping[str, str]) -> str:
         """The message with each of its fields spelled as `names` spells it (the CLI passes field -> flag)."""
         return reword(str(self), self.fields, names)
+
+
+def _rebuilt(cls: type[TeacliError], args: tuple[Any, ...]) -> TeacliError:
+    error = cls.__new__(cls, *args)
+    Exception.__init__(error, *args)
+    return error
+
+
+def is_out_of_memory(error: BaseException) -> bool:
+    """Whether `error` is running out of memory: host (MemoryError), GPU (torch's OutOfMemoryError) or either
+    worded by a library as a RuntimeError."""
+    if isinstance(error, MemoryError) or type(error).__name__ == "OutOfMemoryError":
+        return True
+    text = str(error).lower()
+    return isinstance(error, RuntimeError) and ("out of memory" in text or "can't allocate memory" in text)
 
 
 def reword(message: str, fields: Sequence[str], names: Mapping[str, str]) -> str:

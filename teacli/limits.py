@@ -1,5 +1,7 @@
-"""The range every generation setting must fall in, checked the same way wherever a value comes from: the command
-line, a preset's `defaults`, a JSONL prompts line or the Python API.
+"""Ranges, checked the same way wherever a value comes from: the command line, a preset, a JSONL prompts line or
+the Python API. `Limit` is a range; LIMITS holds the ranges of the values that are not generation settings
+(TeaCache's threshold, a LoRA's scale, a bench's runs, ...): each generation setting's range is in its row of
+teacli.settings.
 
 A value that passes here can reach torch and the pipeline without overflowing an integer, turning a feature
 off by being NaN, or asking for more work than any real run needs. Sizes a particular model cannot make are
@@ -17,6 +19,8 @@ if TYPE_CHECKING:  # leaf modules import no other (tests/test_architecture.py); 
 
 # torch.Generator.manual_seed takes an unsigned 64-bit seed.
 MAX_SEED = 2**64 - 1
+# The most steps a schedule may have (far above any published one; a step still fits a tensor index).
+MAX_STEPS = 10_000
 
 
 @dataclass(frozen=True)
@@ -48,23 +52,14 @@ class Limit:
         return None
 
 
-# Upper bounds are far above any published setting (FLUX: 28-50 steps, 1024-2048 px; Wan: 81 frames at 16 fps)
-# and low enough that the value is still meaningful to torch (a seed fits in 64 bits, steps in a tensor index).
+# The values that are not generation settings (those have their ranges in teacli.settings), with bounds far above
+# any real run and low enough that the value is still meaningful to torch.
 LIMITS: dict[str, Limit] = {
-    "seed": Limit(integer=True, low=0, high=MAX_SEED),
-    "steps": Limit(integer=True, low=2, high=10_000),
-    "height": Limit(integer=True, low=1, high=16_384),
-    "width": Limit(integer=True, low=1, high=16_384),
-    "frames": Limit(integer=True, low=1, high=10_000),
-    "fps": Limit(integer=False, low=0.1, high=1_000),  # a GIF frame lasts at most 655 s; below 0.1 fps is no video
-    "guidance": Limit(integer=False, low=0, high=1_000),
-    "true_cfg": Limit(integer=False, low=0, high=1_000),
-    "num_images": Limit(integer=True, low=1, high=1_000),
     "thresh": Limit(integer=False, low=0, high=1e6),
     "lora_scale": Limit(integer=False, low=-100, high=100),
-    "ret_steps": Limit(integer=True, low=0, high=10_000),
-    "cutoff_steps": Limit(integer=True, low=1, high=10_000),
-    "max_cached_in_row": Limit(integer=True, low=1, high=10_000),
+    "ret_steps": Limit(integer=True, low=0, high=MAX_STEPS),
+    "cutoff_steps": Limit(integer=True, low=1, high=MAX_STEPS),
+    "max_cached_in_row": Limit(integer=True, low=1, high=MAX_STEPS),
     "runs": Limit(integer=True, low=1, high=1_000),
     "warmup": Limit(integer=True, low=0, high=1_000),
     "num_prompts": Limit(integer=True, low=1, high=100_000),
@@ -72,16 +67,17 @@ LIMITS: dict[str, Limit] = {
 
 
 def problem(name: str, value: Any) -> str | None:
-    """None when `value` is allowed for setting `name`, else what the setting takes ("an integer between ...")."""
+    """None when `value` is allowed for `name` (a key of LIMITS), else what it takes ("an integer between ...")."""
     return LIMITS[name].problem(value)
 
 
-def check(name: str, value: Any, error: type[TeacliError]) -> Any:
+def check(name: str, value: Any, error: type[TeacliError], limit: Limit | None = None) -> Any:
     """`value` unchanged, or `error("NAME must be ..., got VALUE", field=NAME)`, which the CLI words with the
-    option's flag (teacli.errors); None passes (not given)."""
+    option's flag (teacli.errors); None passes (not given). `limit`: the range, when it is not LIMITS[name]
+    (a generation setting's: teacli.settings.check passes it)."""
     if value is None:
         return None
-    wanted = problem(name, value)
+    wanted = (limit or LIMITS[name]).problem(value)
     if wanted is not None:
         raise error(f"{name} must be {wanted}, got {short(value)}", field=name)
     return value

@@ -30,7 +30,8 @@ from teacli import TeaCacheConfig, apply_teacache, get_extractor, remove_teacach
 from teacli.cli import app
 from teacli.engine.decision import Decision, decide
 from teacli.engine.stats import TeaCacheStats
-from teacli.models.loading import resolve_preset, teacache_configs
+from teacli.generation.caching import teacache_configs
+from teacli.models.loading import resolve_preset
 
 # Any polynomial works for these proofs: thresh 0 computes every call, thresh 1e9 caches every one.
 COEFFICIENTS = (1.0, 0.0)

@@ -18,6 +18,7 @@ LAYERS = {
     "teacli.errors": 0,
     "teacli.limits": 0,
     "teacli.files": 0,
+    "teacli.signals": 0,  # Ctrl-C and SIGTERM as KeyboardInterrupt, held while heavy libraries import
     "teacli.settings": 0.5,  # the generation settings table: ranges from limits; catalog and generation use it
     "teacli.engine": 1,
     "teacli.models": 2,

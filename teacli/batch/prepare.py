@@ -22,7 +22,7 @@ from ..generation.progress import Progress
 from ..generation.runner import GenerationError, GenerationRequest
 from ..generation.session import check_fps, check_pipeline_takes, input_image, pipeline_media, resolve
 from ..models.catalog import Preset
-from ..settings import PIPELINE_CHECKED, SETTINGS
+from ..settings import PIPELINE_CHECKED, SETTINGS, check_given
 from .distributed import Launch, launch_from_env, pick_backend, rank_device, timeout_from_env
 from .prompt_runs import PromptJob, job_settings, read_prompt_jobs
 from .prompts import PromptsError
@@ -89,6 +89,7 @@ def prepare_prompts(
     environment)."""
     launch = launch or launch_from_env()
     progress = progress or Progress()
+    check_given({setting.name: getattr(spec, setting.name, None) for setting in SETTINGS}, GenerationError)
     preset = resolve(spec.model, offline=spec.load.offline)
     jobs = read_prompt_jobs(spec.prompts, spec.seed)
     check_pipeline_takes(preset, **{s.name: getattr(spec, s.name) for s in PIPELINE_CHECKED})

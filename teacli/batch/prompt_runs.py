@@ -26,7 +26,7 @@ from typing import Any
 
 from .. import limits
 from ..generation.output import OutputError
-from ..settings import BY_NAME, MANIFEST_SETTINGS, PROMPT_SETTINGS
+from ..settings import BY_NAME, MANIFEST_SETTINGS, PROMPT_SETTINGS, limit_of
 from .manifest import (  # noqa: F401 - the manifest's names, where callers have always found them
     ManifestError,
     ManifestWriter,
@@ -138,16 +138,17 @@ def bad_value(where: str, key: str, value: Any, wanted: str) -> PromptsError:
 
 def check_option(key: str, value: Any, where: str) -> Any:
     """One per-prompt option's value, or PromptsError saying what the key takes: the same ranges as the command
-    line and presets (teacli.limits)."""
+    line and presets (a setting's row in teacli.settings, else teacli.limits)."""
     if key in BY_NAME and BY_NAME[key].type is str:
         if not isinstance(value, str):
             raise bad_value(where, key, value, "a string")
         check_unicode(value, f"{where}: '{key}'")
         return value
-    wanted = limits.problem(key, value)
+    limit = limit_of(key)
+    wanted = limit.problem(value)
     if wanted is not None:
         raise bad_value(where, key, value, wanted)
-    return value if limits.LIMITS[key].integer else float(value)
+    return value if limit.integer else float(value)
 
 
 # --- names ----------------------------------------------------------------------------------------------------

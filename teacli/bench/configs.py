@@ -57,14 +57,11 @@ def teacache_config_maker(
     """The one place the bench assembles TeaCache configs, in process and in an isolated worker alike: the
     preset's (per denoiser where it has experts) at the row's threshold or plan, the user's coefficients (labelled
     `coefficients_source`) and cache options applied to every denoiser."""
-    from ..models.loading import teacache_configs
-
-    cache = cache or CacheOptions()
+    from ..generation.caching import teacache_configs
 
     def make(thresh: float | None = None, plan: Any = None) -> TeaCacheConfig | dict[str, TeaCacheConfig]:
-        made = teacache_configs(
-            preset, thresh, coefficients=coefficients, coefficients_source=coefficients_source, plan=plan
+        return teacache_configs(
+            preset, thresh, coefficients=coefficients, coefficients_source=coefficients_source, plan=plan, cache=cache
         )
-        return cache.apply(made)
 
     return make

@@ -266,18 +266,6 @@ class CalibrationResult:
         )
 
 
-def steps_note(preset: Preset, steps: int) -> str | None:
-    """A note when a calibrated preset runs at another step count than it was fitted at: rel_l1 per
-    step grows as steps get fewer, so the fit (and its clamp range) describes other distances."""
-    calibrated = preset.calibration.get("steps")
-    if preset.coefficients_kind != CALIBRATED or not isinstance(calibrated, int) or calibrated == steps:
-        return None
-    return (
-        f"coefficients calibrated at {calibrated} steps, generating with {steps}: for the best fit, "
-        f"calibrate with --steps {steps}"
-    )
-
-
 def fit_pairs(
     pairs: dict[tuple[str, str], tuple[list[float], list[float]]], settings: CalibrationSettings
 ) -> dict[str, DenoiserFit]:
@@ -332,8 +320,8 @@ def run_calibration(
     step callback, and once per prompt with the last step otherwise.
     """
     from ..engine.apply import apply_teacache
+    from ..generation.caching import teacache_configs
     from ..generation.runner import GenerationRequest, call_parameters, pipeline_kwargs
-    from ..models.loading import teacache_configs
 
     configs = teacache_configs(preset, thresh=0.0)
     recording = (

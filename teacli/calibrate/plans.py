@@ -161,9 +161,11 @@ def measure_costs(
     if any(request.steps != steps for request in requests):
         raise PlanError("every calibration caption must use the same number of steps")
     if not 1 <= max_gap <= steps - 2:
-        raise PlanError(f"max_gap must be between 1 and {steps - 2} at {steps} steps, got {max_gap}")
+        raise PlanError(f"max_gap must be between 1 and {steps - 2} at {steps} steps, got {max_gap}", field="max_gap")
     if not 0 <= forecast_gap <= steps - 2:
-        raise PlanError(f"forecast_gap must be between 0 and {steps - 2} at {steps} steps, got {forecast_gap}")
+        raise PlanError(
+            f"forecast_gap must be between 0 and {steps - 2} at {steps} steps, got {forecast_gap}", field="forecast_gap"
+        )
     runs = gap_runs(steps, max_gap, forecast_gap)
     totals = {run: 0.0 for run in runs}
     replay = _Replay()

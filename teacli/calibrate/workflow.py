@@ -157,8 +157,8 @@ def calibrate(spec: CalibrateSpec, progress: CalibrateProgress = CalibrateProgre
 
 def _plans(pipe: Any, spec: CalibrateSpec, progress: CalibrateProgress) -> Any:
     """run_plan_calibration on the first captions (caption i with seed + i)."""
+    from ..generation.caching import teacache_configs
     from ..generation.runner import GenerationRequest
-    from ..models.loading import teacache_configs
     from .plans import planned_runs, run_plan_calibration
 
     plan, settings = spec.plan, spec.settings

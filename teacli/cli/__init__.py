@@ -11,15 +11,15 @@ from typing import Any
 
 
 def main() -> None:
-    from . import _signals
+    from .. import signals
 
-    _signals.hold()  # a Ctrl-C now is acted on once the CLI's own modules are imported
+    signals.hold()  # a Ctrl-C now is acted on once the CLI's own modules are imported
     try:
         from ._commands import app
 
         app(prog_name="teacli")  # the command releases the signals (OneLineErrorsGroup.invoke)
     finally:
-        _signals.forget_handled_interrupt()
+        signals.forget_handled_interrupt()
 
 
 def run() -> None:
@@ -31,14 +31,14 @@ def run() -> None:
     import os
     import sys
 
-    from . import _signals
+    from .. import signals
 
     try:
         main()
         code = 0
     except SystemExit as exit:
         code = exit.code if isinstance(exit.code, int) else (0 if exit.code is None else 1)
-    _signals.hold()  # from here on a signal changes nothing: the run is over
+    signals.hold()  # from here on a signal changes nothing: the run is over
     for stream in (sys.stdout, sys.stderr):
         try:
             if stream is not None:

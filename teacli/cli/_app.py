@@ -7,17 +7,17 @@ import sys
 import traceback
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
-from typing import Any
+from typing import Any, NoReturn
 
 import typer
 from rich.console import Console
 from rich.markup import escape
 from typer.core import TyperGroup
 
-from ..errors import TeacliError
+from ..errors import TeacliError, is_out_of_memory
 from ..models.library_logs import quiet_libraries
-from ._signals import exit_code as interrupt_exit_code
-from ._signals import handlers, interrupt_for, interrupt_of, release, restore
+from ..signals import exit_code as interrupt_exit_code
+from ..signals import handlers, interrupt_for, interrupt_of, release, restore
 
 EXIT_USER_ERROR = 1
 
@@ -60,6 +60,12 @@ def user_message(error: TeacliError) -> str:
 def print_error(message: str) -> None:
     one_line = escape(" ".join(str(message).split()))  # a message may hold brackets: 'teacli[video]'
     stderr.print(f"[bold red]error:[/] {one_line}", highlight=False, markup=True, soft_wrap=True)
+
+
+def interrupted(done: str, interrupt: KeyboardInterrupt) -> NoReturn:
+    """A command's own Ctrl-C or SIGTERM: say what is on disk (`done`) and exit with the signal's code."""
+    print_error(f"interrupted; {done}")
+    raise typer.Exit(interrupt_exit_code(interrupt)) from None
 
 
 def print_warning(message: str) -> None:
@@ -291,13 +297,6 @@ def describe_failure(error: BaseException) -> str:
     )
 
 
-def is_out_of_memory(error: BaseException) -> bool:
-    if isinstance(error, MemoryError) or type(error).__name__ == "OutOfMemoryError":
-        return True
-    text = str(error).lower()
-    return isinstance(error, RuntimeError) and ("out of memory" in text or "can't allocate memory" in text)
-
-
 def short_reason(error: BaseException) -> str:
     """A library's message cut to one short line (limits.clip): never an unbounded value."""
     from ..limits import clip
@@ -307,9 +306,9 @@ def short_reason(error: BaseException) -> str:
 
 def import_libraries() -> None:
     """torch, diffusers and transformers, imported once a command's cheap checks passed, with Ctrl-C and SIGTERM
-    held until they are complete (see _signals.hold): a bad option is refused in a fraction of a second, and a
+    held until they are complete (see teacli.signals.hold): a bad option is refused in a fraction of a second, and a
     signal during the imports is one line, never a half-imported library."""
-    from ._signals import held
+    from ..signals import held
 
     with held():
         import diffusers  # noqa: F401

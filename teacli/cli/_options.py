@@ -5,11 +5,11 @@ from __future__ import annotations
 import math
 from enum import Enum
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from .. import limits
+from .. import limits, settings
 from ..models.catalog import DEFAULT_PRESET
 from ._app import CLIError
 
@@ -31,23 +31,34 @@ class DType(str, Enum):
     bfloat16 = "bfloat16"
 
 
+def setting_option(name: str, *short: str) -> Any:
+    """The option of a generation setting, declared by its row in teacli.settings (flag, help, default shown)."""
+    row = settings.setting(name)
+    return typer.Option(row.flag, *short, help=row.help, show_default=row.show_default)
+
+
 ModelOpt = Annotated[
     str | None,
     typer.Option(
         "--model", "-m", help="Preset name, hub id, local pipeline path or preset .yaml", show_default=DEFAULT_PRESET
     ),
 ]
-StepsOpt = Annotated[int | None, typer.Option("--steps", help="Denoising steps", show_default="the preset's")]
-SeedOpt = Annotated[int, typer.Option("--seed", help="Random seed for the starting noise")]
-GuidanceOpt = Annotated[float | None, typer.Option("--guidance", help="Guidance scale", show_default="the preset's")]
-HeightOpt = Annotated[int | None, typer.Option("--height", help="Image height", show_default="the preset's")]
-WidthOpt = Annotated[int | None, typer.Option("--width", help="Image width", show_default="the preset's")]
+StepsOpt = Annotated[int | None, setting_option("steps")]
+SeedOpt = Annotated[int, setting_option("seed")]
+GuidanceOpt = Annotated[float | None, setting_option("guidance")]
+HeightOpt = Annotated[int | None, setting_option("height")]
+WidthOpt = Annotated[int | None, setting_option("width")]
+ImageOpt = Annotated[Path | None, setting_option("image")]
+NegativePromptOpt = Annotated[str | None, setting_option("negative_prompt")]
+TrueCfgOpt = Annotated[float | None, setting_option("true_cfg")]
+FramesOpt = Annotated[int | None, setting_option("frames")]
+FpsOpt = Annotated[float | None, setting_option("fps")]
+NumImagesOpt = Annotated[int, setting_option("num_images", "-n")]
+NumPromptsOpt = Annotated[int | None, typer.Option("--num-prompts", help="Use the first N prompts", show_default="all")]
+OverwriteOpt = Annotated[bool, typer.Option("--overwrite", help="Replace --out if it exists")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print the report as JSON on stdout (tables go to stderr)")]
 DeviceOpt = Annotated[Device, typer.Option("--device", help="Where to run")]
 DTypeOpt = Annotated[DType, typer.Option("--dtype", help="Weights dtype (auto: bfloat16 on CUDA, float32 elsewhere)")]
-ImageOpt = Annotated[
-    Path | None,
-    typer.Option("--image", help="Input image for editing models (FLUX.1 Kontext, Qwen-Image-Edit, ...)"),
-]
 VerboseOpt = Annotated[bool, typer.Option("--verbose", "-v", help="Log a line per transformer call")]
 CoefficientsOpt = Annotated[
     str | None,
@@ -122,10 +133,10 @@ def parse_thresholds(text: str) -> list[float]:
 
 
 def check_ranges(**values: object) -> None:
-    """Every number the user typed against its range (teacli.limits), before anything is loaded: NaN,
-    infinity and values too large for torch fail here with the option named, never deep in the model."""
+    """Every number the user typed against its range (a setting's row in teacli.settings, else teacli.limits),
+    before anything is loaded: NaN, infinity and values too large for torch fail here with the option named."""
     for name, value in values.items():
-        limits.check(name, value, CLIError)
+        settings.check(name, value, CLIError)
 
 
 def check_seeds(seed: int, count: int) -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 from typing import Annotated, Any
@@ -14,8 +13,7 @@ from ._app import (
     CLIError,
     ReportConsole,
     import_libraries,
-    interrupt_exit_code,
-    print_error,
+    interrupted,
     print_json,
     reserve_stdout_for_json,
     setup_logging,
@@ -38,6 +36,7 @@ from ._options import (
     LoraScaleOpt,
     MaxCachedInRowOpt,
     ModelOpt,
+    NumPromptsOpt,
     OfflineOpt,
     RetStepsOpt,
     SeedOpt,
@@ -55,6 +54,7 @@ from ._options import (
     parse_coefficients,
     parse_thresholds,
 )
+from ._progress import RichProgress, bar, loading
 
 BENCH_PROMPT = "a red circle on a blue background"
 THRESHOLDS = "0.1,0.2,0.4,0.6"
@@ -66,15 +66,16 @@ ThreshOption = Annotated[
     typer.Option(
         "--thresh",
         "-t",
-        help=f"Comma-separated thresholds [default: {THRESHOLDS}; with --sweep {SWEEP_THRESHOLDS}]",
+        help="Comma-separated thresholds",
+        show_default=f"{THRESHOLDS}; with --sweep {SWEEP_THRESHOLDS}",
     ),
 ]
 AgainstOption = Annotated[
     str | None,
     typer.Option(
         "--against",
-        help="Other caches beside TeaCache, comma-separated: fbcache, magcache, taylorseer, dbcache, "
-        "or none [default: all that apply]",
+        help="Other caches beside TeaCache, comma-separated: fbcache, magcache, taylorseer, dbcache, or none",
+        show_default="all that apply",
     ),
 ]
 BudgetOption = Annotated[
@@ -83,15 +84,15 @@ BudgetOption = Annotated[
         "--budget",
         "-b",
         help="Comma-separated budgets (computed steps, e.g. 6,8,10, or speedups, e.g. 3x): a teacache-plan row "
-        "each (the preset's calibrated plan; teacache-uniform where it has none) [default: with --sweep, every "
-        "budget the preset has a plan for, up to 60% of the steps]",
+        "each (the preset's calibrated plan; teacache-uniform where it has none)",
+        show_default="with --sweep, every budget the preset has a plan for, up to 60% of the steps",
     ),
 ]
 PolicyOption = Annotated[
     str,
     typer.Option("--policy", help="For --budget rows: auto (a calibrated plan, else uniform), plan or uniform"),
 ]
-PromptOption = Annotated[str | None, typer.Option("--prompt", help=f"Prompt for every run [default: {BENCH_PROMPT!r}]")]
+PromptOption = Annotated[str | None, typer.Option("--prompt", help="Prompt for every run", show_default=BENCH_PROMPT)]
 PromptsOption = Annotated[
     Path | None,
     typer.Option(
@@ -99,9 +100,6 @@ PromptsOption = Annotated[
         help="Text file, one prompt a line ('#' comments): every configuration runs on every prompt, "
         "prompt i with seed --seed + i; rows give the mean and spread over prompts",
     ),
-]
-NumPromptsOption = Annotated[
-    int | None, typer.Option("--num-prompts", help="With --prompts: the first N prompts [default: all]")
 ]
 SweepOption = Annotated[
     bool,
@@ -120,7 +118,9 @@ AtCallsOption = Annotated[
 RunsOption = Annotated[
     int | None,
     typer.Option(
-        "--runs", help="Measured runs per configuration (and prompt) [default: 3; 1 with --prompts or --at-calls]"
+        "--runs",
+        help="Measured runs per configuration (and prompt)",
+        show_default="3; 1 with --prompts or --at-calls",
     ),
 ]
 WarmupOption = Annotated[
@@ -160,7 +160,7 @@ def bench(
     width: WidthOpt = None,
     prompt: PromptOption = None,
     prompts: PromptsOption = None,
-    num_prompts: NumPromptsOption = None,
+    num_prompts: NumPromptsOpt = None,
     sweep: SweepOption = False,
     at_calls: AtCallsOption = None,
     image: ImageOpt = None,
@@ -198,7 +198,7 @@ def bench(
     texts = _prompt_texts(prompt, prompts, num_prompts, seed, isolate and over_prompts)
     to_stdout = _check_outputs(json_out, plot, overwrite)
     import_libraries()
-    from ._session import resolve
+    from ..generation.session import resolve
 
     methods = _methods(against)
     loading = load_options(allow_pickle, offline, lora, lora_scale, compile)
@@ -221,29 +221,19 @@ def bench(
     _report(_run(spec, console), console, None if to_stdout else json_out, to_stdout, plot, overwrite)
 
 
-def _run(spec, console):
+def _run(spec: Any, console: Any) -> Any:
     """run_benchmark with its progress drawn: a spinner while loading, a bar while measuring."""
     from rich.markup import escape
 
     from ..bench.suite import BenchProgress, run_benchmark
-    from ._app import stderr
-    from ._session import step_progress
-
-    @contextmanager
-    def bar(description: str, total: int):
-        with step_progress("bench", total) as progress:
-            task = progress.add_task(description, total=total)
-            yield lambda label: progress.update(task, advance=1, description=label)
 
     def skipping(method: str, reason: str) -> None:
         console.print(f"[yellow]skipping {method}:[/] {escape(reason)}", highlight=False)
 
-    loading = lambda name: stderr.status(f"loading {name} ...")  # noqa: E731
     try:
         return run_benchmark(spec, BenchProgress(loading=loading, bar=bar, skipping=skipping))
     except KeyboardInterrupt as interrupt:
-        print_error("interrupted; nothing was written")
-        raise typer.Exit(interrupt_exit_code(interrupt)) from None
+        interrupted("nothing was written", interrupt)
 
 
 def _budget_texts(budget: str | None, policy: str) -> list[str]:
@@ -337,11 +327,12 @@ def _requests(
 ) -> list[Any]:
     """Request i: prompt i with seed + i, the preset's defaults where nothing was asked; what the pipeline cannot
     take refused and what makes caching useless warned of (refused with --strict), before loading."""
+    from ..generation.checks import check_settings, schedule_warning, thresh_warning
     from ..generation.runner import GenerationRequest
-    from ._checks import check_settings, schedule_warning, thresh_warning
-    from ._session import check_pipeline_takes, input_image
+    from ..generation.session import check_pipeline_takes, input_image
 
     check_pipeline_takes(preset, guidance=asked["guidance"], height=asked["height"], width=asked["width"], image=image)
     request = GenerationRequest.from_preset(preset, texts[0], seed=seed, image=input_image(preset, image), **asked)
-    check_settings([schedule_warning(request.steps), *(thresh_warning(t, preset) for t in thresholds)], strict)
+    warnings = [schedule_warning(request.steps), *(thresh_warning(t, preset) for t in thresholds)]
+    check_settings(warnings, strict, RichProgress())
     return [replace(request, prompt=text, seed=seed + index) for index, text in enumerate(texts)]

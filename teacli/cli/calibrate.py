@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -13,8 +12,7 @@ from ._app import (
     CLIError,
     ReportConsole,
     import_libraries,
-    interrupt_exit_code,
-    print_error,
+    interrupted,
     print_json,
     reserve_stdout_for_json,
     setup_logging,
@@ -28,10 +26,13 @@ from ._options import (
     DTypeOpt,
     GuidanceOpt,
     HeightOpt,
+    JsonOpt,
     LoraOpt,
     LoraScaleOpt,
     ModelOpt,
+    NumPromptsOpt,
     OfflineOpt,
+    OverwriteOpt,
     VerboseOpt,
     WidthOpt,
     check_ranges,
@@ -39,15 +40,15 @@ from ._options import (
     check_text,
     load_options,
 )
+from ._progress import completed_bar, loading
 
 PRESET_SUFFIXES = (".yaml", ".yml")
 
 
 PromptsOption = Annotated[
     Path | None,
-    typer.Option("--prompts", help="Text file, one prompt a line ('#' comments) [default: the built-in set]"),
+    typer.Option("--prompts", help="Text file, one prompt a line ('#' comments)", show_default="the built-in set"),
 ]
-NumPromptsOption = Annotated[int | None, typer.Option("--num-prompts", help="Use the first N prompts [default: all]")]
 StepsOption = Annotated[int, typer.Option("--steps", help="Denoising steps per prompt (at least 3)")]
 SeedOption = Annotated[int, typer.Option("--seed", help="Seed of the first prompt; prompt i uses seed + i")]
 OrderOption = Annotated[int, typer.Option("--order", help="Polynomial order, 1 to 6")]
@@ -56,12 +57,11 @@ NegativePromptOption = Annotated[
     typer.Option("--negative-prompt", help="Also record the uncond branch of true-CFG pipelines (Qwen-Image)"),
 ]
 NameOption = Annotated[
-    str | None, typer.Option("--name", help="Name of the written preset [default: the model's preset name]")
+    str | None, typer.Option("--name", help="Name of the written preset", show_default="the model's preset name")
 ]
 OutOption = Annotated[
-    Path | None, typer.Option("--out", "-o", help="Preset file to write [default: NAME-calibrated.yaml]")
+    Path | None, typer.Option("--out", "-o", help="Preset file to write", show_default="NAME-calibrated.yaml")
 ]
-OverwriteOption = Annotated[bool, typer.Option("--overwrite", help="Replace --out if it exists")]
 PlanOption = Annotated[
     bool,
     typer.Option(
@@ -74,40 +74,42 @@ PlanPromptsOption = Annotated[
     int | None,
     typer.Option(
         "--plan-prompts",
-        help=f"With --plan: captions the plans are measured on (the first N) [default: {PLAN_PROMPTS}]",
+        help="With --plan: captions the plans are measured on (the first N)",
+        show_default=str(PLAN_PROMPTS),
     ),
 ]
 MaxGapOption = Annotated[
     int | None,
-    typer.Option("--max-gap", help=f"With --plan: the most steps in a row a plan may skip [default: {MAX_GAP}]"),
+    typer.Option("--max-gap", help="With --plan: the most steps in a row a plan may skip", show_default=str(MAX_GAP)),
 ]
 ForecastGapOption = Annotated[
     int | None,
     typer.Option(
         "--forecast-gap",
-        help=f"With --plan: the most steps in a row a plan may forecast; 0: none [default: {FORECAST_GAP}]",
+        help="With --plan: the most steps in a row a plan may forecast; 0: none",
+        show_default=str(FORECAST_GAP),
     ),
 ]
 BudgetsOption = Annotated[
     str | None,
-    typer.Option("--budgets", help="With --plan: computed steps to plan for, e.g. 4-20 [default: 2 to 70% of --steps]"),
+    typer.Option(
+        "--budgets", help="With --plan: computed steps to plan for, e.g. 4-20", show_default="2 to 70% of --steps"
+    ),
 ]
 BatchOption = Annotated[
     int | None,
     typer.Option(
         "--batch",
-        help=f"With --plan: captions per pipeline call (more is faster, needs memory) [default: {BATCH}]",
+        help="With --plan: captions per pipeline call (more is faster, needs memory)",
+        show_default=str(BATCH),
     ),
-]
-JsonReportOption = Annotated[
-    bool, typer.Option("--json", help="Print the fit and the written preset as JSON on stdout (tables to stderr)")
 ]
 
 
 def calibrate(
     model: ModelOpt = None,
     prompts: PromptsOption = None,
-    num_prompts: NumPromptsOption = None,
+    num_prompts: NumPromptsOpt = None,
     steps: StepsOption = 50,
     guidance: GuidanceOpt = None,
     seed: SeedOption = 0,
@@ -117,7 +119,7 @@ def calibrate(
     negative_prompt: NegativePromptOption = None,
     name: NameOption = None,
     out: OutOption = None,
-    overwrite: OverwriteOption = False,
+    overwrite: OverwriteOpt = False,
     plan: PlanOption = False,
     plan_prompts: PlanPromptsOption = None,
     max_gap: MaxGapOption = None,
@@ -131,7 +133,7 @@ def calibrate(
     dtype: DTypeOpt = DType.auto,
     allow_pickle: AllowPickleOpt = False,
     offline: OfflineOpt = False,
-    json_report: JsonReportOption = False,
+    json_report: JsonOpt = False,
     verbose: VerboseOpt = False,
 ) -> None:
     """Fit TeaCache coefficients on a model (uncached runs over prompts) and write a preset with them; with
@@ -147,7 +149,7 @@ def calibrate(
     from ..calibrate.coefficients import CalibrationSettings
     from ..calibrate.workflow import CalibrateSpec
     from ..generation.runner import GenerationRequest
-    from ._session import check_pipeline_takes, resolve
+    from ..generation.session import check_pipeline_takes, resolve
 
     # Everything the user typed is checked before the model is loaded, so a bad run writes nothing.
     _check_fit(steps, order)
@@ -188,26 +190,14 @@ def check_plan_flags(plan: bool, **given: object) -> None:
         raise CLIError(f"{named[0]} goes with --plan; add --plan or drop it")
 
 
-def _run(spec):
+def _run(spec: Any) -> Any:
     """calibrate with its progress drawn: a spinner while loading, a bar while fitting and while planning."""
     from ..calibrate.workflow import CalibrateProgress, calibrate
-    from ._app import stderr
-    from ._session import step_progress
 
-    @contextmanager
-    def bar(description: str, total: int):
-        with step_progress(description, total) as progress:
-            task = progress.add_task(description, total=total)
-            yield lambda completed, label: progress.update(
-                task, completed=completed, **({"description": label} if label else {})
-            )
-
-    loading = lambda name: stderr.status(f"loading {name} ...")  # noqa: E731
     try:
-        return calibrate(spec, CalibrateProgress(loading=loading, bar=bar))
+        return calibrate(spec, CalibrateProgress(loading=loading, bar=completed_bar))
     except KeyboardInterrupt as interrupt:
-        print_error("interrupted; nothing was written")
-        raise typer.Exit(interrupt_exit_code(interrupt)) from None
+        interrupted("nothing was written", interrupt)
 
 
 def _check_fit(steps: int, order: int) -> None:

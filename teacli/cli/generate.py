@@ -1,20 +1,24 @@
 """teacli generate: one image with TeaCache, and a report of what it skipped; or one output per prompt of a
-prompts file (--prompts: see _prompts_run)."""
+prompts file (--prompts). Under torchrun or accelerate launch only rank 0 speaks; the others exit alike."""
 
 from __future__ import annotations
 
+import logging
+import warnings
 from dataclasses import fields
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
+from ..errors import TeacliError
 from ._app import (
+    EXIT_USER_ERROR,
     CLIError,
     ReportConsole,
     import_libraries,
     interrupt_exit_code,
-    print_error,
+    interrupted,
     print_json,
     reserve_stdout_for_json,
     setup_logging,
@@ -30,20 +34,27 @@ from ._options import (
     DType,
     DTypeOpt,
     EndOpt,
+    FpsOpt,
+    FramesOpt,
     GuidanceOpt,
     HeightOpt,
     ImageOpt,
+    JsonOpt,
     LoraOpt,
     LoraScaleOpt,
     MaxCachedInRowOpt,
     ModelOpt,
+    NegativePromptOpt,
+    NumImagesOpt,
     OfflineOpt,
+    OverwriteOpt,
     PolicyOpt,
     RetStepsOpt,
     SeedOpt,
     StartOpt,
     StepsOpt,
     StrictOpt,
+    TrueCfgOpt,
     VerboseOpt,
     WidthOpt,
     cache_options,
@@ -55,6 +66,7 @@ from ._options import (
     load_options,
     parse_coefficients,
 )
+from ._progress import RichProgress
 
 
 class UsageError(CLIError):
@@ -63,7 +75,7 @@ class UsageError(CLIError):
     exit_code = 2
 
 
-# The options only generate has, declared once here so its signature reads as a list.
+# The options only generate has.
 PromptArg = Annotated[str | None, typer.Argument(help="What to draw (or give --prompts FILE)", show_default=False)]
 PromptsOpt = Annotated[
     Path | None,
@@ -74,41 +86,28 @@ PromptsOpt = Annotated[
     ),
 ]
 OutDirOpt = Annotated[
-    Path | None, typer.Option("--out-dir", help="With --prompts: where the outputs go [default: the current folder]")
+    Path | None,
+    typer.Option("--out-dir", help="With --prompts: where the outputs go", show_default="the current folder"),
 ]
 ManifestOpt = Annotated[
     Path | None,
     typer.Option(
-        "--manifest", help="With --prompts: the JSONL record of what was made [default: OUT_DIR/manifest.jsonl]"
+        "--manifest", help="With --prompts: the JSONL record of what was made", show_default="OUT_DIR/manifest.jsonl"
     ),
 ]
 ThreshOpt = Annotated[
     float | None,
-    typer.Option("--thresh", "-t", help="TeaCache threshold; 0 computes every step [default: the preset's]"),
-]
-NegativePromptOpt = Annotated[
-    str | None, typer.Option("--negative-prompt", help="Negative prompt (true CFG: see --true-cfg)")
-]
-TrueCfgOpt = Annotated[float | None, typer.Option("--true-cfg", help="True-CFG scale used with --negative-prompt")]
-FramesOpt = Annotated[int | None, typer.Option("--frames", help="Video frames [default: the preset's]")]
-FpsOpt = Annotated[float | None, typer.Option("--fps", help="Video frame rate [default: the preset's or 16]")]
-NumImagesOpt = Annotated[
-    int,
-    typer.Option(
-        "--num-images", "-n", help="Outputs made in one batch; output i uses seed + i (files NAME-1, NAME-2, ...)"
-    ),
+    typer.Option("--thresh", "-t", help="TeaCache threshold; 0 computes every step", show_default="the preset's"),
 ]
 OutOpt = Annotated[
     Path | None,
     typer.Option(
-        "--out", "-o", help="Output file [default: teacli-NNNN.png/.mp4/.wav by what the model makes, first free]"
+        "--out", "-o", help="Output file", show_default="teacli-NNNN.png/.mp4/.wav by what the model makes, first free"
     ),
 ]
-OverwriteOpt = Annotated[bool, typer.Option("--overwrite", help="Replace --out if it exists")]
 CompareBaselineOpt = Annotated[
     bool, typer.Option("--compare-baseline", help="Also run without cache: measured speedup and PSNR")
 ]
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print the report as JSON on stdout (the table goes to stderr)")]
 
 
 def generate(
@@ -160,7 +159,6 @@ def generate(
 
     from ..batch.prepare import PromptsSpec
     from ..generation.generate import GenerationSpec
-    from ._prompts_run import generate_prompts
 
     given.update(
         coefficients=parse_coefficients(coefficients),
@@ -171,7 +169,7 @@ def generate(
     )
     setup_logging(verbose)
     if prompts is not None:
-        generate_prompts(_spec(PromptsSpec, given), json_report)
+        _generate_prompts(_spec(PromptsSpec, given), json_report)
     else:
         _generate_one(_spec(GenerationSpec, given), json_report)
 
@@ -214,7 +212,6 @@ def _generate_one(spec: Any, json_report: bool) -> None:
     """One prompt: the library's generate, its progress on stderr, then the report."""
     from ..generation.generate import prepare_generation, run_generation
     from ..generation.report import render_generation
-    from ._session import RichProgress
 
     progress = RichProgress()
     prepared = prepare_generation(spec, progress)
@@ -223,11 +220,55 @@ def _generate_one(spec: Any, json_report: bool) -> None:
     except KeyboardInterrupt as interrupt:
         # A Ctrl-C during the final renames is held until the files are in place: say what is on disk.
         written = prepared.written()
-        done = f"wrote only {', '.join(map(str, written))}" if written else "nothing was written"
-        print_error(f"interrupted; {done}")
-        raise typer.Exit(interrupt_exit_code(interrupt)) from None
+        interrupted(f"wrote only {', '.join(map(str, written))}" if written else "nothing was written", interrupt)
+    _render(render_generation, summary, json_report)
+
+
+def _generate_prompts(spec: Any, json_report: bool) -> None:
+    """One output per prompt of spec.prompts (teacli.batch), then the report; only rank 0 speaks."""
+    from ..batch.distributed import launch_from_env
+    from ..batch.prepare import prepare_prompts
+    from ..batch.report import render_prompts
+    from ..batch.run import PromptsFailed, run_prompts
+    from ..generation.progress import Quiet
+
+    launch = launch_from_env()
+    if not launch.is_main:  # the others say nothing but their own errors
+        logging.getLogger("teacli").setLevel(logging.ERROR)
+        warnings.simplefilter("ignore")
+    progress = RichProgress() if launch.is_main else Quiet()
+    try:
+        prepared = prepare_prompts(spec, launch, progress)
+    except TeacliError:
+        _quiet_unless_main(launch)  # every rank sees the same arguments and files: rank 0 says it
+        raise
+    try:
+        summary = run_prompts(prepared, progress)
+    except PromptsFailed as failure:
+        if failure.summary is not None:
+            _render(render_prompts, failure.summary, json_report)
+        _quiet_unless_main(launch)
+        raise
+    except KeyboardInterrupt as interrupt:
+        if not launch.is_main:
+            raise typer.Exit(interrupt_exit_code(interrupt)) from None
+        where = prepared.manifest if not launch.distributed else f"{prepared.manifest} and its part files"
+        interrupted(
+            f"{len(prepared.made)} output(s) of this process are recorded in {where}; "
+            "run the same command again to make the rest",
+            interrupt,
+        )
+    if summary is not None:
+        _render(render_prompts, summary, json_report)
+
+
+def _quiet_unless_main(launch: Any) -> None:
+    if not launch.is_main:
+        raise typer.Exit(EXIT_USER_ERROR) from None
+
+
+def _render(render: Any, summary: Any, json_report: bool) -> None:
+    """The report's tables on stdout, or with --json on stderr and the JSON on stdout."""
+    render(summary, ReportConsole(stderr=json_report))
     if json_report:
-        render_generation(summary, ReportConsole(stderr=True))
         print_json(summary.to_dict())
-    else:
-        render_generation(summary, ReportConsole())

@@ -58,7 +58,7 @@ class SweepRow:
 def run_sweep(pipe, preset, captions: Sequence[Caption], thresholds: Sequence[float], steps: int) -> list[SweepRow]:
     """The uncached row first (no hook at all), then one row per threshold."""
     from teacli import apply_teacache
-    from teacli.models.loading import teacache_configs
+    from teacli.generation.caching import teacache_configs
 
     baseline = _row(pipe, preset, captions, steps, None, None)
     rows = [baseline]

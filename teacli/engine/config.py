@@ -12,7 +12,7 @@ from typing import Any
 import torch
 
 from ..errors import TeacliError
-from ..limits import LIMITS, short
+from ..limits import MAX_STEPS, short
 from .plan import Plan
 
 
@@ -139,7 +139,7 @@ def _checked_step(name: str, value: Any) -> int | None:
         return None
     if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 0:
         raise TeaCacheError(f"{name} must be a non-negative integer, got {short(value)}")
-    most = int(LIMITS["steps"].high)
+    most = MAX_STEPS
     if value > most:
         raise TeaCacheError(f"{name} must be at most {most} (a step of the schedule), got {short(value)}")
     return int(value)

@@ -14,7 +14,7 @@ from typing import Any
 
 from ..engine.apply import apply_teacache
 from ..models.catalog import Preset
-from ..settings import SETTINGS
+from ..settings import SETTINGS, check_given
 from .caching import USER_COEFFICIENTS
 from .checks import check_rule_options, check_settings, chosen_warning, schedule_warning, steps_note
 from .measure import Run, quality
@@ -24,7 +24,7 @@ from .policy import Policy, choose_policy
 from .preparation import CacheOptions, LoadOptions
 from .progress import Progress
 from .report import GenerationSummary
-from .runner import GenerationRequest, fit_size, made_frames
+from .runner import GenerationError, GenerationRequest, fit_size, made_frames
 from .session import (
     Session,
     check_fps,
@@ -101,6 +101,7 @@ def generate(spec: GenerationSpec, progress: Progress | None = None) -> Generati
 def prepare_generation(spec: GenerationSpec, progress: Progress | None = None) -> PreparedGeneration:
     """Everything checked and decided before the model loads; warnings go to `progress` (refused when strict)."""
     progress = progress or Progress()
+    check_given({setting.name: getattr(spec, setting.name) for setting in SETTINGS}, GenerationError)
     preset = resolve(spec.model, offline=spec.load.offline)
     check_pipeline_takes(
         preset,

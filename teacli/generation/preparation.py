@@ -18,7 +18,7 @@ from ..models.catalog import Preset
 
 
 class OptionsError(TeacliError, ValueError):
-    """An option value that cannot work; the message names the option and what it takes."""
+    """An option value that cannot work; the message names the field (`field`) and what it takes."""
 
 
 @dataclass(frozen=True)
@@ -33,7 +33,7 @@ class LoadOptions:
 
     def __post_init__(self) -> None:
         if not math.isfinite(self.lora_scale):
-            raise OptionsError(f"--lora-scale must be a finite number, got {self.lora_scale}")
+            raise OptionsError(f"lora_scale must be a finite number, got {self.lora_scale}", field="lora_scale")
         limits.check("lora_scale", self.lora_scale, OptionsError)
 
     def to_dict(self) -> dict[str, Any]:
@@ -54,15 +54,20 @@ class CacheOptions:
         for name in ("start", "end"):
             value = getattr(self, name)
             if value is not None and not (math.isfinite(value) and 0.0 <= value <= 1.0):
-                raise OptionsError(f"--{name} is a fraction of the schedule between 0 and 1, got {value}")
+                raise OptionsError(f"{name} is a fraction of the schedule between 0 and 1, got {value}", field=name)
         start = 0.0 if self.start is None else self.start
         end = 1.0 if self.end is None else self.end
         if not start < end:
-            raise OptionsError(f"--start ({start:g}) must be below --end ({end:g}): no step would be cacheable")
+            raise OptionsError(
+                f"start ({start:g}) must be below end ({end:g}): no step would be cacheable", field=("start", "end")
+            )
         limits.check("ret_steps", self.ret_steps, OptionsError)
         in_row = self.max_cached_in_row
         if isinstance(in_row, int) and not isinstance(in_row, bool) and in_row < 1:
-            raise OptionsError(f"--max-cached-in-row must be at least 1, got {in_row} (--thresh 0 never reuses)")
+            raise OptionsError(
+                f"max_cached_in_row must be at least 1, got {in_row} (thresh 0 never reuses)",
+                field=("max_cached_in_row", "thresh"),
+            )
         limits.check("max_cached_in_row", self.max_cached_in_row, OptionsError)
         if self.cache_device is not None:
             check_cache_device(self.cache_device)
@@ -86,24 +91,28 @@ STORAGE_DEVICE_TYPES = ("cpu", "cuda", "mps", "xpu", "npu", "hpu")
 
 
 def check_cache_device(name: str) -> None:
-    """--cache-device names a device torch knows, that stores values, and that this machine has."""
+    """cache_device names a device torch knows, that stores values, and that this machine has."""
     try:
         device = torch.device(name)
     except (RuntimeError, ValueError, TypeError):
         raise OptionsError(
-            f"--cache-device takes a torch device such as cpu or cuda:0, got {limits.short(name)}"
+            f"cache_device takes a torch device such as cpu or cuda:0, got {limits.short(name)}", field="cache_device"
         ) from None
     if device.type not in STORAGE_DEVICE_TYPES:
         raise OptionsError(
-            f"--cache-device {name} cannot hold residuals (a {device.type} tensor has no values); use cpu or a GPU"
+            f"cache_device {name} cannot hold residuals (a {device.type} tensor has no values); use cpu or a GPU",
+            field="cache_device",
         )
     backend = getattr(torch, device.type, None)
     available = device.type == "cpu" or (backend is not None and backend.is_available())
     if not available:
-        raise OptionsError(f"--cache-device {name}: no {device.type} device is available here; use cpu")
+        raise OptionsError(
+            f"cache_device {name}: no {device.type} device is available here; use cpu", field="cache_device"
+        )
     if device.index is not None and device.type == "cuda" and device.index >= torch.cuda.device_count():
         raise OptionsError(
-            f"--cache-device {name}: this machine has {torch.cuda.device_count()} CUDA device(s); use cpu or cuda:0"
+            f"cache_device {name}: this machine has {torch.cuda.device_count()} CUDA device(s); use cpu or cuda:0",
+            field="cache_device",
         )
 
 

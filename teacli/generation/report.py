@@ -183,28 +183,30 @@ def by_method(rows: list[Any]) -> Iterator[tuple[Any, bool]]:
         yield row, index + 1 < len(rows) and rows[index + 1].config.method != row.config.method
 
 
+# The figures of a bench row, after its name; a prompts bench has its own (render_prompts_bench).
+BENCH_FIGURES = (
+    *("computed/total", "median s", "spread s", "speedup", "ideal", "efficiency"),
+    *("PSNR", "SSIM", "peak memory", "extra"),
+)
+
+
+def bench_table(title: str, caption: str, figures: tuple[str, ...]) -> Table:
+    """A bench table: the configuration's name on the left, then its figures right-aligned."""
+    table = Table(title=title, caption=caption)
+    table.add_column("config", justify="left")
+    for column in figures:
+        table.add_column(column, justify="right")
+    return table
+
+
 def render_bench(result: Any, title: str, console: Console) -> None:
     """One row per configuration, vanilla first; then what was skipped and why."""
-    table = Table(
-        title=title,
-        caption="ideal: the speedup if every cached call saved a whole vanilla transformer call at no cost; "
+    table = bench_table(
+        title,
+        "ideal: the speedup if every cached call saved a whole vanilla transformer call at no cost; "
         "efficiency = speedup / ideal. PSNR and SSIM against vanilla's output (same seed).",
+        BENCH_FIGURES,
     )
-    columns = (
-        ("config", "left"),
-        ("computed/total", "right"),
-        ("median s", "right"),
-        ("spread s", "right"),
-        ("speedup", "right"),
-        ("ideal", "right"),
-        ("efficiency", "right"),
-        ("PSNR", "right"),
-        ("SSIM", "right"),
-        ("peak memory", "right"),
-        ("extra", "right"),
-    )
-    for column, justify in columns:
-        table.add_column(column, justify=justify)
     for row, last_of_method in by_method(result.rows):
         is_vanilla = row is result.vanilla
         table.add_row(
@@ -230,24 +232,13 @@ def render_prompts_bench(result: Any, title: str, console: Console) -> None:
     """bench --prompts: one row per configuration, vanilla first, each figure over the prompts: mean computed
     calls, mean seconds (of each prompt's median), PSNR and SSIM as mean ± std and PSNR's range (each prompt
     against its own vanilla picture). The ideal speedup and memory are in the JSON."""
-    table = Table(
-        title=title,
-        caption="computed: mean calls per picture; seconds: mean over prompts of each prompt's median; PSNR and "
+    table = bench_table(
+        title,
+        "computed: mean calls per picture; seconds: mean over prompts of each prompt's median; PSNR and "
         "SSIM against each prompt's own vanilla picture (same seed), mean ± std and range over prompts (an "
         "identical picture counts as the PSNR cap); efficiency = speedup / ideal speedup.",
+        ("computed/total", "mean s", "speedup", "efficiency", "PSNR dB", "PSNR range", "SSIM"),
     )
-    columns = (
-        ("config", "left"),
-        ("computed/total", "right"),
-        ("mean s", "right"),
-        ("speedup", "right"),
-        ("efficiency", "right"),
-        ("PSNR dB", "right"),
-        ("PSNR range", "right"),
-        ("SSIM", "right"),
-    )
-    for column, justify in columns:
-        table.add_column(column, justify=justify)
     for row, last_of_method in by_method(result.rows):
         is_vanilla = row is result.vanilla
         data = result.row_dict(row)

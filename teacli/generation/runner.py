@@ -165,7 +165,7 @@ def pipeline_kwargs(pipe: Any, request: GenerationRequest) -> dict[str, Any]:
     if request.negative_prompt is not None:
         if "negative_prompt" not in params:
             raise GenerationError(
-                f"{type(pipe).__name__} takes no negative prompt; drop --negative-prompt", field="negative_prompt"
+                f"{type(pipe).__name__} takes no negative prompt; drop negative_prompt", field="negative_prompt"
             )
         kwargs["negative_prompt"] = request.negative_prompt
         if "true_cfg_scale" in params:
@@ -235,13 +235,15 @@ def open_image(path: str | Path) -> Any:
 
     try:
         if not stat.S_ISREG(os.stat(path).st_mode):  # a pipe or a device would block or never end
-            raise GenerationError(f"--image {path} is not a regular file; give a PNG, JPEG or WebP file")
+            raise GenerationError(f"image {path} is not a regular file; give a PNG, JPEG or WebP file", field="image")
         with Image.open(path) as image:
             return image.convert("RGB")
     except FileNotFoundError:
-        raise GenerationError(f"--image {path} does not exist; give a PNG, JPEG or WebP file") from None
+        raise GenerationError(f"image {path} does not exist; give a PNG, JPEG or WebP file", field="image") from None
     except Image.DecompressionBombError:
-        raise GenerationError(f"--image {path} is too large to be an input image (Pillow's size limit)") from None
+        raise GenerationError(
+            f"image {path} is too large to be an input image (Pillow's size limit)", field="image"
+        ) from None
     except (UnidentifiedImageError, OSError) as error:
         reason = "not an image Pillow can read" if isinstance(error, UnidentifiedImageError) else str(error)
-        raise GenerationError(f"--image {path}: {reason}; give a PNG, JPEG or WebP file") from None
+        raise GenerationError(f"image {path}: {reason}; give a PNG, JPEG or WebP file", field="image") from None

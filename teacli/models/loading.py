@@ -6,14 +6,13 @@ locations (hub, cache or folder; ModelError), weights (damaged and pickle-only f
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from pathlib import Path
 
 import torch
 
-from ..engine.plan import Plan
 from ..engine.registry import has_extractor, unsupported_message
-from .catalog import Component, ExpertOverride, Preset, PresetError
+from ..errors import TeacliError
+from .catalog import Component, Preset, PresetError
 from .devices import DTYPES, pick_device, pick_dtype
 from .interrupts import InterruptWatch, noting_interrupts, raise_if_interrupted
 from .locations import (
@@ -47,45 +46,7 @@ __all__ = [
     "pick_device",
     "pick_dtype",
     "resolve_preset",
-    "teacache_configs",
 ]
-
-
-def teacache_configs(
-    preset: Preset,
-    thresh: float | None = None,
-    coefficients: Sequence[float] | None = None,
-    coefficients_source: str = "user",
-    plan: Plan | None = None,
-):
-    """TeaCacheConfig from a preset; a dict per denoiser when it has expert overrides (Wan 2.2).
-
-    `thresh`, `coefficients` and a `plan` (teacli.engine.plan: it then decides instead of the threshold) given here
-    apply to every denoiser. Given coefficients drop the preset's
-    calibrated rel_l1_range too: that range belongs to the fit it came with, not to these.
-    """
-    from ..engine.config import TeaCacheConfig
-
-    def config(override: ExpertOverride) -> TeaCacheConfig:
-        pick = lambda own, shared: shared if own is None else own  # noqa: E731
-        own_fit = coefficients is None
-        return TeaCacheConfig(
-            thresh=thresh if thresh is not None else pick(override.thresh, preset.thresh),
-            coefficients=pick(override.coefficients, preset.coefficients) if own_fit else tuple(coefficients),
-            ret_steps=pick(override.ret_steps, preset.ret_steps),
-            cutoff_steps=preset.cutoff_steps,
-            rel_l1_range=pick(override.rel_l1_range, preset.rel_l1_range) if own_fit else None,
-            coefficients_source=pick(override.coefficients_source, preset.coefficients_source)
-            if own_fit
-            else coefficients_source,
-            modulated_input=pick(override.modulated_input, preset.modulated_input),
-            plan=plan,
-        )
-
-    base = config(ExpertOverride())
-    if not preset.experts:
-        return base
-    return {"transformer": base, **{name: config(override) for name, override in preset.experts.items()}}
 
 
 def check_extractor(preset: Preset) -> None:
@@ -200,7 +161,7 @@ def load_pipeline(
                 for name, spec in preset.components.items()
             }
             pipe = pipeline_class.from_pretrained(location, **options, **components)
-    except (PresetError, ModelError):
+    except TeacliError:  # already says what to do
         raise
     except Exception as error:
         raise_if_interrupted(error, watch)

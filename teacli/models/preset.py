@@ -6,13 +6,15 @@ coefficients and threshold, and the generation defaults.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass, field, make_dataclass
 from functools import cache
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
 from ..errors import TeacliError
+from ..settings import SETTINGS, Setting
 
 EMBEDDED_PREFIX = "embedded:"
 
@@ -21,17 +23,22 @@ class PresetError(TeacliError, ValueError):
     """A preset file is missing, malformed or has an invalid field."""
 
 
-@dataclass(frozen=True)
-class Defaults:
-    steps: int
-    guidance: float | None = None
-    height: int | None = None
-    width: int | None = None
-    true_cfg: float | None = None  # pipelines with true CFG (FLUX, Qwen-Image) use it with a negative prompt
-    frames: int | None = None  # video pipelines: num_frames
-    fps: float | None = None  # video pipelines: frames per second of the written file
-    # Used when the user gives none; with true_cfg it turns true CFG on by default (teacli-shapes: "").
-    negative_prompt: str | None = None
+def defaults_class(table: Sequence[Setting] = SETTINGS) -> type:
+    """The frozen dataclass of a preset's `defaults`: a field per setting of `table` a preset may give, of the
+    setting's type; the required ones (steps) first, the others None when the preset gives none."""
+    rows = [row for row in table if row.in_defaults]
+    required = [(row.name, row.type) for row in rows if row.required]
+    optional = [(row.name, row.type | None, field(default=None)) for row in rows if not row.required]
+    made = make_dataclass("Defaults", [*required, *optional], frozen=True)
+    made.__module__ = __name__  # pickled with the preset (bench --isolate): found here by its name
+    made.__doc__ = "The generation settings a preset gives (teacli.settings): steps, guidance, height, width, ..."
+    return made
+
+
+# What a preset's `defaults` holds: the table's settings a preset may give (in_defaults), steps required. Video
+# pipelines use frames and fps; true_cfg goes with a negative prompt, and a default negative prompt ("" for
+# teacli-shapes) turns true CFG on by default.
+Defaults = defaults_class()
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,8 @@ import math
 import re
 from typing import Any
 
-from ..limits import LIMITS, problem, short
+from ..limits import short
+from ..settings import SETTINGS, Setting, limit_of
 from .preset import Component, Defaults, ExpertOverride, Preset, PresetError
 
 REQUIRED_STRINGS = ("name", "model", "pipeline", "transformer", "extractor", "coefficients_source")
@@ -26,26 +27,27 @@ PLAIN_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 # from_pretrained arguments that would run code from a model repository; a preset may not pass them.
 CODE_KWARGS = ("trust_remote_code", "custom_pipeline", "custom_revision", "code_revision")
 
+
+def setting_arguments(table: tuple[Setting, ...] = SETTINGS) -> dict[str, str]:
+    """The pipeline arguments the generation settings set (teacli.settings), each with where to set it instead."""
+    return {
+        argument: f"use defaults.{row.name} or {row.flag}" if row.in_defaults else f"use {row.flag}"
+        for row in table
+        for argument in row.arguments
+    }
+
+
 # Pipeline arguments teacli sets itself (runner.pipeline_kwargs and generate), or whose change breaks reading the
 # result (output_type: latent, return_dict: false): a preset's call_kwargs may not give them. Each with where the
 # setting belongs instead.
 RESERVED_CALL_KWARGS = {
     "prompt": "the prompt is the command's PROMPT argument",
-    "negative_prompt": "use defaults.negative_prompt or --negative-prompt",
-    "num_inference_steps": "use defaults.steps or --steps",
-    "guidance_scale": "use defaults.guidance or --guidance",
-    "true_cfg_scale": "use defaults.true_cfg or --true-cfg",
-    "height": "use defaults.height or --height",
-    "width": "use defaults.width or --width",
-    "num_frames": "use defaults.frames or --frames",
-    "fps": "use defaults.fps or --fps",
-    "frame_rate": "use defaults.fps or --fps",
+    **setting_arguments(),
     "generator": "--seed makes the generators",
     "latents": "--seed makes the starting noise",
     "num_images_per_prompt": "use --num-images",
     "num_videos_per_prompt": "use --num-images",
     "num_waveforms_per_prompt": "use --num-images",
-    "image": "use --image",
     "output_type": "teacli reads the pipeline's default output: images, frames or audio",
     "return_dict": "teacli reads the pipeline's default output: images, frames or audio",
     "callback_on_step_end": "teacli's progress bar uses it",
@@ -99,10 +101,12 @@ def _number(
     integer: bool = False,
     setting: str | None = None,
 ) -> Any:
-    """A number field. `setting` names its range in teacli.limits: the bounds the command line checks too
-    (an integer of 23 digits or NaN is refused there as here); `minimum` is a preset's own, stricter one."""
-    if setting is not None:
-        integer = LIMITS[setting].integer
+    """A number field. `setting` names its range (a generation setting's row in teacli.settings, else
+    teacli.limits): the bounds the command line checks too (an integer of 23 digits or NaN is refused there as
+    here); `minimum` is a preset's own, stricter one."""
+    limit = limit_of(setting) if setting is not None else None
+    if limit is not None:
+        integer = limit.integer
     if isinstance(value, str) and not integer:
         # YAML 1.1 reads 1e-3 (no dot) as a string; accept what is plainly a number.
         try:
@@ -111,9 +115,9 @@ def _number(
             pass
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise _fail(path, name, f"expected {'an integer' if integer else 'a number'}, got {short(value)}")
-    if setting is not None:
+    if limit is not None:
         # limits' float check cannot take an integer too large for a float: those are out of range anyway.
-        wanted = problem(setting, value) if integer or _finite(value) else LIMITS[setting].describe()
+        wanted = limit.problem(value) if integer or _finite(value) else limit.describe()
         if wanted is not None:
             raise _fail(path, name, f"must be {wanted}, got {short(value)}")
     elif integer and not isinstance(value, int):
@@ -197,19 +201,22 @@ def _defaults(defaults: Any, path: str) -> Defaults:
     unknown = _unknown(defaults, set(Defaults.__dataclass_fields__))
     if unknown:
         raise _fail(path, f"defaults.{unknown}", "unknown field")
-    if "steps" not in defaults:
-        raise _fail(path, "defaults.steps", "missing")
-    # The command line's bounds (teacli.limits), and a preset's own stricter minimum where it had one.
-    return Defaults(
-        steps=_number(defaults["steps"], path, "defaults.steps", setting="steps"),
-        guidance=_optional(defaults, path, "guidance", prefix="defaults.", setting="guidance"),
-        height=_optional(defaults, path, "height", prefix="defaults.", setting="height", minimum=8),
-        width=_optional(defaults, path, "width", prefix="defaults.", setting="width", minimum=8),
-        true_cfg=_optional(defaults, path, "true_cfg", prefix="defaults.", setting="true_cfg"),
-        frames=_optional(defaults, path, "frames", prefix="defaults.", setting="frames"),
-        fps=_optional(defaults, path, "fps", prefix="defaults.", setting="fps", minimum=1),
-        negative_prompt=_optional_text(defaults, path, "negative_prompt", prefix="defaults."),
-    )
+    rows = [row for row in SETTINGS if row.in_defaults]
+    for row in rows:
+        if row.required and row.name not in defaults:
+            raise _fail(path, f"defaults.{row.name}", "missing")
+    return Defaults(**{row.name: _default(defaults, path, row) for row in rows})
+
+
+def _default(defaults: dict, path: str, row: Setting) -> Any:
+    """One setting's default: text as given; a number within the command line's range (the setting's row) and
+    the row's stricter preset minimum, if any."""
+    if row.type is str:
+        return _optional_text(defaults, path, row.name, prefix="defaults.")
+    checks = dict(setting=row.name, minimum=row.preset_minimum)
+    if row.required:  # given (checked), so null is a bad value here, not "none given"
+        return _number(defaults[row.name], path, f"defaults.{row.name}", **checks)
+    return _optional(defaults, path, row.name, prefix="defaults.", **checks)
 
 
 def _call_kwargs(value: Any, path: str) -> dict[str, Any]:
@@ -234,7 +241,7 @@ def _plans(value: Any, path: str) -> dict[int, dict[int, str]]:
     plans: dict[int, dict[int, str]] = {}
     for steps, schedules in value.items():
         where = f"plans.{shown_name(steps)}"
-        if isinstance(steps, bool) or not isinstance(steps, int) or not 2 <= steps <= LIMITS["steps"].high:
+        if limit_of("steps").problem(steps) is not None:  # (refuses booleans and other types too)
             raise _fail(path, where, "expected a step count (a whole number of steps) as the key")
         if not isinstance(schedules, dict):
             raise _fail(path, where, "expected a mapping of computed steps to timelines")

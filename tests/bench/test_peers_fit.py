@@ -223,7 +223,7 @@ def test_cache_dit_logs_stay_off_stdout_and_show_on_stderr_only_when_verbose(pip
 def test_a_library_bench_keeps_stdout_clean_and_drops_a_failing_peer_with_one_line(
     pipe, preset, monkeypatch, capfd, quiet_teacli, caplog
 ):
-    from teacli.models.loading import teacache_configs
+    from teacli.generation.caching import teacache_configs
 
     # the bug this file is about: F8 on 6 blocks, unfitted, fails inside cache-dit mid-generation
     monkeypatch.setattr(DBCachePeer, "fit", lambda self, pipe, setting, request=None: (setting, None))

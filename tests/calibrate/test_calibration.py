@@ -234,8 +234,8 @@ def test_the_hook_clamps_rel_l1_to_the_calibrated_range_and_leaves_it_alone_insi
 
 
 def test_a_calibrated_preset_hands_its_range_to_every_denoiser_config():
+    from teacli.generation.caching import teacache_configs
     from teacli.models.catalog import builtin_presets
-    from teacli.models.loading import teacache_configs
 
     pairs = {
         **as_pairs(*synthetic(FLUX, seed=1, low=0.03, high=0.1)),

@@ -26,6 +26,32 @@ def test_reword_spells_the_first_mention_of_each_field():
     assert reword("cache_device_x is odd", ("cache_device",), {"cache_device": "--cache-device"}).startswith("cache_")
 
 
+def test_an_error_sent_between_processes_keeps_its_class_message_and_fields():
+    """bench --isolate's worker sends its errors back pickled: the CLI must still word their fields as flags."""
+    import pickle
+
+    from teacli.batch.run import PromptsFailed
+    from teacli.bench.configs import BenchError
+
+    error = pickle.loads(pickle.dumps(BenchError("at_calls 99 is more than start allows", field=("at_calls", "start"))))
+    assert type(error) is BenchError and isinstance(error, ValueError)
+    assert (str(error), error.fields, error.field) == (
+        "at_calls 99 is more than start allows",
+        ("at_calls", "start"),
+        "at_calls",
+    )
+    assert error.worded({"at_calls": "--at-calls", "start": "--start"}) == "--at-calls 99 is more than --start allows"
+    # A subclass whose __init__ takes other arguments comes back whole too.
+    failed = pickle.loads(pickle.dumps(PromptsFailed("2 prompts failed", summary=None)))
+    assert (type(failed), str(failed), failed.summary, failed.fields) == (PromptsFailed, "2 prompts failed", None, ())
+    cli_error = pickle.loads(pickle.dumps(CLIError("steps must be at least 1", field="steps")))
+    assert (cli_error.format_message(), cli_error.exit_code, cli_error.fields) == (
+        "steps must be at least 1",
+        1,
+        ("steps",),
+    )
+
+
 def test_an_error_keeps_its_fields_and_its_api_wording():
     error = OptionsError("lora_scale must be a finite number, got inf", field="lora_scale")
     assert isinstance(error, TeacliError) and isinstance(error, ValueError)

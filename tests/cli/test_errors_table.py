@@ -577,7 +577,8 @@ def test_the_source_scan_reads_the_messages_as_users_see_them():
     texts = {m.text for m in source_messages()}
     # constants and helpers are resolved, conditional wording gives each variant
     assert "--steps must be at least 3 for calibration (each prompt gives steps - 1 pairs)" in texts
-    assert "preset …: field 'defaults.steps': missing" in texts
+    assert "preset …: field 'defaults': expected a mapping with at least 'steps'" in texts
+    assert "preset …: field 'defaults.…': missing" in texts  # a required setting's (teacli.settings)
     assert {"preset …: field '…': expected an integer, got …", "preset …: field '…': expected a number, got …"} <= texts
     assert any(t.startswith("model '…' uses …: TeaCache has no extractor for …; supported: …") for t in texts)
     assert any(t.startswith("unknown embedded model …; known: ") for t in texts)

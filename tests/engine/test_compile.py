@@ -13,10 +13,11 @@ from torch._dynamo.utils import counters
 import teacli.engine.hook
 from teacli import TeaCacheConfig, TeaCacheError, apply_teacache, remove_teacache
 from teacli.engine.compile import compile_transformer_blocks, compiled_blocks, uncompile_transformer_blocks
+from teacli.generation.caching import teacache_configs
 from teacli.generation.counting import count_transformer_calls
 from teacli.generation.runner import GenerationRequest, generate
 from teacli.models.catalog import builtin_presets
-from teacli.models.loading import load_pipeline, teacache_configs
+from teacli.models.loading import load_pipeline
 
 FLUX_DEV = [4.98651651e02, -2.83781631e02, 5.58554382e01, -3.82021401e00, 2.64230861e-01]
 TIMESTEPS = [1.0, 0.95, 0.9, 0.85, 0.8, 0.75]

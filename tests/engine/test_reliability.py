@@ -17,9 +17,9 @@ import torch
 
 from teacli import apply_teacache, remove_teacache
 from teacli.engine.hook import TEACACHE_HOOK
+from teacli.generation.caching import teacache_configs
 from teacli.generation.runner import GenerationRequest, generate
 from teacli.models.catalog import builtin_presets
-from teacli.models.loading import teacache_configs
 
 GENERATIONS = 50
 CYCLES = 200

@@ -12,8 +12,9 @@ import torch
 
 from teacli import TeaCacheConfig, apply_teacache, remove_teacache
 from teacli.engine.decision import Decision
+from teacli.generation.caching import teacache_configs
 from teacli.models.catalog import builtin_presets
-from teacli.models.loading import load_pipeline, teacache_configs
+from teacli.models.loading import load_pipeline
 
 STEPS = 8
 FRAMES = 9  # 3 latent frames; the VAE gives 4 * (3 - 1) + 1 frames back

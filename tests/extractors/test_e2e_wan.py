@@ -9,8 +9,9 @@ import torch
 
 from teacli import apply_teacache, remove_teacache
 from teacli.engine.decision import Decision, decide
+from teacli.generation.caching import teacache_configs
 from teacli.models.catalog import builtin_presets
-from teacli.models.loading import load_pipeline, teacache_configs
+from teacli.models.loading import load_pipeline
 
 PROMPT, NEGATIVE = "an owl on a tree", "blurry"
 

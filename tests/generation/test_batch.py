@@ -41,7 +41,7 @@ def test_batch_of_one_is_todays_single_generator(tiny_flux_pipe):
 
 def test_batch_shares_one_state_per_branch(tiny_flux_pipe):
     from teacli.engine.apply import apply_teacache
-    from teacli.models.loading import teacache_configs
+    from teacli.generation.caching import teacache_configs
 
     preset = builtin_presets()["tiny-flux"]
     with apply_teacache(tiny_flux_pipe, teacache_configs(preset)) as handle:

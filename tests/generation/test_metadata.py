@@ -18,6 +18,7 @@ import teacli
 from teacli.engine.apply import apply_teacache
 from teacli.engine.stats import Decision, StepRecord, TeaCacheStats
 from teacli.generation import media
+from teacli.generation.caching import teacache_configs
 from teacli.generation.media import (
     Audio,
     MediaKind,
@@ -32,7 +33,6 @@ from teacli.generation.metadata import FIELDS, output_metadata, parameters_line
 from teacli.generation.output import OutputError, sigint_deferred, write_atomic
 from teacli.generation.runner import GenerationRequest, generate
 from teacli.models.catalog import builtin_presets
-from teacli.models.loading import teacache_configs
 
 PROMPT = "a red circle on a blue background"
 

@@ -111,9 +111,9 @@ def test_a_preset_budget_below_two_is_refused(planned_preset):
 def test_replayed_steps_give_the_same_pictures_as_computing_them(tiny_flux_pipe):
     from teacli.calibrate.plans import GapRun, _pictures, _Replay, _replaying
     from teacli.engine.apply import apply_teacache
+    from teacli.generation.caching import teacache_configs
     from teacli.generation.runner import GenerationRequest
     from teacli.models.catalog import builtin_presets
-    from teacli.models.loading import teacache_configs
 
     preset = builtin_presets()["tiny-flux"]
     requests = [GenerationRequest.from_preset(preset, text, steps=6, seed=i) for i, text in enumerate(["a", "b"])]
@@ -138,9 +138,9 @@ def test_replayed_steps_give_the_same_pictures_as_computing_them(tiny_flux_pipe)
 def test_calibration_measures_every_gap_and_keeps_the_best_candidate(tiny_flux_pipe):
     from teacli.calibrate.plans import calibration_calls, gap_runs, run_plan_calibration
     from teacli.engine.plan import candidates
+    from teacli.generation.caching import teacache_configs
     from teacli.generation.runner import GenerationRequest
     from teacli.models.catalog import builtin_presets
-    from teacli.models.loading import teacache_configs
 
     preset = builtin_presets()["tiny-flux"]
     requests = [GenerationRequest.from_preset(preset, t, steps=7, seed=i) for i, t in enumerate(["x", "y", "z"])]

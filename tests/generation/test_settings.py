@@ -5,14 +5,20 @@ from __future__ import annotations
 import dataclasses
 import inspect
 
-from teacli import limits
+import pytest
+
+from teacli import limits, settings
 from teacli.batch.prepare import PromptsSpec
-from teacli.batch.prompt_runs import PROMPT_OPTIONS
+from teacli.batch.prompt_runs import PROMPT_OPTIONS, check_option
 from teacli.batch.prompt_runs import SETTINGS as MANIFEST_FIELDS
-from teacli.generation.generate import GenerationSpec
+from teacli.batch.prompts import PromptsError
+from teacli.generation.generate import GenerationSpec, prepare_generation
 from teacli.generation.metadata import FIELDS
-from teacli.generation.runner import PASSED_BY_RULE, PASSED_IF_TAKEN, GenerationRequest
-from teacli.models.catalog import Defaults
+from teacli.generation.runner import PASSED_BY_RULE, PASSED_IF_TAKEN, GenerationError, GenerationRequest
+from teacli.limits import Limit
+from teacli.models import preset_fields
+from teacli.models.catalog import Defaults, PresetError, builtin_presets, preset_to_dict
+from teacli.models.preset import defaults_class
 from teacli.settings import (
     DEFAULT_SETTINGS,
     MANIFEST_SETTINGS,
@@ -20,6 +26,7 @@ from teacli.settings import (
     PIPELINE_CHECKED,
     PROMPT_SETTINGS,
     SETTINGS,
+    Setting,
 )
 
 NAMES = [setting.name for setting in SETTINGS]
@@ -36,9 +43,13 @@ def test_every_setting_is_a_request_field_and_a_spec_field():
 
 
 def test_preset_defaults_are_the_settings_a_preset_may_give():
-    assert field_names(Defaults) == [name for name in NAMES if name in DEFAULT_SETTINGS] or set(
-        field_names(Defaults)
-    ) == set(DEFAULT_SETTINGS)
+    assert set(field_names(Defaults)) == set(DEFAULT_SETTINGS)
+    required = [s.name for s in SETTINGS if s.in_defaults and s.required]
+    assert required == ["steps"] and field_names(Defaults)[: len(required)] == required  # required ones first
+    for field in dataclasses.fields(Defaults):
+        row = settings.setting(field.name)
+        assert field.type == (row.type if row.required else row.type | None), field.name
+        assert field.default is (dataclasses.MISSING if row.required else None), field.name
 
 
 def test_prompts_lines_manifest_and_metadata_follow_the_table():
@@ -51,8 +62,12 @@ def test_every_number_has_a_range_and_every_setting_a_flag():
     for setting in SETTINGS:
         assert setting.flag == "--" + setting.name.replace("_", "-") or setting.name in ("num_images",)
         if setting.type in (int, float):
-            assert setting.name in limits.LIMITS, setting.name
-            assert limits.LIMITS[setting.name].integer == (setting.type is int), setting.name
+            assert setting.limit is not None, setting.name
+            assert setting.limit.integer == (setting.type is int), setting.name
+            assert settings.limit_of(setting.name) is setting.limit
+        else:
+            assert setting.limit is None, setting.name
+        assert setting.name not in limits.LIMITS, f"{setting.name}: its range is in its row, in one place"
 
 
 def test_pipeline_arguments_come_from_the_table():
@@ -75,3 +90,53 @@ def test_pipeline_arguments_come_from_the_table():
     }
     assert "height" not in kwargs  # a setting the pipeline does not take is not passed
     assert set(inspect.signature(Pipe.__call__).parameters) >= set(kwargs)
+
+
+# A setting that does not exist, added to the table: each derived place that reads the table picks it up.
+SHIFT = Setting("shift", float, "--shift", ("shift",), limit=Limit(integer=False, low=0, high=10), preset_minimum=1)
+TABLE = (*SETTINGS, SHIFT)
+
+
+@pytest.fixture
+def with_shift(monkeypatch):
+    monkeypatch.setattr(settings, "SETTINGS", TABLE)
+    monkeypatch.setitem(settings.BY_NAME, "shift", SHIFT)
+    monkeypatch.setattr(preset_fields, "SETTINGS", TABLE)
+    monkeypatch.setattr(preset_fields, "Defaults", defaults_class(TABLE))
+
+
+def test_a_new_row_is_a_preset_default_with_its_type_and_checks(with_shift):
+    shifted = dataclasses.fields(defaults_class(TABLE))[-1]
+    assert (shifted.name, shifted.type, shifted.default) == ("shift", float | None, None)
+    data = preset_to_dict(builtin_presets()["tiny-flux"])
+    preset = preset_fields.parse_preset(data | {"defaults": {**data["defaults"], "shift": 3}}, "p.yaml")
+    assert preset.defaults.shift == 3 and preset_fields.parse_preset(data, "p.yaml").defaults.shift is None
+    with pytest.raises(PresetError, match=r"field 'defaults.shift': must be a finite number between 0 and 10, got 11"):
+        preset_fields.parse_preset(data | {"defaults": {**data["defaults"], "shift": 11}}, "p.yaml")
+    with pytest.raises(PresetError, match=r"field 'defaults.shift': must be >= 1, got 0.5"):  # the preset minimum
+        preset_fields.parse_preset(data | {"defaults": {**data["defaults"], "shift": 0.5}}, "p.yaml")
+
+
+def test_a_new_row_is_range_checked_everywhere_and_reserved_in_call_kwargs(with_shift):
+    with pytest.raises(GenerationError) as refused:
+        settings.check_given({"shift": float("nan")}, GenerationError)
+    assert str(refused.value) == "shift must be a finite number between 0 and 10, got nan"
+    assert refused.value.field == "shift"
+    assert settings.check("shift", 2.5, GenerationError) == 2.5 and settings.problem("shift", 11) is not None
+    with pytest.raises(PromptsError, match="line 3: 'shift' must be a finite number between 0 and 10, got 11"):
+        check_option("shift", 11, "line 3")
+    assert check_option("shift", 2, "line 3") == 2.0  # a float setting keeps a float
+    assert preset_fields.setting_arguments(TABLE)["shift"] == "use defaults.shift or --shift"
+
+
+def test_every_setting_argument_is_reserved_from_call_kwargs():
+    for row in SETTINGS:
+        for argument in row.arguments:
+            where = f"defaults.{row.name} or {row.flag}" if row.in_defaults else row.flag
+            assert preset_fields.RESERVED_CALL_KWARGS[argument] == f"use {where}"
+
+
+def test_the_python_api_checks_ranges_with_the_table():
+    with pytest.raises(GenerationError) as refused:
+        prepare_generation(GenerationSpec("a red circle", steps=10**30))
+    assert refused.value.field == "steps" and str(refused.value).startswith("steps must be an integer between 2 and")

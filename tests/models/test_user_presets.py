@@ -11,6 +11,7 @@ from typer.testing import CliRunner
 
 from teacli.cli import app
 from teacli.cli._options import parse_coefficients
+from teacli.generation.caching import teacache_configs
 from teacli.models.catalog import (
     PresetError,
     all_presets,
@@ -23,7 +24,7 @@ from teacli.models.catalog import (
     user_preset_dirs,
     user_presets,
 )
-from teacli.models.loading import resolve_preset, teacache_configs
+from teacli.models.loading import resolve_preset
 
 PROMPT = "a red circle on a blue background"
 # These tests were written around tiny-flux as the default model: keep it so (fast, CFG-free).

@@ -2,21 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
-from typing import Any
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
 
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from ..generation import progress as library_progress
-from ..generation.preparation import CacheOptions, LoadOptions
-from ..generation.session import Session, check_pipeline_takes, input_image, resolve
-from ..generation.session import open_session as _open_session
-from ..models.catalog import Preset
 from ._app import print_warning, stderr
-from ._options import Device, DType
-
-__all__ = ["RichProgress", "Session", "check_pipeline_takes", "input_image", "open_session", "resolve", "step_progress"]
 
 
 @contextmanager
@@ -24,6 +16,29 @@ def step_progress(description: str, total: int) -> Iterator[Progress]:
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     with Progress(*columns, console=stderr, transient=True) as progress:
         yield progress
+
+
+def loading(name: str) -> AbstractContextManager[None]:
+    """A spinner while `name` loads."""
+    return stderr.status(f"loading {name} ...")
+
+
+@contextmanager
+def bar(description: str, total: int) -> Iterator[Callable[[str], None]]:
+    """A bar of `total` runs (bench): each call is one run more, labelled."""
+    with step_progress(description, total) as progress:
+        task = progress.add_task(description, total=total)
+        yield lambda label: progress.update(task, advance=1, description=label)
+
+
+@contextmanager
+def completed_bar(description: str, total: int) -> Iterator[Callable[[int, str | None], None]]:
+    """A bar of `total` steps (calibrate): each call says how many are done, and maybe a new label."""
+    with step_progress(description, total) as progress:
+        task = progress.add_task(description, total=total)
+        yield lambda completed, label: progress.update(
+            task, completed=completed, **({"description": label} if label else {})
+        )
 
 
 class RichProgress(library_progress.Progress):
@@ -42,15 +57,3 @@ class RichProgress(library_progress.Progress):
         with step_progress(description, total) as progress:
             task = progress.add_task(description, total=total)
             yield lambda step: progress.update(task, completed=step + 1)
-
-
-def open_session(
-    preset: Preset,
-    device: Device,
-    dtype: DType,
-    coefficients: tuple[float, ...] | None = None,
-    load: LoadOptions | None = None,
-    cache: CacheOptions | None = None,
-) -> Any:
-    """The preset's pipeline loaded (teacli.generation.session.open_session) behind a spinner."""
-    return _open_session(preset, device.value, dtype.value, coefficients, load, cache, RichProgress())
