@@ -5,15 +5,15 @@ Everything that lists generation settings is derived from SETTINGS: the command 
 the output metadata's fields, the pipeline's call arguments and the arguments a preset's `call_kwargs` may not
 set. A number's range is in its row: every place a value comes from (the command line, a preset, a JSONL line, the
 Python API) checks it with `check`. Adding a setting is adding a row here; tests/generation/test_settings.py
-checks that every derived place follows (the typed Python API, GenerationRequest and GenerationSpec, names each
-setting as a field of its own, and the test says when one is missing).
+checks that every derived place follows. The typed Python API (GenerationRequest, GenerationSpec, PromptsSpec)
+takes its setting fields from the table too, through the `setting_fields` class decorator.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Collection, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from . import limits
 from .limits import MAX_SEED, MAX_STEPS, Limit
@@ -41,6 +41,7 @@ class Setting:
     preset_minimum: float | None = None  # a preset's default may not go below this (stricter than `limit`)
     help: str = ""  # the command line option's help
     show_default: bool | str = True  # what its help shows as the default (typer's show_default)
+    default: Any = None  # its value in a request or spec nobody gives it in (None: the preset's, if any)
 
     def problem(self, value: Any) -> str | None:
         """None when `value` is allowed, else what the setting takes ("an integer between ...", "a string")."""
@@ -69,6 +70,7 @@ SETTINGS: tuple[Setting, ...] = (
         in_manifest=False,
         limit=Limit(integer=True, low=0, high=MAX_SEED),
         help="Random seed for the starting noise",
+        default=0,
     ),
     Setting(
         "negative_prompt",
@@ -172,6 +174,7 @@ SETTINGS: tuple[Setting, ...] = (
         in_manifest=False,
         limit=Limit(integer=True, low=1, high=1_000),
         help="Outputs made in one batch; output i uses seed + i (files NAME-1, NAME-2, ...)",
+        default=1,
     ),
 )
 BY_NAME = {setting.name: setting for setting in SETTINGS}
@@ -214,3 +217,35 @@ def check_given(values: Mapping[str, Any], error: type[TeacliError]) -> None:
     for row in SETTINGS:
         if row.limit is not None and values.get(row.name) is not None:
             check(row.name, values[row.name], error)
+
+
+Class = TypeVar("Class", bound=type)
+
+
+def setting_fields(
+    *, exclude: Collection[str] = (), resolved: bool = False, table: Sequence[Setting] | None = None
+) -> Callable[[Class], Class]:
+    """A class decorator, applied under @dataclass: one field per row of `table` (default SETTINGS) not in
+    `exclude`, of the row's type (or None, where its `default` is None) and defaulting to the row's `default`, so a
+    new row needs no edit in the class.
+
+    The fields come after the class's own and are keyword-only: a class may keep own fields without defaults,
+    and no caller passes a setting by position (the table's order is free to change). `resolved`: the values are
+    a preset's, filled in (GenerationRequest), so a setting every generation has (`required`) has no default.
+    """
+
+    def add(cls: Class) -> Class:
+        annotations = dict(cls.__dict__.get("__annotations__", {}))
+        for row in SETTINGS if table is None else table:
+            if row.name in exclude:
+                continue
+            if row.name in annotations:
+                raise TypeError(f"{cls.__name__}.{row.name} is a setting: its field comes from teacli.settings")
+            required = resolved and row.required
+            kind = Any if row.type is object else row.type  # an image is a path or a picture
+            annotations[row.name] = kind if required or kind is Any or row.default is not None else kind | None
+            setattr(cls, row.name, field(kw_only=True) if required else field(default=row.default, kw_only=True))
+        cls.__annotations__ = annotations
+        return cls
+
+    return add

@@ -99,6 +99,16 @@ def held() -> Iterator[None]:
         raise interrupt_for(received)
 
 
+def import_libraries() -> None:
+    """torch, diffusers and transformers, imported with signals held until they are complete: a signal during the
+    imports is raised once they are done, never a half-imported library. The CLI calls it once a command's cheap
+    checks passed, so a bad option is refused in a fraction of a second."""
+    with held():
+        import diffusers  # noqa: F401
+        import torch  # noqa: F401
+        import transformers  # noqa: F401
+
+
 def handlers() -> dict[int, Any]:
     """The handlers in place now, to put back with restore() (the CLI run in-process, by tests or a script)."""
     return {number: signal.getsignal(number) for number in (signal.SIGINT, *stop_signals())}

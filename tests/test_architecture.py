@@ -19,6 +19,7 @@ LAYERS = {
     "teacli.limits": 0,
     "teacli.files": 0,
     "teacli.signals": 0,  # Ctrl-C and SIGTERM as KeyboardInterrupt, held while heavy libraries import
+    "teacli.terminal": 0.2,  # stdout kept for a JSON report, a dead stdout, one line for an unforeseen failure
     "teacli.settings": 0.5,  # the generation settings table: ranges from limits; catalog and generation use it
     "teacli.engine": 1,
     "teacli.models": 2,

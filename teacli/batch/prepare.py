@@ -9,7 +9,7 @@ process waits for another or loads the model; `run_prompts` makes the outputs.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import KW_ONLY, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -22,30 +22,24 @@ from ..generation.progress import Progress
 from ..generation.runner import GenerationError, GenerationRequest
 from ..generation.session import check_fps, check_pipeline_takes, input_image, pipeline_media, resolve
 from ..models.catalog import Preset
-from ..settings import PIPELINE_CHECKED, SETTINGS, check_given
+from ..settings import PIPELINE_CHECKED, SETTINGS, check_given, setting_fields
 from .distributed import Launch, launch_from_env, pick_backend, rank_device, timeout_from_env
 from .prompt_runs import PromptJob, job_settings, read_prompt_jobs
 from .prompts import PromptsError
 
 
 @dataclass(frozen=True)
+@setting_fields(exclude=("num_images",))  # one output per prompt
 class PromptsSpec:
-    """A prompts file and how to make its outputs; None keeps the preset's value, a JSONL line's options win."""
+    """A prompts file and how to make its outputs; None keeps the preset's value, a JSONL line's options win.
+    Every generation setting of teacli.settings but num_images is a keyword-only field too (steps, seed, ...,
+    image); prompt i gets seed + i unless its line gives one."""
 
     prompts: Path
     model: str | Preset | None = None
     out_dir: Path | None = None  # None: the current folder
     manifest: Path | None = None  # None: OUT_DIR/manifest.jsonl
-    steps: int | None = None
-    seed: int = 0  # prompt i gets seed + i unless its line gives one
-    guidance: float | None = None
-    height: int | None = None
-    width: int | None = None
-    negative_prompt: str | None = None
-    true_cfg: float | None = None
-    frames: int | None = None
-    fps: float | None = None
-    image: Any = None
+    _: KW_ONLY  # the rest by name (a setting's place among the fields follows the table's order)
     thresh: float | None = None
     budget: str | int | None = None
     policy: str = "auto"
@@ -79,6 +73,14 @@ class PreparedPrompts:
     @property
     def suffix(self) -> str:
         return default_suffix(self.kind)
+
+    def on_disk(self) -> str:
+        """What an interrupted run leaves: this process's outputs so far, each recorded in the manifest."""
+        where = self.manifest if not self.launch.distributed else f"{self.manifest} and its part files"
+        return (
+            f"{len(self.made)} output(s) of this process are recorded in {where}; "
+            "run the same command again to make the rest"
+        )
 
 
 def prepare_prompts(

@@ -8,7 +8,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..engine.config import TeaCacheConfig
-from ..errors import TeacliError
 from ..generation.preparation import CacheOptions
 from ..models.catalog import Preset
 
@@ -16,10 +15,6 @@ from ..models.catalog import Preset
 MakeConfig = Callable[..., TeaCacheConfig | dict[str, TeaCacheConfig]]
 VANILLA, TEACACHE = "vanilla", "teacache"
 Dropped = list[tuple[str, str]]  # (peer method, the one line saying why it did not run)
-
-
-class BenchError(TeacliError, ValueError):
-    """A bench setting that cannot run (a budget beyond the calls of a picture, a malformed list); `field` names it."""
 
 
 @dataclass(frozen=True)

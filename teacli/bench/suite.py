@@ -1,4 +1,5 @@
-"""The whole of `teacli bench` as one library call: `run_benchmark(BenchSpec) -> BenchReport`.
+"""The whole of `teacli bench` as one library call: `run_benchmark(BenchSpec) -> BenchReport`, the spec made from
+what a user asks by `bench_spec(model, prompts, thresholds, ...)`.
 
 The spec says what to compare (thresholds, budget policies, peers) on which requests (one prompt, or many:
 every configuration on every caption); `run_benchmark` loads the model, drops the peers that cannot run on
@@ -9,15 +10,17 @@ result, its JSON and the titles a renderer prints above it. Progress comes back 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from ..generation.preparation import CacheOptions, LoadOptions
+from ..generation.progress import Progress
 from ..generation.runner import GenerationRequest
 from ..models.catalog import Preset
-from .configs import BenchConfig, BenchError, bench_configs, teacache_config_maker
+from .configs import BenchConfig, bench_configs, teacache_config_maker
+from .options import check_at_calls
 from .results import BenchResult, PromptsBenchResult
 
 OnRun = Callable[[str], None]  # hears of each run made, with the row's label
@@ -133,6 +136,54 @@ def _s(count: int) -> str:
     return "s" if count > 1 else ""
 
 
+def bench_spec(
+    model: str | None,
+    prompts: Sequence[str],
+    thresholds: Sequence[float],
+    *,
+    seed: int = 0,
+    settings: Mapping[str, Any] | None = None,
+    image: Any = None,
+    methods: Sequence[str] | None = None,
+    budgets: Sequence[str] = (),
+    policy: str = "auto",
+    at_calls: Sequence[float] | None = None,
+    over_prompts: bool = False,
+    sweep: bool = False,
+    runs: int | None = None,
+    strict: bool = False,
+    progress: Progress | None = None,
+    **options: Any,
+) -> BenchSpec:
+    """The BenchSpec for what a user asks, made before anything loads: `model` resolved (offline where
+    `load.offline`); request i is prompt i with seed + i and `settings` (steps, guidance, height, width), the
+    preset's defaults where one is None or missing; what the pipeline cannot take refused, and what makes caching
+    useless told to `progress` as a warning (refused when `strict`). `methods`: the peers to run beside TeaCache
+    (bench.peers.PEERS names; None: all). A sweep with no `budgets` gets every budget the preset has a plan for;
+    `at_calls` implies over_prompts and a sweep; runs default to 3, 1 over prompts. `options`: BenchSpec's other
+    fields."""
+    from ..generation.checks import check_settings, schedule_warning, thresh_warning
+    from ..generation.session import check_pipeline_takes, input_image, resolve
+    from .peers import parse_against
+
+    methods = parse_against(None if methods is None else ",".join(methods) or "none")  # known names, PEERS order
+    over_prompts, sweep = over_prompts or at_calls is not None, sweep or at_calls is not None
+    load = options.get("load") or LoadOptions()
+    preset = resolve(model, offline=load.offline)
+    asked = {name: (settings or {}).get(name) for name in ("steps", "guidance", "height", "width")}
+    check_pipeline_takes(preset, guidance=asked["guidance"], height=asked["height"], width=asked["width"], image=image)
+    first = GenerationRequest.from_preset(preset, prompts[0], seed=seed, image=input_image(preset, image), **asked)
+    warnings = [schedule_warning(first.steps), *(thresh_warning(t, preset) for t in thresholds)]
+    check_settings(warnings, strict, progress or Progress())
+    requests = [replace(first, prompt=text, seed=seed + index) for index, text in enumerate(prompts)]
+    budgets = budgets or (sweep_budgets(preset, first.steps) if sweep else [])
+    return BenchSpec(
+        preset, requests, thresholds, budget_policies(preset, first.steps, policy, budgets), methods,
+        over_prompts=over_prompts, at_calls=at_calls or [], sweep=sweep,
+        runs=runs if runs is not None else 1 if over_prompts else 3, model=model, **options,
+    )  # fmt: skip
+
+
 def run_benchmark(spec: BenchSpec, progress: BenchProgress = BenchProgress()) -> BenchReport:
     """Load the model, drop the peers that cannot run on it, and measure every configuration (see the module
     docstring); quiet teacli's own per-run lines with logging if they would bury a progress bar."""
@@ -197,46 +248,6 @@ def _isolated(spec: BenchSpec, configs: list[BenchConfig], progress: BenchProgre
     ]  # fmt: skip
     with progress.bar("bench (isolated)", len(jobs)) as on_run:
         return run_isolated(jobs, on_config=lambda label: on_run("bench (isolated)"))
-
-
-AT_CALLS_FORM = "comma-separated numbers of computed transformer calls per picture, e.g. 12,16,20,24,32"
-
-
-def parse_at_calls(text: str | None) -> list[int | float] | None:
-    """at_calls as the user wrote it ("12,16,20"): the budgets, each a finite number above 0, in the order given,
-    repeats dropped. Whether each is within the calls a picture takes is known once the first picture is made."""
-    import math
-
-    from ..limits import short
-
-    if text is None:
-        return None
-    budgets: list[int | float] = []
-    for part in text.split(","):
-        try:
-            value = float(part)
-        except ValueError:
-            raise BenchError(
-                f"at_calls takes {AT_CALLS_FORM}; {short(part.strip())} is not a number", field="at_calls"
-            ) from None
-        if not math.isfinite(value) or value <= 0:
-            raise BenchError(
-                f"at_calls takes {AT_CALLS_FORM}; {short(part.strip())} is not a finite number above 0",
-                field="at_calls",
-            )
-        budgets.append(int(value) if value.is_integer() else value)
-    return list(dict.fromkeys(budgets))
-
-
-def check_at_calls(budgets: Sequence[float], total: int, steps: int) -> None:
-    """Every budget within the transformer calls of one picture (`total`, counted on the first picture made)."""
-    over = [budget for budget in budgets if budget > total]
-    if over:
-        raise BenchError(
-            f"at_calls {over[0]:g} is more than the {total} transformer calls a picture takes here "
-            f"({steps} steps); give budgets up to {total}",
-            field="at_calls",
-        )
 
 
 def sweep_budgets(preset: Preset, steps: int) -> list[str]:

@@ -18,11 +18,9 @@ from typing import Any
 import numpy as np
 
 from ..engine.stats import TeaCacheStats
-from ..errors import TeacliError
 from ..models.catalog import ExpertOverride, Preset
+from .options import MAX_ORDER, MIN_ORDER, CalibrationError
 
-MIN_ORDER, MAX_ORDER = 1, 6
-MIN_STEPS = 3  # two steps give one pair per prompt and branch, too few to see a trend
 # The data-statistics guide of vllm-omni's TeaCache design: below these the fit is suspect.
 FEW_PAIRS = 1000
 TINY_X = 1e-3
@@ -31,10 +29,6 @@ HUGE_COEFFICIENT = 1e8
 # A branch whose own fit explains its data this much better than the pooled fit differs from it.
 BRANCH_R2_GAP = 0.05
 CALIBRATED = "calibrated"
-
-
-class CalibrationError(TeacliError, ValueError):
-    """Calibration cannot run or cannot fit; the message says why and what to do."""
 
 
 @dataclass(frozen=True)
@@ -129,6 +123,10 @@ def collect_pairs(stats: TeaCacheStats) -> dict[tuple[str, str], tuple[list[floa
 
 @dataclass(frozen=True)
 class CalibrationSettings:
+    """How a calibration ran, as the preset's `calibration` block records it. Not made from teacli.settings: it
+    records only what shapes the fit (negative_prompt: whether one was used), and a new generation setting joins
+    calibration by choice, not by default."""
+
     prompts: int
     steps: int
     seed: int

@@ -1,4 +1,5 @@
-"""What a calibration prints beside its fit (teacli.generation.report.render_calibration): the planned schedules."""
+"""What a calibration prints: its fit (teacli.generation.report.render_calibration), the planned schedules, and
+where the preset was written."""
 
 from __future__ import annotations
 
@@ -23,5 +24,23 @@ def render_plans(planned: Any, console: Any) -> None:
     console.print(
         f"planning cost {planned.calls} computed transformer calls per caption and CFG branch "
         f"({planned.calls / planned.steps:.0f} uncached generations' worth)",
+        highlight=False,
+    )
+
+
+def render_calibrated(calibrated: Any, console: Any) -> None:
+    """The fit per denoiser, then the planned schedules where there are some."""
+    from ..generation.report import render_calibration
+
+    render_calibration(calibrated.result, console)
+    if calibrated.planned is not None:
+        render_plans(calibrated.planned, console)
+
+
+def render_written(preset: Any, path: Any, console: Any) -> None:
+    """Where the calibrated preset was written, and the two ways to use it."""
+    console.print(f'wrote {path}: use it with `teacli generate --model {path} "..."`', highlight=False)
+    console.print(
+        f"or put it in a user preset directory (README, 'User presets') to replace or add '{preset.name}' by name",
         highlight=False,
     )

@@ -1,4 +1,5 @@
-"""The whole of `teacli calibrate` as one library call: `calibrate(CalibrateSpec) -> Calibrated`.
+"""The whole of `teacli calibrate` as one library call: `calibrate(CalibrateSpec) -> Calibrated`, the spec made
+from what a user asks by `calibrate_spec(model, prompts, ...)`.
 
 Load the model, fit the coefficients over the prompts (teacli.calibrate.coefficients), and with `plan` also
 choose a schedule per budget from the final pictures' error (teacli.calibrate.plans); the calibrated preset
@@ -16,71 +17,10 @@ from typing import Any
 
 from ..generation.preparation import LoadOptions
 from ..models.catalog import Preset
-from .coefficients import CalibrationError, CalibrationResult, CalibrationSettings
+from .coefficients import CalibrationResult, CalibrationSettings
+from .options import CalibrationError, PlanSettings, check_fit
 
-# The plan's defaults: gaps longer than 12 steps never won at 28 steps; forecasts pay over short gaps only;
-# 8 captions made the plans measured in docs/benchmarks.md; 1 caption per call fits any model's memory.
-MAX_GAP, FORECAST_GAP, PLAN_PROMPTS, BATCH = 12, 4, 8, 1
 OnStep = Callable[[int, str | None], None]  # (runs completed, a new description or None)
-
-
-@dataclass(frozen=True)
-class PlanSettings:
-    """How schedules are planned: on the first `prompts` captions, gaps of at most `max_gap` steps (forecasts of
-    at most `forecast_gap`), a plan per budget in `budgets`, `batch` captions per pipeline call."""
-
-    budgets: tuple[int, ...]
-    prompts: int = PLAN_PROMPTS
-    max_gap: int = MAX_GAP
-    forecast_gap: int = FORECAST_GAP
-    batch: int = BATCH
-
-
-def plan_settings(
-    steps: int,
-    prompts: int | None = None,
-    max_gap: int | None = None,
-    forecast_gap: int | None = None,
-    budgets: str | None = None,
-    batch: int | None = None,
-) -> PlanSettings:
-    """The plan settings at `steps`, each checked (None: its default, the gaps capped to what `steps` allows)."""
-    checks = (
-        ("plan_prompts", prompts, 1, 1000),
-        ("batch", batch, 1, 64),
-        ("max_gap", max_gap, 1, steps - 2),
-        ("forecast_gap", forecast_gap, 0, steps - 2),
-    )
-    for name, value, low, high in checks:
-        if value is not None and not low <= value <= high:
-            at = f" at {steps} steps" if name.endswith("gap") else ""
-            raise CalibrationError(f"{name} must be between {low} and {high}{at}, got {value}", field=name)
-    return PlanSettings(
-        tuple(parse_budgets(budgets, steps)),
-        PLAN_PROMPTS if prompts is None else prompts,
-        min(MAX_GAP, steps - 2) if max_gap is None else max_gap,
-        min(FORECAST_GAP, steps - 2) if forecast_gap is None else forecast_gap,
-        BATCH if batch is None else batch,
-    )
-
-
-def parse_budgets(text: str | None, steps: int) -> list[int]:
-    """Budgets as a sorted list of computed steps: '4-20', '6,8,10' or both mixed; default 2 to 70% of steps."""
-    if text is None:
-        return list(range(2, max(3, round(0.7 * steps)) + 1))
-    values: set[int] = set()
-    for part in text.split(","):
-        low, _, high = part.strip().partition("-")
-        try:
-            first, last = int(low), int(high or low)
-        except ValueError:
-            message = f"budgets takes computed steps like 4-20 or 6,8,10, got {text[:40]!r}"
-            raise CalibrationError(message, field="budgets") from None
-        if not 2 <= first <= last <= steps:
-            message = f"budgets: {part.strip()} is not within 2-{steps} (the computed steps of {steps})"
-            raise CalibrationError(message, field="budgets")
-        values.update(range(first, last + 1))
-    return sorted(values)
 
 
 @contextmanager
@@ -112,6 +52,46 @@ class CalibrateSpec:
     device: str = "auto"
     dtype: str = "auto"
     load: LoadOptions = field(default_factory=LoadOptions)
+
+
+def calibrate_spec(
+    model: str | Preset | None,
+    prompts: Sequence[str],
+    *,
+    steps: int = 50,
+    seed: int = 0,
+    order: int = 4,
+    guidance: float | None = None,
+    height: int | None = None,
+    width: int | None = None,
+    negative_prompt: str | None = None,
+    name: str | None = None,
+    plan: PlanSettings | None = None,
+    device: str = "auto",
+    dtype: str = "auto",
+    load: LoadOptions | None = None,
+) -> CalibrateSpec:
+    """The CalibrateSpec for what a user asks, made before anything loads: the fit's settings checked, `model`
+    resolved (offline where `load.offline`), what its pipeline cannot take refused, and the settings recorded as
+    they will run (the preset's defaults where nothing was given). Prompt i runs with seed + i; `name`: of the
+    written preset (default: the model's)."""
+    from ..generation.runner import GenerationRequest
+    from ..generation.session import check_pipeline_takes, resolve
+
+    check_fit(steps, order)
+    if name is not None and not name.strip():
+        raise CalibrationError("name must not be empty", field="name")
+    load = load or LoadOptions()
+    preset = resolve(model, offline=load.offline)
+    check_pipeline_takes(preset, guidance=guidance, height=height, width=width, negative_prompt=negative_prompt)
+    request = GenerationRequest.from_preset(
+        preset, "", guidance=guidance, height=height, width=width, negative_prompt=negative_prompt
+    )
+    settings = CalibrationSettings(
+        len(prompts), steps, seed, order, request.guidance, request.height, request.width,
+        negative_prompt=request.negative_prompt is not None,
+    )  # fmt: skip
+    return CalibrateSpec(preset, prompts, settings, name or preset.name, negative_prompt, plan, device, dtype, load)
 
 
 @dataclass

@@ -1,8 +1,8 @@
 """The teacli command line: generate, bench, calibrate and list-models, each a thin layer over the library.
 
 `main` installs the signal handling first; the commands import torch and diffusers only once their cheap checks
-passed (_app.import_libraries), with signals held meanwhile, so a Ctrl-C or SIGTERM at any moment is one line and
-an exit code, never a traceback.
+passed (teacli.signals.import_libraries), with signals held meanwhile, so a Ctrl-C or SIGTERM at any moment is one
+line and an exit code, never a traceback.
 """
 
 from __future__ import annotations
@@ -28,10 +28,7 @@ def run() -> None:
     Unloading torch, diffusers and transformers at interpreter exit takes a second or two, during which Python
     has put the default signal handlers back: a Ctrl-C then would kill the process without a word. Every file
     is complete and closed by now, so there is nothing left for the interpreter to clean up."""
-    import os
-    import sys
-
-    from .. import signals
+    from .. import signals, terminal
 
     try:
         main()
@@ -39,13 +36,7 @@ def run() -> None:
     except SystemExit as exit:
         code = exit.code if isinstance(exit.code, int) else (0 if exit.code is None else 1)
     signals.hold()  # from here on a signal changes nothing: the run is over
-    for stream in (sys.stdout, sys.stderr):
-        try:
-            if stream is not None:
-                stream.flush()
-        except (OSError, ValueError):
-            pass
-    os._exit(code)
+    terminal.leave(code)
 
 
 def __getattr__(name: str) -> Any:

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import logging
 import sys
 import traceback
-from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack
 from typing import Any, NoReturn
 
 import typer
@@ -14,8 +12,8 @@ from rich.console import Console
 from rich.markup import escape
 from typer.core import TyperGroup
 
-from ..errors import TeacliError, is_out_of_memory
-from ..models.library_logs import quiet_libraries
+from .. import terminal
+from ..errors import TeacliError
 from ..signals import exit_code as interrupt_exit_code
 from ..signals import handlers, interrupt_for, interrupt_of, release, restore
 
@@ -68,40 +66,20 @@ def interrupted(done: str, interrupt: KeyboardInterrupt) -> NoReturn:
     raise typer.Exit(interrupt_exit_code(interrupt)) from None
 
 
-def print_warning(message: str) -> None:
-    one_line = escape(" ".join(str(message).split()))
-    stderr.print(f"[bold yellow]warning:[/] {one_line}", highlight=False, markup=True, soft_wrap=True)
-
-
 def print_json(data: Any) -> None:
     """A report for scripts on stdout: strict JSON (an infinite PSNR, identical outputs, becomes null)."""
-    import json
-    import math
-
-    def finite(value: Any) -> Any:
-        if isinstance(value, float) and not math.isfinite(value):
-            return None
-        if isinstance(value, dict):
-            return {key: finite(item) for key, item in value.items()}
-        if isinstance(value, (list, tuple)):
-            return [finite(item) for item in value]
-        return value
-
-    text = json.dumps(finite(data), indent=2, allow_nan=False) + "\n"
-    stream = _json_stream or sys.stdout
+    text, stream = terminal.strict_json(data), terminal.json_stream()
     if stream is None:
         raise CLIError("--json prints to stdout, which is closed; run without closing stdout (or drop --json)")
     try:
         stream.write(text)
         stream.flush()
     except OSError as error:
-        silence_stdout()
+        terminal.silence_stdout()
         reason = error.strerror or error
         raise CLIError(f"could not write the JSON report to stdout ({reason}); check where stdout goes") from None
 
 
-# Where print_json writes while stdout is reserved for the JSON report (see reserve_stdout_for_json).
-_json_stream: Any = None
 # What a command set up for its own duration; OneLineErrorsGroup.main closes it when the command ends.
 _command_resources = ExitStack()
 
@@ -112,48 +90,7 @@ def reserve_stdout_for_json(option: str = "--json") -> None:
     stderr, so stdout carries the JSON alone."""
     if sys.stdout is None:
         raise CLIError(f"{option} prints to stdout, which is closed; run without closing stdout (or drop {option})")
-    _command_resources.enter_context(_stdout_reserved())
-
-
-@contextmanager
-def _stdout_reserved() -> Iterator[None]:
-    global _json_stream
-    import io
-    import os
-    from contextlib import redirect_stdout
-
-    sys.stdout.flush()
-    try:
-        descriptor = sys.stdout.fileno()
-        sys.stderr.flush()
-        error_descriptor = sys.stderr.fileno()
-    except (OSError, ValueError, AttributeError, io.UnsupportedOperation):
-        descriptor = None  # an in-memory stdout (tests): redirecting the Python object is enough
-    if descriptor is None:
-        _json_stream = sys.stdout
-        try:
-            with redirect_stdout(sys.stderr):
-                yield
-        finally:
-            _json_stream = None
-        return
-    # At the descriptor level, so loggers and C code holding the original stdout are redirected too.
-    saved = os.dup(descriptor)
-    os.dup2(error_descriptor, descriptor)
-    _json_stream = open(saved, "w", encoding="utf-8", closefd=True)  # noqa: SIM115 - closed below
-    try:
-        yield
-    finally:
-        try:
-            sys.stdout.flush()
-        except OSError:
-            pass
-        os.dup2(saved, descriptor)
-        stream, _json_stream = _json_stream, None
-        try:
-            stream.close()
-        except OSError:
-            pass
+    _command_resources.enter_context(terminal.reserved_stdout())
 
 
 def broken_pipe() -> CLIError:
@@ -166,7 +103,7 @@ class ReportConsole(Console):
     """Rich's console for the report on stdout; a closed pipe is one error line (Rich would exit 1 silently)."""
 
     def on_broken_pipe(self) -> None:
-        silence_stdout()
+        terminal.silence_stdout()
         raise broken_pipe()
 
 
@@ -198,7 +135,7 @@ class OneLineErrorsGroup(TyperGroup):
         except KeyboardInterrupt as interrupt:
             raise Interrupted(interrupt) from None
         except BrokenPipeError:  # Typer would exit 1 without a word
-            silence_stdout()
+            terminal.silence_stdout()
             raise broken_pipe() from None
 
     def main(
@@ -250,78 +187,14 @@ def take_debug_flag(args: list[str]) -> tuple[list[str], bool]:
 
 
 def flush_stdout(code: int) -> int:
-    """A report that cannot reach stdout (closed, a full disk, a closed pipe) is one error line, and Python's
-    own flush at exit is pointed at /dev/null so it cannot print a second traceback."""
-    try:
-        if sys.stdout is not None:
-            sys.stdout.flush()
+    """A report that cannot reach stdout (closed, a full disk, a closed pipe) is one error line."""
+    problem = terminal.flush_stdout()
+    if problem is None:
         return code
-    except OSError as error:
-        silence_stdout()
-        print_error(f"could not write the report to stdout ({error.strerror or error}); check where stdout goes")
-        return EXIT_USER_ERROR
-
-
-def silence_stdout() -> None:
-    import os
-
-    try:
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
-        os.close(devnull)
-    except (OSError, ValueError, AttributeError):
-        pass
+    print_error(f"could not write the report to stdout ({problem}); check where stdout goes")
+    return EXIT_USER_ERROR
 
 
 def describe_failure(error: BaseException) -> str:
     """One line for a failure teacli did not foresee: what failed and what to do."""
-    import errno
-
-    reason = short_reason(error)
-    if is_out_of_memory(error):
-        return (
-            f"out of memory ({reason}); use a smaller --height/--width/--frames/--num-images, --dtype bfloat16, "
-            "or --cache-device cpu (--debug shows where)"
-        )
-    if isinstance(error, OSError):
-        where = f" ({error.filename})" if getattr(error, "filename", None) else ""
-        if error.errno == errno.ENOSPC:
-            where = where or " (writing the report, or a file)"
-            return f"no space left on the device{where}; free some space or write elsewhere; nothing was replaced"
-        if isinstance(error, BrokenPipeError):
-            return str(broken_pipe())
-        return f"{error.strerror or reason}{where}; check the path and its permissions (--debug shows the traceback)"
-    return (
-        f"unexpected {type(error).__name__}: {reason}; "
-        "run again with --debug for the traceback and report it (teacli, diffusers and torch versions help)"
-    )
-
-
-def short_reason(error: BaseException) -> str:
-    """A library's message cut to one short line (limits.clip): never an unbounded value."""
-    from ..limits import clip
-
-    return clip(str(error)) or type(error).__name__
-
-
-def import_libraries() -> None:
-    """torch, diffusers and transformers, imported once a command's cheap checks passed, with Ctrl-C and SIGTERM
-    held until they are complete (see teacli.signals.hold): a bad option is refused in a fraction of a second, and a
-    signal during the imports is one line, never a half-imported library."""
-    from ..signals import held
-
-    with held():
-        import diffusers  # noqa: F401
-        import torch  # noqa: F401
-        import transformers  # noqa: F401
-
-
-def setup_logging(verbose: bool) -> None:
-    """teacli's own lines through Rich on stderr; the libraries' chatter only when verbose."""
-    from rich.logging import RichHandler
-
-    logger = logging.getLogger("teacli")
-    logger.handlers[:] = [RichHandler(console=stderr, show_time=False, show_path=False, markup=False)]
-    logger.setLevel(logging.DEBUG if verbose else logging.INFO)
-    logger.propagate = False
-    quiet_libraries(verbose)
+    return str(broken_pipe()) if isinstance(error, BrokenPipeError) else terminal.describe_failure(error)

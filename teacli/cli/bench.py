@@ -3,218 +3,136 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import replace
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
-from ._app import (
-    CLIError,
-    ReportConsole,
-    import_libraries,
-    interrupted,
-    print_json,
-    reserve_stdout_for_json,
-    setup_logging,
-)
-from ._options import (
-    COEFFICIENTS_OPTION_SOURCE,
-    AllowPickleOpt,
-    CacheDeviceOpt,
-    CoefficientsOpt,
-    CompileOpt,
-    Device,
-    DeviceOpt,
-    DType,
-    DTypeOpt,
-    EndOpt,
-    GuidanceOpt,
-    HeightOpt,
-    ImageOpt,
-    LoraOpt,
-    LoraScaleOpt,
-    MaxCachedInRowOpt,
-    ModelOpt,
-    NumPromptsOpt,
-    OfflineOpt,
-    RetStepsOpt,
-    SeedOpt,
-    StartOpt,
-    StepsOpt,
-    StrictOpt,
-    VerboseOpt,
-    WidthOpt,
-    cache_options,
-    check_policy,
-    check_ranges,
-    check_seeds,
-    check_text,
-    load_options,
-    parse_coefficients,
-    parse_thresholds,
-)
-from ._progress import RichProgress, bar, loading
+import teacli.cli._options as opt
+
+from ..bench.options import check_outputs, parse_at_calls, split_budgets
+from ..generation.policy import parse_coefficients, parse_thresholds
+from ..generation.progress import RichProgress
+from ..models.library_logs import log_to_console
+from ..signals import import_libraries
+from ._app import CLIError, ReportConsole, interrupted, print_json, reserve_stdout_for_json, stderr
 
 BENCH_PROMPT = "a red circle on a blue background"
 THRESHOLDS = "0.1,0.2,0.4,0.6"
 SWEEP_THRESHOLDS = "0.05,0.1,0.2,0.3,0.5,0.8"  # with --sweep: from about 40 to 10 computed calls of 56 on teacli-shapes
 
 
+THRESH_HELP = "Comma-separated thresholds"
+AGAINST_HELP = "Other caches beside TeaCache, comma-separated: fbcache, magcache, taylorseer, dbcache, or none"
+BUDGET_HELP = (
+    "Comma-separated budgets (computed steps, e.g. 6,8,10, or speedups, e.g. 3x): a teacache-plan row each "
+    "(the preset's calibrated plan; teacache-uniform where it has none)"
+)
+BUDGET_SHOWN = "with --sweep, every budget the preset has a plan for, up to 60% of the steps"
+POLICY_HELP = "For --budget rows: auto (a calibrated plan, else uniform), plan or uniform"
+PROMPTS_HELP = (
+    "Text file, one prompt a line ('#' comments): every configuration runs on every prompt, prompt i with seed "
+    "--seed + i; rows give the mean and spread over prompts"
+)
+SWEEP_HELP = "Sweep every cache across 5-6 settings, few to many computed calls, to draw each curve"
+AT_CALLS_HELP = (
+    "Compare every cache at these computed calls per picture, e.g. 12,16,20,24,32: PSNR and SSIM interpolated "
+    "along each one's curve (the frontier table and JSON key; implies --sweep)"
+)
+WARMUP_HELP = "Unmeasured rounds before measuring (with --prompts: on the first prompt)"
+ISOLATE_HELP = "Run each configuration in a process of its own instead of interleaved"
+JSON_HELP = "Also write the results to this JSON file; - prints them on stdout"
+PLOT_HELP = "Also draw speedup against PSNR to this PNG (needs teacli[plot])"
+
 ThreshOption = Annotated[
     str | None,
-    typer.Option(
-        "--thresh",
-        "-t",
-        help="Comma-separated thresholds",
-        show_default=f"{THRESHOLDS}; with --sweep {SWEEP_THRESHOLDS}",
-    ),
-]
-AgainstOption = Annotated[
-    str | None,
-    typer.Option(
-        "--against",
-        help="Other caches beside TeaCache, comma-separated: fbcache, magcache, taylorseer, dbcache, or none",
-        show_default="all that apply",
-    ),
-]
-BudgetOption = Annotated[
-    str | None,
-    typer.Option(
-        "--budget",
-        "-b",
-        help="Comma-separated budgets (computed steps, e.g. 6,8,10, or speedups, e.g. 3x): a teacache-plan row "
-        "each (the preset's calibrated plan; teacache-uniform where it has none)",
-        show_default="with --sweep, every budget the preset has a plan for, up to 60% of the steps",
-    ),
-]
-PolicyOption = Annotated[
-    str,
-    typer.Option("--policy", help="For --budget rows: auto (a calibrated plan, else uniform), plan or uniform"),
+    typer.Option("--thresh", "-t", help=THRESH_HELP, show_default=f"{THRESHOLDS}; with --sweep {SWEEP_THRESHOLDS}"),
 ]
 PromptOption = Annotated[str | None, typer.Option("--prompt", help="Prompt for every run", show_default=BENCH_PROMPT)]
-PromptsOption = Annotated[
-    Path | None,
-    typer.Option(
-        "--prompts",
-        help="Text file, one prompt a line ('#' comments): every configuration runs on every prompt, "
-        "prompt i with seed --seed + i; rows give the mean and spread over prompts",
-    ),
-]
-SweepOption = Annotated[
-    bool,
-    typer.Option(
-        "--sweep", help="Sweep every cache across 5-6 settings, few to many computed calls, to draw each curve"
-    ),
-]
-AtCallsOption = Annotated[
-    str | None,
-    typer.Option(
-        "--at-calls",
-        help="Compare every cache at these computed calls per picture, e.g. 12,16,20,24,32: PSNR and SSIM "
-        "interpolated along each one's curve (the frontier table and JSON key; implies --sweep)",
-    ),
-]
 RunsOption = Annotated[
     int | None,
     typer.Option(
-        "--runs",
-        help="Measured runs per configuration (and prompt)",
-        show_default="3; 1 with --prompts or --at-calls",
+        "--runs", help="Measured runs per configuration (and prompt)", show_default="3; 1 with --prompts or --at-calls"
     ),
-]
-WarmupOption = Annotated[
-    int, typer.Option("--warmup", help="Unmeasured rounds before measuring (with --prompts: on the first prompt)")
-]
-IsolateOption = Annotated[
-    bool, typer.Option("--isolate", help="Run each configuration in a process of its own instead of interleaved")
 ]
 CompareBaselineOption = Annotated[
     bool, typer.Option("--compare-baseline", hidden=True, help="Kept for scripts: vanilla always runs now")
 ]
-JsonOutOption = Annotated[
-    Path | None, typer.Option("--json", help="Also write the results to this JSON file; - prints them on stdout")
-]
-PlotOption = Annotated[
-    Path | None, typer.Option("--plot", help="Also draw speedup against PSNR to this PNG (needs teacli[plot])")
-]
-OverwriteOption = Annotated[bool, typer.Option("--overwrite", help="Replace --json / --plot if they exist")]
 
 
 def bench(
-    model: ModelOpt = None,
+    model: opt.ModelOpt = None,
     thresh: ThreshOption = None,
-    against: AgainstOption = None,
-    budget: BudgetOption = None,
-    policy: PolicyOption = "auto",
-    coefficients: CoefficientsOpt = None,
-    start: StartOpt = None,
-    end: EndOpt = None,
-    ret_steps: RetStepsOpt = None,
-    max_cached_in_row: MaxCachedInRowOpt = None,
-    cache_device: CacheDeviceOpt = None,
-    steps: StepsOpt = None,
-    seed: SeedOpt = 0,
-    guidance: GuidanceOpt = None,
-    height: HeightOpt = None,
-    width: WidthOpt = None,
+    against: Annotated[str | None, typer.Option("--against", help=AGAINST_HELP, show_default="all that apply")] = None,
+    budget: Annotated[str | None, typer.Option("--budget", "-b", help=BUDGET_HELP, show_default=BUDGET_SHOWN)] = None,
+    policy: Annotated[str, typer.Option("--policy", help=POLICY_HELP)] = "auto",
+    coefficients: opt.CoefficientsOpt = None,
+    start: opt.StartOpt = None,
+    end: opt.EndOpt = None,
+    ret_steps: opt.RetStepsOpt = None,
+    max_cached_in_row: opt.MaxCachedInRowOpt = None,
+    cache_device: opt.CacheDeviceOpt = None,
+    steps: opt.StepsOpt = None,
+    seed: opt.SeedOpt = 0,
+    guidance: opt.GuidanceOpt = None,
+    height: opt.HeightOpt = None,
+    width: opt.WidthOpt = None,
     prompt: PromptOption = None,
-    prompts: PromptsOption = None,
-    num_prompts: NumPromptsOpt = None,
-    sweep: SweepOption = False,
-    at_calls: AtCallsOption = None,
-    image: ImageOpt = None,
+    prompts: Annotated[Path | None, typer.Option("--prompts", help=PROMPTS_HELP)] = None,
+    num_prompts: opt.NumPromptsOpt = None,
+    sweep: Annotated[bool, typer.Option("--sweep", help=SWEEP_HELP)] = False,
+    at_calls: Annotated[str | None, typer.Option("--at-calls", help=AT_CALLS_HELP)] = None,
+    image: opt.ImageOpt = None,
     runs: RunsOption = None,
-    warmup: WarmupOption = 1,
-    isolate: IsolateOption = False,
+    warmup: Annotated[int, typer.Option("--warmup", help=WARMUP_HELP)] = 1,
+    isolate: Annotated[bool, typer.Option("--isolate", help=ISOLATE_HELP)] = False,
     compare_baseline: CompareBaselineOption = False,
-    json_out: JsonOutOption = None,
-    plot: PlotOption = None,
-    overwrite: OverwriteOption = False,
-    lora: LoraOpt = None,
-    lora_scale: LoraScaleOpt = 1.0,
-    compile: CompileOpt = False,
-    device: DeviceOpt = Device.auto,
-    dtype: DTypeOpt = DType.auto,
-    allow_pickle: AllowPickleOpt = False,
-    offline: OfflineOpt = False,
-    strict: StrictOpt = False,
-    verbose: VerboseOpt = False,
+    json_out: Annotated[Path | None, typer.Option("--json", help=JSON_HELP)] = None,
+    plot: Annotated[Path | None, typer.Option("--plot", help=PLOT_HELP)] = None,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace --json / --plot if they exist")] = False,
+    lora: opt.LoraOpt = None,
+    lora_scale: opt.LoraScaleOpt = 1.0,
+    compile: opt.CompileOpt = False,
+    device: opt.DeviceOpt = "auto",
+    dtype: opt.DTypeOpt = "auto",
+    allow_pickle: opt.AllowPickleOpt = False,
+    offline: opt.OfflineOpt = False,
+    strict: opt.StrictOpt = False,
+    verbose: opt.VerboseOpt = False,
 ) -> None:
     """Vanilla, TeaCache (threshold 0 and each --thresh) and the other caches, measured alike: median of
     --runs, interleaved round-robin; speedup, ideal speedup, efficiency, PSNR, SSIM and peak memory.
     With --prompts (or --at-calls) every configuration runs on every prompt, and --at-calls compares the
     caches at equal computed calls."""
-    from ..bench.suite import BenchSpec, budget_policies, parse_at_calls, sweep_budgets
-
-    budgets = parse_at_calls(at_calls)
-    over_prompts = prompts is not None or budgets is not None
-    sweep = sweep or budgets is not None
+    at_calls_budgets = parse_at_calls(at_calls)
+    over_prompts = prompts is not None or at_calls_budgets is not None
+    sweep = sweep or at_calls_budgets is not None
     thresholds = parse_thresholds(thresh if thresh is not None else SWEEP_THRESHOLDS if sweep else THRESHOLDS)
-    budget_texts = _budget_texts(budget, policy)
+    budget_texts = split_budgets(budget, policy)
     user_coefficients = parse_coefficients(coefficients)
-    check_ranges(steps=steps, runs=runs, warmup=warmup, height=height, width=width, guidance=guidance, seed=seed,
+    opt.check_ranges(steps=steps, runs=runs, warmup=warmup, height=height, width=width, guidance=guidance, seed=seed,
                      num_prompts=num_prompts)  # fmt: skip
     texts = _prompt_texts(prompt, prompts, num_prompts, seed, isolate and over_prompts)
-    to_stdout = _check_outputs(json_out, plot, overwrite)
+    to_stdout = json_out is not None and str(json_out) == "-"
+    if to_stdout:
+        reserve_stdout_for_json("--json -")
+    check_outputs(None if to_stdout else json_out, plot, overwrite)
     import_libraries()
-    from ..generation.session import resolve
+    from ..bench.peers import parse_against
+    from ..bench.suite import bench_spec
+    from ..generation.caching import USER_COEFFICIENTS
+    from ..generation.preparation import CacheOptions, load_options
 
-    methods = _methods(against)
+    methods = parse_against(against)
     loading = load_options(allow_pickle, offline, lora, lora_scale, compile)
-    caching = cache_options(start, end, ret_steps, max_cached_in_row, cache_device)
+    caching = CacheOptions(start, end, ret_steps, max_cached_in_row, cache_device)
     _setup_logging(verbose)
-    preset = resolve(model, offline=offline)
-    asked = dict(steps=steps, guidance=guidance, height=height, width=width)
-    requests = _requests(preset, texts, seed, asked, image, thresholds, strict)
-    steps = requests[0].steps
-    budget_texts = budget_texts or (sweep_budgets(preset, steps) if sweep else [])
-    spec = BenchSpec(
-        preset, requests, thresholds, budget_policies(preset, steps, policy, budget_texts), methods,
-        over_prompts=over_prompts, at_calls=budgets or [], sweep=sweep,
-        runs=runs if runs is not None else 1 if over_prompts else 3, warmup=warmup, isolate=isolate, model=model,
-        device=device.value, dtype=dtype.value, coefficients=user_coefficients,
-        coefficients_source=COEFFICIENTS_OPTION_SOURCE, load=loading, cache=caching,
+    spec = bench_spec(
+        model, texts, thresholds, seed=seed, settings=dict(steps=steps, guidance=guidance, height=height, width=width),
+        image=image, methods=methods, budgets=budget_texts, policy=policy, at_calls=at_calls_budgets,
+        over_prompts=over_prompts, sweep=sweep, runs=runs, strict=strict, progress=RichProgress(stderr), warmup=warmup,
+        isolate=isolate, device=device, dtype=dtype, coefficients=user_coefficients,
+        coefficients_source=USER_COEFFICIENTS, load=loading, cache=caching,
         prompts_file=str(prompts) if prompts is not None else None,
     )  # fmt: skip
     console = ReportConsole(stderr=to_stdout)  # with --json - stdout carries the JSON alone
@@ -231,19 +149,10 @@ def _run(spec: Any, console: Any) -> Any:
         console.print(f"[yellow]skipping {method}:[/] {escape(reason)}", highlight=False)
 
     try:
-        return run_benchmark(spec, BenchProgress(loading=loading, bar=bar, skipping=skipping))
+        rich = RichProgress(stderr)
+        return run_benchmark(spec, BenchProgress(rich.loading_model, rich.runs, skipping))
     except KeyboardInterrupt as interrupt:
         interrupted("nothing was written", interrupt)
-
-
-def _budget_texts(budget: str | None, policy: str) -> list[str]:
-    """--budget as its parts, each checked with --policy before anything loads."""
-    texts = [part.strip() for part in budget.split(",")] if budget is not None else []
-    if policy == "teacache":
-        raise CLIError("bench always runs TeaCache's rule at --thresh; --policy chooses how --budget rows run")
-    for text in texts or [None]:
-        check_policy(policy, text)
-    return texts
 
 
 def _prompt_texts(
@@ -252,7 +161,7 @@ def _prompt_texts(
     """--prompt, or the first --num-prompts of --prompts FILE (prompt i with seed + i)."""
     from ..batch.prompts import read_prompts
 
-    check_text("--prompt", prompt)
+    opt.check_text("--prompt", prompt)
     if num_prompts is not None and prompts is None:
         raise CLIError("--num-prompts takes the first N of --prompts FILE; give --prompts too")
     if prompts is not None and prompt is not None:
@@ -262,32 +171,12 @@ def _prompt_texts(
     if prompts is None:
         return [prompt if prompt is not None else BENCH_PROMPT]
     texts = read_prompts(prompts)[:num_prompts]
-    check_seeds(seed, len(texts))
+    opt.check_seeds(seed, len(texts))
     return texts
 
 
-def _check_outputs(json_out: Path | None, plot: Path | None, overwrite: bool) -> bool:
-    """--json and --plot checked writable before anything loads; whether the JSON goes to stdout (--json -)."""
-    from ..bench.plot import check_plot_available
-    from ..generation.output import check_writable
-
-    to_stdout = json_out is not None and str(json_out) == "-"
-    if to_stdout:
-        reserve_stdout_for_json("--json -")
-    if json_out is not None and not to_stdout:
-        check_writable(json_out, overwrite, kind="--json")
-    if plot is not None and json_out is not None and not to_stdout and plot.resolve() == json_out.resolve():
-        raise CLIError(f"--json and --plot both name {plot}; give each its own file")
-    if plot is not None:
-        if plot.suffix.lower() != ".png":
-            raise CLIError(f"--plot {plot} must end in .png")
-        check_writable(plot, overwrite, kind="--plot")
-        check_plot_available()
-    return to_stdout
-
-
 def _setup_logging(verbose: bool) -> None:
-    setup_logging(verbose)
+    log_to_console(stderr, verbose)
     if not verbose:  # one "TeaCache enabled" line per run would bury the table
         logging.getLogger("teacli").setLevel(logging.WARNING)
 
@@ -296,43 +185,9 @@ def _report(
     report: Any, console: Any, json_file: Path | None, to_stdout: bool, plot: Path | None, overwrite: bool
 ) -> None:
     """The tables; the JSON on stdout (--json -) or in its file; the plot."""
-    from ..bench.plot import plot_bench, plot_frontier
-    from ..bench.report import render_report
-    from ..generation.output import save_json
+    from ..bench.report import render_report, save_report
 
     data = render_report(report, console)
-    over_prompts = report.spec.over_prompts
     if to_stdout:
         print_json(data)
-    elif json_file is not None:
-        save_json(data, json_file, overwrite)
-        console.print(f"wrote {json_file}")
-    if plot is not None:
-        (plot_frontier if over_prompts else plot_bench)(data, plot, overwrite)
-        console.print(f"wrote {plot}")
-
-
-def _methods(against: str | None) -> list[str]:
-    """--against as the peers' names (teacli.bench.peers)."""
-    from ..bench.peers import parse_against
-
-    try:
-        return parse_against(against)
-    except ValueError as error:
-        raise CLIError(str(error)) from None
-
-
-def _requests(
-    preset: Any, texts: list[str], seed: int, asked: dict, image: Path | None, thresholds: list[float], strict: bool
-) -> list[Any]:
-    """Request i: prompt i with seed + i, the preset's defaults where nothing was asked; what the pipeline cannot
-    take refused and what makes caching useless warned of (refused with --strict), before loading."""
-    from ..generation.checks import check_settings, schedule_warning, thresh_warning
-    from ..generation.runner import GenerationRequest
-    from ..generation.session import check_pipeline_takes, input_image
-
-    check_pipeline_takes(preset, guidance=asked["guidance"], height=asked["height"], width=asked["width"], image=image)
-    request = GenerationRequest.from_preset(preset, texts[0], seed=seed, image=input_image(preset, image), **asked)
-    warnings = [schedule_warning(request.steps), *(thresh_warning(t, preset) for t in thresholds)]
-    check_settings(warnings, strict, RichProgress())
-    return [replace(request, prompt=text, seed=seed + index) for index, text in enumerate(texts)]
+    save_report(report, data, json_file, plot, overwrite, console)

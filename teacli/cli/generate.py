@@ -11,62 +11,16 @@ from typing import Annotated, Any
 
 import typer
 
+import teacli.cli._options as opt
+
 from ..errors import TeacliError
-from ._app import (
-    EXIT_USER_ERROR,
-    CLIError,
-    ReportConsole,
-    import_libraries,
-    interrupt_exit_code,
-    interrupted,
-    print_json,
-    reserve_stdout_for_json,
-    setup_logging,
-)
-from ._options import (
-    AllowPickleOpt,
-    BudgetOpt,
-    CacheDeviceOpt,
-    CoefficientsOpt,
-    CompileOpt,
-    Device,
-    DeviceOpt,
-    DType,
-    DTypeOpt,
-    EndOpt,
-    FpsOpt,
-    FramesOpt,
-    GuidanceOpt,
-    HeightOpt,
-    ImageOpt,
-    JsonOpt,
-    LoraOpt,
-    LoraScaleOpt,
-    MaxCachedInRowOpt,
-    ModelOpt,
-    NegativePromptOpt,
-    NumImagesOpt,
-    OfflineOpt,
-    OverwriteOpt,
-    PolicyOpt,
-    RetStepsOpt,
-    SeedOpt,
-    StartOpt,
-    StepsOpt,
-    StrictOpt,
-    TrueCfgOpt,
-    VerboseOpt,
-    WidthOpt,
-    cache_options,
-    check_policy,
-    check_ranges,
-    check_seeds,
-    check_text,
-    check_thresh,
-    load_options,
-    parse_coefficients,
-)
-from ._progress import RichProgress
+from ..generation.policy import check_policy, check_thresh, parse_coefficients
+from ..generation.progress import RichProgress
+from ..models.library_logs import log_to_console
+from ..settings import check_given
+from ..signals import exit_code as interrupt_exit_code
+from ..signals import import_libraries
+from ._app import EXIT_USER_ERROR, CLIError, ReportConsole, interrupted, print_json, reserve_stdout_for_json, stderr
 
 
 class UsageError(CLIError):
@@ -77,14 +31,11 @@ class UsageError(CLIError):
 
 # The options only generate has.
 PromptArg = Annotated[str | None, typer.Argument(help="What to draw (or give --prompts FILE)", show_default=False)]
-PromptsOpt = Annotated[
-    Path | None,
-    typer.Option(
-        "--prompts",
-        help="Make one output per prompt of FILE: one prompt a line, or JSONL with per-prompt seed and options; "
-        "resumable, and split between processes under torchrun or accelerate launch",
-    ),
-]
+PROMPTS_HELP = (
+    "Make one output per prompt of FILE: one prompt a line, or JSONL with per-prompt seed and options; resumable, "
+    "and split between processes under torchrun or accelerate launch"
+)
+OUT_SHOWN = "teacli-NNNN.png/.mp4/.wav by what the model makes, first free"
 OutDirOpt = Annotated[
     Path | None,
     typer.Option("--out-dir", help="With --prompts: where the outputs go", show_default="the current folder"),
@@ -99,12 +50,6 @@ ThreshOpt = Annotated[
     float | None,
     typer.Option("--thresh", "-t", help="TeaCache threshold; 0 computes every step", show_default="the preset's"),
 ]
-OutOpt = Annotated[
-    Path | None,
-    typer.Option(
-        "--out", "-o", help="Output file", show_default="teacli-NNNN.png/.mp4/.wav by what the model makes, first free"
-    ),
-]
 CompareBaselineOpt = Annotated[
     bool, typer.Option("--compare-baseline", help="Also run without cache: measured speedup and PSNR")
 ]
@@ -112,43 +57,43 @@ CompareBaselineOpt = Annotated[
 
 def generate(
     prompt: PromptArg = None,
-    prompts: PromptsOpt = None,
+    prompts: Annotated[Path | None, typer.Option("--prompts", help=PROMPTS_HELP)] = None,
     out_dir: OutDirOpt = None,
     manifest: ManifestOpt = None,
-    model: ModelOpt = None,
+    model: opt.ModelOpt = None,
     thresh: ThreshOpt = None,
-    budget: BudgetOpt = None,
-    policy: PolicyOpt = "auto",
-    coefficients: CoefficientsOpt = None,
-    start: StartOpt = None,
-    end: EndOpt = None,
-    ret_steps: RetStepsOpt = None,
-    max_cached_in_row: MaxCachedInRowOpt = None,
-    cache_device: CacheDeviceOpt = None,
-    steps: StepsOpt = None,
-    seed: SeedOpt = 0,
-    guidance: GuidanceOpt = None,
-    height: HeightOpt = None,
-    width: WidthOpt = None,
-    image: ImageOpt = None,
-    negative_prompt: NegativePromptOpt = None,
-    true_cfg: TrueCfgOpt = None,
-    frames: FramesOpt = None,
-    fps: FpsOpt = None,
-    num_images: NumImagesOpt = 1,
-    out: OutOpt = None,
-    overwrite: OverwriteOpt = False,
-    lora: LoraOpt = None,
-    lora_scale: LoraScaleOpt = 1.0,
-    compile: CompileOpt = False,
-    device: DeviceOpt = Device.auto,
-    dtype: DTypeOpt = DType.auto,
-    allow_pickle: AllowPickleOpt = False,
-    offline: OfflineOpt = False,
+    budget: opt.BudgetOpt = None,
+    policy: opt.PolicyOpt = "auto",
+    coefficients: opt.CoefficientsOpt = None,
+    start: opt.StartOpt = None,
+    end: opt.EndOpt = None,
+    ret_steps: opt.RetStepsOpt = None,
+    max_cached_in_row: opt.MaxCachedInRowOpt = None,
+    cache_device: opt.CacheDeviceOpt = None,
+    steps: opt.StepsOpt = None,
+    seed: opt.SeedOpt = 0,
+    guidance: opt.GuidanceOpt = None,
+    height: opt.HeightOpt = None,
+    width: opt.WidthOpt = None,
+    image: opt.ImageOpt = None,
+    negative_prompt: opt.NegativePromptOpt = None,
+    true_cfg: opt.TrueCfgOpt = None,
+    frames: opt.FramesOpt = None,
+    fps: opt.FpsOpt = None,
+    num_images: opt.NumImagesOpt = 1,
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="Output file", show_default=OUT_SHOWN)] = None,
+    overwrite: opt.OverwriteOpt = False,
+    lora: opt.LoraOpt = None,
+    lora_scale: opt.LoraScaleOpt = 1.0,
+    compile: opt.CompileOpt = False,
+    device: opt.DeviceOpt = "auto",
+    dtype: opt.DTypeOpt = "auto",
+    allow_pickle: opt.AllowPickleOpt = False,
+    offline: opt.OfflineOpt = False,
     compare_baseline: CompareBaselineOpt = False,
-    json_report: JsonOpt = False,
-    strict: StrictOpt = False,
-    verbose: VerboseOpt = False,
+    json_report: opt.JsonOpt = False,
+    strict: opt.StrictOpt = False,
+    verbose: opt.VerboseOpt = False,
 ) -> None:
     """Generate an image, video or sound with TeaCache and report calls computed vs cached."""
     given = dict(locals())  # every option by name, as the library's specs name their fields
@@ -159,15 +104,16 @@ def generate(
 
     from ..batch.prepare import PromptsSpec
     from ..generation.generate import GenerationSpec
+    from ..generation.preparation import CacheOptions, load_options
 
     given.update(
         coefficients=parse_coefficients(coefficients),
         load=load_options(allow_pickle, offline, lora, lora_scale, compile),
-        cache=cache_options(start, end, ret_steps, max_cached_in_row, cache_device),
-        device=device.value,
-        dtype=dtype.value,
+        cache=CacheOptions(start, end, ret_steps, max_cached_in_row, cache_device),
+        device=device,
+        dtype=dtype,
     )
-    setup_logging(verbose)
+    log_to_console(stderr, verbose)
     if prompts is not None:
         _generate_prompts(_spec(PromptsSpec, given), json_report)
     else:
@@ -201,11 +147,10 @@ def _check_command_line(given: dict[str, Any]) -> None:
         check_thresh(given["thresh"])
     check_policy(given["policy"], given["budget"])
     parse_coefficients(given["coefficients"])
-    ranged = ("steps", "height", "width", "frames", "num_images", "fps", "guidance", "true_cfg")
-    check_ranges(**{name: given[name] for name in ranged})
-    check_seeds(given["seed"], given["num_images"])
-    check_text("the prompt", prompt)
-    check_text("--negative-prompt", given["negative_prompt"])
+    check_given({**given, "seed": None}, CLIError)  # each ranged setting by its row (the seed just below)
+    opt.check_seeds(given["seed"], given["num_images"])
+    opt.check_text("the prompt", prompt)
+    opt.check_text("--negative-prompt", given["negative_prompt"])
 
 
 def _generate_one(spec: Any, json_report: bool) -> None:
@@ -213,14 +158,12 @@ def _generate_one(spec: Any, json_report: bool) -> None:
     from ..generation.generate import prepare_generation, run_generation
     from ..generation.report import render_generation
 
-    progress = RichProgress()
+    progress = RichProgress(stderr)
     prepared = prepare_generation(spec, progress)
     try:
         summary = run_generation(prepared, progress)
-    except KeyboardInterrupt as interrupt:
-        # A Ctrl-C during the final renames is held until the files are in place: say what is on disk.
-        written = prepared.written()
-        interrupted(f"wrote only {', '.join(map(str, written))}" if written else "nothing was written", interrupt)
+    except KeyboardInterrupt as interrupt:  # held during the final renames, until the files are in place
+        interrupted(prepared.on_disk(), interrupt)
     _render(render_generation, summary, json_report)
 
 
@@ -236,7 +179,7 @@ def _generate_prompts(spec: Any, json_report: bool) -> None:
     if not launch.is_main:  # the others say nothing but their own errors
         logging.getLogger("teacli").setLevel(logging.ERROR)
         warnings.simplefilter("ignore")
-    progress = RichProgress() if launch.is_main else Quiet()
+    progress = RichProgress(stderr) if launch.is_main else Quiet()
     try:
         prepared = prepare_prompts(spec, launch, progress)
     except TeacliError:
@@ -252,12 +195,7 @@ def _generate_prompts(spec: Any, json_report: bool) -> None:
     except KeyboardInterrupt as interrupt:
         if not launch.is_main:
             raise typer.Exit(interrupt_exit_code(interrupt)) from None
-        where = prepared.manifest if not launch.distributed else f"{prepared.manifest} and its part files"
-        interrupted(
-            f"{len(prepared.made)} output(s) of this process are recorded in {where}; "
-            "run the same command again to make the rest",
-            interrupt,
-        )
+        interrupted(prepared.on_disk(), interrupt)
     if summary is not None:
         _render(render_prompts, summary, json_report)
 

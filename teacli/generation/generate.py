@@ -8,13 +8,13 @@ writes the outputs with their metadata.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import KW_ONLY, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from ..engine.apply import apply_teacache
 from ..models.catalog import Preset
-from ..settings import SETTINGS, check_given
+from ..settings import PIPELINE_CHECKED, SETTINGS, check_given, setting_fields
 from .caching import USER_COEFFICIENTS
 from .checks import check_rule_options, check_settings, chosen_warning, schedule_warning, steps_note
 from .measure import Run, quality
@@ -42,23 +42,15 @@ WARMUP_STEPS = 2
 
 
 @dataclass(frozen=True)
+@setting_fields()
 class GenerationSpec:
-    """What to generate and how; None keeps the preset's value (teacli.settings lists the settings)."""
+    """What to generate and how. Every generation setting of teacli.settings is a keyword-only field too (steps,
+    seed, guidance, ..., image: a path or a PIL image, num_images: output i uses seed + i); None keeps the
+    preset's value."""
 
     prompt: str
     model: str | Preset | None = None  # a preset name, hub id, local path or preset file; None: teacli-shapes
-    # generation settings
-    steps: int | None = None
-    seed: int = 0
-    guidance: float | None = None
-    height: int | None = None
-    width: int | None = None
-    negative_prompt: str | None = None
-    true_cfg: float | None = None
-    frames: int | None = None
-    fps: float | None = None
-    image: Any = None  # an input image for editing models: a path or a PIL image
-    num_images: int = 1  # outputs made in one batch; output i uses seed + i
+    _: KW_ONLY  # the rest by name (a setting's place among the fields follows the table's order)
     # the cache
     thresh: float | None = None  # TeaCache's rule at this threshold
     budget: str | int | None = None  # or a schedule of this many computed steps ("10", or a speedup: "3x")
@@ -91,6 +83,11 @@ class PreparedGeneration:
         """The outputs this run has written so far."""
         return [path for path in self.outputs if path.exists() and path not in self.existing]
 
+    def on_disk(self) -> str:
+        """What an interrupted run leaves: the outputs it wrote, or that it wrote nothing."""
+        written = self.written()
+        return f"wrote only {', '.join(map(str, written))}" if written else "nothing was written"
+
 
 def generate(spec: GenerationSpec, progress: Progress | None = None) -> GenerationSummary:
     """Generate `spec.num_images` outputs with TeaCache, write them with their metadata, and report."""
@@ -105,12 +102,7 @@ def prepare_generation(spec: GenerationSpec, progress: Progress | None = None) -
     preset = resolve(spec.model, offline=spec.load.offline)
     check_pipeline_takes(
         preset,
-        guidance=spec.guidance,
-        height=spec.height,
-        width=spec.width,
-        negative_prompt=spec.negative_prompt,
-        image=spec.image,
-        frames=spec.frames,
+        **{setting.name: getattr(spec, setting.name) for setting in PIPELINE_CHECKED},
         num_images=spec.num_images if spec.num_images > 1 else None,
     )
     kind = pipeline_media(preset)

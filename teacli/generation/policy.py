@@ -15,6 +15,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from .. import limits
 from ..engine.plan import UNIFORM_SOURCE, Plan, PlanError, check_budget, from_timeline, uniform
 from ..errors import TeacliError
 from ..models.catalog import Preset
@@ -24,7 +25,73 @@ POLICIES = ("auto", RULE, "plan", "uniform")
 
 
 class PolicyError(TeacliError, ValueError):
-    """A policy, budget or threshold that cannot be used together; the message says what to give instead."""
+    """A policy, budget, threshold or coefficients that cannot be used (together); the message says what to give
+    instead and `field` names the setting."""
+
+
+# How coefficients are written where a user gives them (a preset writes them as a list of the same numbers).
+COEFFICIENTS_FORM = "2-7 comma-separated numbers, highest power first, e.g. 498.65,-283.78,55.86,-3.82,0.264"
+
+
+def check_policy(policy: str, budget: str | None) -> None:
+    """`policy` is one of POLICIES and `budget` reads as steps or a speedup: checked before anything loads."""
+    if policy not in POLICIES:
+        raise PolicyError(f"policy {limits.clip(policy)} is not one of {', '.join(POLICIES)}", field="policy")
+    if budget is not None:
+        text = budget.strip().lower()
+        try:  # a whole number of steps, or a speedup such as 2.5x
+            value = float(text[:-1]) if text.endswith("x") else float(int(text))
+        except ValueError:
+            value = math.nan
+        if not math.isfinite(value) or value < 1:
+            raise PolicyError(
+                f"budget {limits.clip(budget) or repr(budget)} is neither a number of computed steps (e.g. 10) "
+                "nor a speedup (e.g. 3x)",
+                field="budget",
+            )
+
+
+def check_thresh(value: float) -> float:
+    """TeaCache's threshold: a finite number from 0 (0 disables caching), within its range (teacli.limits)."""
+    if math.isnan(value) or math.isinf(value) or value < 0:
+        raise PolicyError(f"thresh must be a finite number >= 0 (0 disables caching), got {value}", field="thresh")
+    return limits.check("thresh", value, PolicyError)
+
+
+def parse_thresholds(text: str) -> list[float]:
+    """Thresholds written as "0.1,0.2,0.4", each checked."""
+    values = []
+    for part in text.split(","):
+        try:
+            value = float(part)
+        except ValueError:
+            raise PolicyError(
+                f"thresh takes comma-separated numbers like 0.1,0.2,0.4; '{part.strip()}' is not a number",
+                field="thresh",
+            ) from None
+        values.append(check_thresh(value))
+    return values
+
+
+def parse_coefficients(text: str | None) -> tuple[float, ...] | None:
+    """Coefficients written as "a,b,c,d,e": the polynomial TeaCache rescales rel_l1 with, as presets write it."""
+    if text is None:
+        return None
+    parts = text.split(",")
+    values = []
+    for part in parts:
+        try:
+            values.append(float(part))
+        except ValueError:
+            raise PolicyError(
+                f"coefficients takes {COEFFICIENTS_FORM}; '{part.strip()}' is not a number", field="coefficients"
+            ) from None
+    if not 2 <= len(values) <= 7:
+        raise PolicyError(f"coefficients takes {COEFFICIENTS_FORM}; got {len(values)} number(s)", field="coefficients")
+    bad = next((part.strip() for part, value in zip(parts, values) if not math.isfinite(value)), None)
+    if bad is not None:
+        raise PolicyError(f"coefficients takes {COEFFICIENTS_FORM}; '{bad}' is not finite", field="coefficients")
+    return tuple(values)
 
 
 def policy_of(plan: Plan | None) -> str:

@@ -40,6 +40,34 @@ class LoadOptions:
         return asdict(self)
 
 
+def load_options(
+    allow_pickle: bool = False,
+    offline: bool = False,
+    lora: str | None = None,
+    lora_scale: float = 1.0,
+    compile: bool = False,
+) -> LoadOptions:
+    """LoadOptions checked before anything loads: offline set for this process and those it starts (go_offline),
+    a LoRA that is not there refused now rather than after the model has loaded."""
+    if offline:
+        go_offline()
+    if lora is not None:
+        from ..models.lora import locate_lora
+
+        locate_lora(lora, allow_pickle=allow_pickle, offline=offline)
+    return LoadOptions(allow_pickle=allow_pickle, offline=offline, lora=lora, lora_scale=lora_scale, compile=compile)
+
+
+def go_offline() -> None:
+    """Offline for the processes teacli starts (bench's isolated runs) and what reads the environment late; in this
+    process huggingface_hub has read it already, so the loaders are told themselves (teacli.models.loading)."""
+    import os
+
+    for variable in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_DATASETS_OFFLINE"):
+        os.environ[variable] = "1"
+    os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+
+
 @dataclass(frozen=True)
 class CacheOptions:
     """The TeaCache settings a user may give on top of the preset's; None keeps the preset's (or the default)."""

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import inspect
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from collections.abc import Callable, Sequence
+from dataclasses import KW_ONLY, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -15,13 +15,20 @@ from ..engine.devices import synchronize
 from ..engine.diffusers_internals import latent_packer
 from ..errors import TeacliError
 from ..models.catalog import Preset
-from ..settings import DEFAULT_SETTINGS, SETTINGS
+from ..settings import SETTINGS, Setting, setting_fields
 
 FALLBACK_TRUE_CFG = 4.0
 # Settings pipeline_kwargs passes by rules of their own: the seed makes generators, steps are always passed, a
 # negative prompt or an image the pipeline cannot take is refused, true CFG goes with a negative prompt only.
 PASSED_BY_RULE = ("seed", "steps", "negative_prompt", "true_cfg", "image", "num_images")
-PASSED_IF_TAKEN = tuple(setting for setting in SETTINGS if setting.name not in PASSED_BY_RULE)
+
+
+def passed_if_taken(table: Sequence[Setting]) -> tuple[Setting, ...]:
+    """The settings of `table` a pipeline gets under each of their `arguments` it takes: all but PASSED_BY_RULE."""
+    return tuple(setting for setting in table if setting.name not in PASSED_BY_RULE)
+
+
+PASSED_IF_TAKEN = passed_if_taken(SETTINGS)
 
 
 class GenerationError(TeacliError, ValueError):
@@ -29,26 +36,20 @@ class GenerationError(TeacliError, ValueError):
 
 
 @dataclass(frozen=True)
+@setting_fields(resolved=True)
 class GenerationRequest:
+    """One generation as the pipeline gets it: the prompt, every setting of teacli.settings as a keyword-only
+    field (steps required; the image a PIL image; seed i of a batch is seed + i) and the preset's call_kwargs."""
+
     prompt: str
-    steps: int
-    seed: int = 0
-    guidance: float | None = None
-    height: int | None = None
-    width: int | None = None
-    negative_prompt: str | None = None
-    true_cfg: float | None = None
-    image: Any = None  # a PIL image for editing pipelines (FLUX.1 Kontext, Qwen-Image-Edit, ...)
-    frames: int | None = None  # video pipelines: num_frames
-    fps: float | None = None  # video pipelines: frame rate of the file (and of the conditioning where taken)
-    num_images: int = 1  # outputs made in one batch; output i starts from the noise of seed + i
-    extra: dict[str, Any] = field(default_factory=dict)
+    _: KW_ONLY  # the rest by name (a setting's place among the fields follows the table's order)
+    extra: dict[str, Any] = field(default_factory=dict)  # the preset's call_kwargs
 
     @classmethod
     def from_preset(cls, preset: Preset, prompt: str, **overrides: Any) -> GenerationRequest:
         """The preset's defaults (every setting teacli.settings lets a preset give), replaced by every override
         that is not None."""
-        values = {name: getattr(preset.defaults, name) for name in DEFAULT_SETTINGS}
+        values = {item.name: getattr(preset.defaults, item.name) for item in fields(preset.defaults)}
         values.update(prompt=prompt, extra=dict(preset.call_kwargs))
         values.update({key: value for key, value in overrides.items() if value is not None})
         return cls(**values)

@@ -1,6 +1,9 @@
-"""The libraries' own chatter, quieted: diffusers' and transformers' progress bars and notices would drown a report."""
+"""The libraries' own chatter, quieted: diffusers' and transformers' progress bars and notices would drown a report;
+and teacli's own log lines, drawn on a console."""
 
 from __future__ import annotations
+
+from typing import Any
 
 
 def quiet_libraries(verbose: bool = False) -> None:
@@ -13,3 +16,16 @@ def quiet_libraries(verbose: bool = False) -> None:
     if not verbose:
         diffusers.utils.logging.set_verbosity_error()
         transformers.utils.logging.set_verbosity_error()
+
+
+def log_to_console(console: Any, verbose: bool) -> None:
+    """teacli's own lines through Rich on `console` (the CLI's stderr); the libraries' chatter only when verbose."""
+    import logging
+
+    from rich.logging import RichHandler
+
+    logger = logging.getLogger("teacli")
+    logger.handlers[:] = [RichHandler(console=console, show_time=False, show_path=False, markup=False)]
+    logger.setLevel(logging.DEBUG if verbose else logging.INFO)
+    logger.propagate = False
+    quiet_libraries(verbose)

@@ -9,8 +9,8 @@ from rich.markup import escape
 from rich.table import Table
 
 from ..engine.registry import has_extractor, supported_classes
+from . import catalog
 from .catalog import (
-    DEFAULT_PRESET,
     PRESETS_ENV,
     all_presets,
     replaced_builtin,
@@ -53,7 +53,11 @@ def render_presets(console: Any) -> None:
 
 
 def label(preset: Any) -> str:
-    shown = (("default", preset.name == DEFAULT_PRESET), ("test", preset.is_test_model), ("user", preset.is_user))
+    shown = (
+        ("default", preset.name == catalog.DEFAULT_PRESET),
+        ("test", preset.is_test_model),
+        ("user", preset.is_user),
+    )
     marks = [mark for mark, flag in shown if flag]
     return f"{preset.name} [dim]({', '.join(marks)})[/]" if marks else preset.name
 

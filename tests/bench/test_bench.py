@@ -124,3 +124,25 @@ def test_peak_memory_sees_an_allocation_on_cpu():
     with quiet.watch():
         pass
     assert watcher.peak_bytes >= quiet.peak_bytes + 32 * 2**20
+
+
+def test_bench_spec_from_what_a_user_asks():
+    """bench as a library call: request i is prompt i with seed + i, the preset's defaults where nothing was asked."""
+    from teacli.bench.suite import bench_spec
+
+    spec = bench_spec(None, ["a", "b"], [0.1], seed=5, settings={"steps": 6}, methods=[], over_prompts=True)
+    assert [(r.prompt, r.seed, r.steps) for r in spec.requests] == [("a", 5, 6), ("b", 6, 6)]
+    assert spec.preset.name == "teacli-shapes" and spec.methods == [] and spec.runs == 1
+    assert bench_spec(None, ["a"], [0.1], methods=None).runs == 3  # every peer, three runs on one prompt
+
+
+def test_bench_budgets_and_outputs_are_checked_before_loading(tmp_path):
+    from teacli.bench.options import BenchError, check_outputs, split_budgets
+
+    assert split_budgets("6, 3x", "auto") == ["6", "3x"] and split_budgets(None, "plan") == []
+    with pytest.raises(BenchError, match="bench always runs TeaCache's rule at thresh") as caught:
+        split_budgets("6", "teacache")
+    assert caught.value.fields == ("thresh", "policy", "budget")
+    with pytest.raises(BenchError, match="both name") as caught:
+        check_outputs(tmp_path / "same.png", tmp_path / "same.png", overwrite=False)
+    assert caught.value.fields == ("json_out", "plot")

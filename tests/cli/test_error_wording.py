@@ -31,7 +31,7 @@ def test_an_error_sent_between_processes_keeps_its_class_message_and_fields():
     import pickle
 
     from teacli.batch.run import PromptsFailed
-    from teacli.bench.configs import BenchError
+    from teacli.bench.options import BenchError
 
     error = pickle.loads(pickle.dumps(BenchError("at_calls 99 is more than start allows", field=("at_calls", "start"))))
     assert type(error) is BenchError and isinstance(error, ValueError)

@@ -12,6 +12,7 @@ from teacli.batch.prepare import PromptsSpec
 from teacli.batch.prompt_runs import PROMPT_OPTIONS, check_option
 from teacli.batch.prompt_runs import SETTINGS as MANIFEST_FIELDS
 from teacli.batch.prompts import PromptsError
+from teacli.generation import runner
 from teacli.generation.generate import GenerationSpec, prepare_generation
 from teacli.generation.metadata import FIELDS
 from teacli.generation.runner import PASSED_BY_RULE, PASSED_IF_TAKEN, GenerationError, GenerationRequest
@@ -27,6 +28,7 @@ from teacli.settings import (
     PROMPT_SETTINGS,
     SETTINGS,
     Setting,
+    setting_fields,
 )
 
 NAMES = [setting.name for setting in SETTINGS]
@@ -40,6 +42,32 @@ def test_every_setting_is_a_request_field_and_a_spec_field():
     assert set(NAMES) <= set(field_names(GenerationRequest))
     assert set(NAMES) <= set(field_names(GenerationSpec))
     assert set(PROMPT_SETTINGS) | {"image"} <= set(field_names(PromptsSpec))
+
+
+def test_the_python_api_takes_its_setting_fields_from_the_table():
+    # The settings are the classes' last fields, in the table's order, keyword-only, defaulting to their rows'.
+    for cls, names in (
+        (GenerationRequest, NAMES),
+        (GenerationSpec, NAMES),
+        (PromptsSpec, [name for name in NAMES if name != "num_images"]),  # one output per prompt
+    ):
+        added = dataclasses.fields(cls)[-len(names) :]
+        assert [field.name for field in added] == names, cls.__name__
+        for field in added:
+            row = settings.setting(field.name)
+            assert field.kw_only, (cls.__name__, field.name)
+            if cls is GenerationRequest and row.required:  # a request is resolved: it always has steps
+                assert (field.default, field.type) == (dataclasses.MISSING, row.type)
+            else:
+                assert field.default == row.default, (cls.__name__, field.name)
+    assert (GenerationSpec("p").seed, GenerationSpec("p").num_images, GenerationSpec("p").steps) == (0, 1, None)
+    with pytest.raises(TypeError):  # a setting is never passed by position
+        GenerationRequest("p", 4)
+    with pytest.raises(TypeError, match="is a setting"):  # nor declared by a class itself
+
+        @setting_fields()
+        class Twice:
+            steps: int
 
 
 def test_preset_defaults_are_the_settings_a_preset_may_give():
@@ -115,6 +143,34 @@ def test_a_new_row_is_a_preset_default_with_its_type_and_checks(with_shift):
         preset_fields.parse_preset(data | {"defaults": {**data["defaults"], "shift": 11}}, "p.yaml")
     with pytest.raises(PresetError, match=r"field 'defaults.shift': must be >= 1, got 0.5"):  # the preset minimum
         preset_fields.parse_preset(data | {"defaults": {**data["defaults"], "shift": 0.5}}, "p.yaml")
+
+
+def with_row(cls, row):
+    """`cls` as it is made once `row` is in the table (the same decorator, on a subclass: the row's field is added
+    after the others)."""
+    return dataclasses.dataclass(frozen=True)(setting_fields(table=(row,))(type(cls.__name__, (cls,), {})))
+
+
+def test_a_new_row_is_a_field_of_the_python_api_and_reaches_the_pipeline(with_shift, monkeypatch):
+    for cls in (GenerationRequest, GenerationSpec, PromptsSpec):
+        added = dataclasses.fields(with_row(cls, SHIFT))[-1]
+        assert (added.name, added.type, added.default, added.kw_only) == ("shift", float | None, None, True)
+    request_class = with_row(GenerationRequest, SHIFT)
+    data = preset_to_dict(builtin_presets()["tiny-flux"])
+    preset = preset_fields.parse_preset(data | {"defaults": {**data["defaults"], "shift": 3}}, "p.yaml")
+    assert request_class.from_preset(preset, "p").shift == 3  # the preset's default
+    assert request_class.from_preset(preset, "p", shift=2.5).shift == 2.5  # the caller's, over it
+
+    monkeypatch.setattr(runner, "PASSED_IF_TAKEN", runner.passed_if_taken(TABLE))
+
+    class Pipe:
+        device = "cpu"
+
+        def __call__(self, prompt, num_inference_steps, generator, shift=None):
+            pass
+
+    assert runner.pipeline_kwargs(Pipe(), request_class(prompt="p", steps=4, shift=2.5))["shift"] == 2.5
+    assert "shift" not in runner.pipeline_kwargs(Pipe(), request_class(prompt="p", steps=4))  # not given
 
 
 def test_a_new_row_is_range_checked_everywhere_and_reserved_in_call_kwargs(with_shift):

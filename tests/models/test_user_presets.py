@@ -10,8 +10,8 @@ import yaml
 from typer.testing import CliRunner
 
 from teacli.cli import app
-from teacli.cli._options import parse_coefficients
 from teacli.generation.caching import teacache_configs
+from teacli.generation.policy import parse_coefficients
 from teacli.models.catalog import (
     PresetError,
     all_presets,
