@@ -19,6 +19,7 @@ from ..generation.preparation import CacheOptions, LoadOptions
 from ..generation.progress import Progress
 from ..generation.runner import GenerationRequest
 from ..models.catalog import Preset
+from ..settings import SETTINGS
 from .configs import BenchConfig, bench_configs, teacache_config_maker
 from .options import check_at_calls
 from .results import BenchResult, PromptsBenchResult
@@ -136,6 +137,9 @@ def _s(count: int) -> str:
     return "s" if count > 1 else ""
 
 
+BENCH_OWN_SETTINGS = ("seed", "image", "num_images")  # set by bench itself, not from `settings`
+
+
 def bench_spec(
     model: str | None,
     prompts: Sequence[str],
@@ -156,8 +160,8 @@ def bench_spec(
     **options: Any,
 ) -> BenchSpec:
     """The BenchSpec for what a user asks, made before anything loads: `model` resolved (offline where
-    `load.offline`); request i is prompt i with seed + i and `settings` (steps, guidance, height, width), the
-    preset's defaults where one is None or missing; what the pipeline cannot take refused, and what makes caching
+    `load.offline`); request i is prompt i with seed + i and `settings` (teacli.settings rows), the preset's
+    defaults where one is None or missing; what the pipeline cannot take refused, and what makes caching
     useless told to `progress` as a warning (refused when `strict`). `methods`: the peers to run beside TeaCache
     (bench.peers.PEERS names; None: all). A sweep with no `budgets` gets every budget the preset has a plan for;
     `at_calls` implies over_prompts and a sweep; runs default to 3, 1 over prompts. `options`: BenchSpec's other
@@ -170,8 +174,9 @@ def bench_spec(
     over_prompts, sweep = over_prompts or at_calls is not None, sweep or at_calls is not None
     load = options.get("load") or LoadOptions()
     preset = resolve(model, offline=load.offline)
-    asked = {name: (settings or {}).get(name) for name in ("steps", "guidance", "height", "width")}
-    check_pipeline_takes(preset, guidance=asked["guidance"], height=asked["height"], width=asked["width"], image=image)
+    # Every generation setting but the seed (one per prompt), the image and batches (one output per run).
+    asked = {row.name: (settings or {}).get(row.name) for row in SETTINGS if row.name not in BENCH_OWN_SETTINGS}
+    check_pipeline_takes(preset, **asked, image=image)
     first = GenerationRequest.from_preset(preset, prompts[0], seed=seed, image=input_image(preset, image), **asked)
     warnings = [schedule_warning(first.steps), *(thresh_warning(t, preset) for t in thresholds)]
     check_settings(warnings, strict, progress or Progress())

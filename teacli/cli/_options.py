@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import inspect
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
 import typer
 
@@ -11,25 +13,53 @@ from .. import limits, settings
 from ..models.catalog import DEFAULT_PRESET
 from ._app import CLIError
 
+Command = TypeVar("Command", bound=Callable[..., Any])
+
 
 def setting_option(name: str, *short: str) -> Any:
     """The option of a generation setting, declared by its row in teacli.settings (flag, help, default shown)."""
-    row = settings.setting(name)
+    return _option_of(settings.setting(name), *short)
+
+
+def _option_of(row: settings.Setting, *short: str) -> Any:
     return typer.Option(row.flag, *short, help=row.help, show_default=row.show_default)
+
+
+def setting_options(after: str, exclude: tuple[str, ...] = ()) -> Callable[[Command], Command]:
+    """Give a command an option for every row of teacli.settings it does not declare itself (nor `exclude`),
+    placed after its parameter `after`, so a new setting reaches the command line with no edit in the CLI. The
+    command takes them in `**settings`. Typer reads a command's options from its signature, so this writes one."""
+
+    def add(command: Command) -> Command:
+        signature = inspect.signature(command, eval_str=True)
+        own = [parameter for parameter in signature.parameters.values() if parameter.kind is not parameter.VAR_KEYWORD]
+        added = []
+        for row in settings.SETTINGS:
+            if row.name in signature.parameters or row.name in exclude:
+                continue
+            if row.type not in (int, float, str):
+                raise TypeError(f"{command.__name__} must declare the option of the setting {row.name!r} itself")
+            kind = row.type if row.default is not None else row.type | None
+            annotation = Annotated[kind, _option_of(row)]
+            added.append(inspect.Parameter(row.name, inspect.Parameter.KEYWORD_ONLY, default=row.default,
+                                           annotation=annotation))  # fmt: skip
+        place = [parameter.name for parameter in own].index(after) + 1
+        keyword = [parameter.replace(kind=inspect.Parameter.KEYWORD_ONLY) for parameter in own[place:]]
+        command.__signature__ = signature.replace(parameters=[*own[:place], *added, *keyword])
+        command.__annotations__ = {
+            parameter.name: parameter.annotation for parameter in command.__signature__.parameters.values()
+        }
+        return command
+
+    return add
 
 
 MODEL_HELP = "Preset name, hub id, local pipeline path or preset .yaml"
 ModelOpt = Annotated[str | None, typer.Option("--model", "-m", help=MODEL_HELP, show_default=DEFAULT_PRESET)]
-StepsOpt = Annotated[int | None, setting_option("steps")]
-SeedOpt = Annotated[int, setting_option("seed")]
 GuidanceOpt = Annotated[float | None, setting_option("guidance")]
 HeightOpt = Annotated[int | None, setting_option("height")]
 WidthOpt = Annotated[int | None, setting_option("width")]
 ImageOpt = Annotated[Path | None, setting_option("image")]
-NegativePromptOpt = Annotated[str | None, setting_option("negative_prompt")]
-TrueCfgOpt = Annotated[float | None, setting_option("true_cfg")]
-FramesOpt = Annotated[int | None, setting_option("frames")]
-FpsOpt = Annotated[float | None, setting_option("fps")]
 NumImagesOpt = Annotated[int, setting_option("num_images", "-n")]
 NumPromptsOpt = Annotated[int | None, typer.Option("--num-prompts", help="Use the first N prompts", show_default="all")]
 OverwriteOpt = Annotated[bool, typer.Option("--overwrite", help="Replace --out if it exists")]

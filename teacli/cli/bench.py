@@ -14,6 +14,7 @@ from ..bench.options import check_outputs, parse_at_calls, split_budgets
 from ..generation.policy import parse_coefficients, parse_thresholds
 from ..generation.progress import RichProgress
 from ..models.library_logs import log_to_console
+from ..settings import check_given
 from ..signals import import_libraries
 from ._app import CLIError, ReportConsole, interrupted, print_json, reserve_stdout_for_json, stderr
 
@@ -60,6 +61,7 @@ CompareBaselineOption = Annotated[
 ]
 
 
+@opt.setting_options(after="cache_device", exclude=("num_images",))
 def bench(
     model: opt.ModelOpt = None,
     thresh: ThreshOption = None,
@@ -72,11 +74,6 @@ def bench(
     ret_steps: opt.RetStepsOpt = None,
     max_cached_in_row: opt.MaxCachedInRowOpt = None,
     cache_device: opt.CacheDeviceOpt = None,
-    steps: opt.StepsOpt = None,
-    seed: opt.SeedOpt = 0,
-    guidance: opt.GuidanceOpt = None,
-    height: opt.HeightOpt = None,
-    width: opt.WidthOpt = None,
     prompt: PromptOption = None,
     prompts: Annotated[Path | None, typer.Option("--prompts", help=PROMPTS_HELP)] = None,
     num_prompts: opt.NumPromptsOpt = None,
@@ -99,6 +96,7 @@ def bench(
     offline: opt.OfflineOpt = False,
     strict: opt.StrictOpt = False,
     verbose: opt.VerboseOpt = False,
+    **settings: Any,  # the generation settings, an option each (opt.setting_options)
 ) -> None:
     """Vanilla, TeaCache (threshold 0 and each --thresh) and the other caches, measured alike: median of
     --runs, interleaved round-robin; speedup, ideal speedup, efficiency, PSNR, SSIM and peak memory.
@@ -110,8 +108,10 @@ def bench(
     thresholds = parse_thresholds(thresh if thresh is not None else SWEEP_THRESHOLDS if sweep else THRESHOLDS)
     budget_texts = split_budgets(budget, policy)
     user_coefficients = parse_coefficients(coefficients)
-    opt.check_ranges(steps=steps, runs=runs, warmup=warmup, height=height, width=width, guidance=guidance, seed=seed,
-                     num_prompts=num_prompts)  # fmt: skip
+    seed = settings.pop("seed")
+    check_given(settings, CLIError)
+    opt.check_ranges(runs=runs, warmup=warmup, seed=seed, num_prompts=num_prompts)
+    opt.check_text("--negative-prompt", settings["negative_prompt"])
     texts = _prompt_texts(prompt, prompts, num_prompts, seed, isolate and over_prompts)
     to_stdout = json_out is not None and str(json_out) == "-"
     if to_stdout:
@@ -128,7 +128,7 @@ def bench(
     caching = CacheOptions(start, end, ret_steps, max_cached_in_row, cache_device)
     _setup_logging(verbose)
     spec = bench_spec(
-        model, texts, thresholds, seed=seed, settings=dict(steps=steps, guidance=guidance, height=height, width=width),
+        model, texts, thresholds, seed=seed, settings=settings,
         image=image, methods=methods, budgets=budget_texts, policy=policy, at_calls=at_calls_budgets,
         over_prompts=over_prompts, sweep=sweep, runs=runs, strict=strict, progress=RichProgress(stderr), warmup=warmup,
         isolate=isolate, device=device, dtype=dtype, coefficients=user_coefficients,

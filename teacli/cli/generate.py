@@ -36,32 +36,26 @@ PROMPTS_HELP = (
     "and split between processes under torchrun or accelerate launch"
 )
 OUT_SHOWN = "teacli-NNNN.png/.mp4/.wav by what the model makes, first free"
-OutDirOpt = Annotated[
-    Path | None,
-    typer.Option("--out-dir", help="With --prompts: where the outputs go", show_default="the current folder"),
-]
-ManifestOpt = Annotated[
-    Path | None,
-    typer.Option(
-        "--manifest", help="With --prompts: the JSONL record of what was made", show_default="OUT_DIR/manifest.jsonl"
-    ),
-]
-ThreshOpt = Annotated[
-    float | None,
-    typer.Option("--thresh", "-t", help="TeaCache threshold; 0 computes every step", show_default="the preset's"),
-]
-CompareBaselineOpt = Annotated[
-    bool, typer.Option("--compare-baseline", help="Also run without cache: measured speedup and PSNR")
-]
+OUT_DIR_HELP = "With --prompts: where the outputs go"
+MANIFEST_HELP = "With --prompts: the JSONL record of what was made"
+THRESH_HELP = "TeaCache threshold; 0 computes every step"
+COMPARE_HELP = "Also run without cache: measured speedup and PSNR"
 
 
+@opt.setting_options(after="cache_device")
 def generate(
     prompt: PromptArg = None,
     prompts: Annotated[Path | None, typer.Option("--prompts", help=PROMPTS_HELP)] = None,
-    out_dir: OutDirOpt = None,
-    manifest: ManifestOpt = None,
+    out_dir: Annotated[
+        Path | None, typer.Option("--out-dir", help=OUT_DIR_HELP, show_default="the current folder")
+    ] = None,
+    manifest: Annotated[
+        Path | None, typer.Option("--manifest", help=MANIFEST_HELP, show_default="OUT_DIR/manifest.jsonl")
+    ] = None,
     model: opt.ModelOpt = None,
-    thresh: ThreshOpt = None,
+    thresh: Annotated[
+        float | None, typer.Option("--thresh", "-t", help=THRESH_HELP, show_default="the preset's")
+    ] = None,
     budget: opt.BudgetOpt = None,
     policy: opt.PolicyOpt = "auto",
     coefficients: opt.CoefficientsOpt = None,
@@ -70,16 +64,7 @@ def generate(
     ret_steps: opt.RetStepsOpt = None,
     max_cached_in_row: opt.MaxCachedInRowOpt = None,
     cache_device: opt.CacheDeviceOpt = None,
-    steps: opt.StepsOpt = None,
-    seed: opt.SeedOpt = 0,
-    guidance: opt.GuidanceOpt = None,
-    height: opt.HeightOpt = None,
-    width: opt.WidthOpt = None,
     image: opt.ImageOpt = None,
-    negative_prompt: opt.NegativePromptOpt = None,
-    true_cfg: opt.TrueCfgOpt = None,
-    frames: opt.FramesOpt = None,
-    fps: opt.FpsOpt = None,
     num_images: opt.NumImagesOpt = 1,
     out: Annotated[Path | None, typer.Option("--out", "-o", help="Output file", show_default=OUT_SHOWN)] = None,
     overwrite: opt.OverwriteOpt = False,
@@ -90,13 +75,15 @@ def generate(
     dtype: opt.DTypeOpt = "auto",
     allow_pickle: opt.AllowPickleOpt = False,
     offline: opt.OfflineOpt = False,
-    compare_baseline: CompareBaselineOpt = False,
+    compare_baseline: Annotated[bool, typer.Option("--compare-baseline", help=COMPARE_HELP)] = False,
     json_report: opt.JsonOpt = False,
     strict: opt.StrictOpt = False,
     verbose: opt.VerboseOpt = False,
+    **settings: Any,  # every other generation setting, an option each (opt.setting_options)
 ) -> None:
     """Generate an image, video or sound with TeaCache and report calls computed vs cached."""
-    given = dict(locals())  # every option by name, as the library's specs name their fields
+    given = {**locals(), **settings}  # every option by name, as the library's specs name their fields
+    del given["settings"]
     _check_command_line(given)
     if json_report:
         reserve_stdout_for_json("--json")
