@@ -19,7 +19,7 @@ _EXPORTS = {
     "TeaCacheConfig": "engine.config",
     "TeaCacheError": "engine.config",
     "TeaCacheHandle": "engine.apply",
-    "apply_teacache": "engine.apply",
+    "apply_teacache": "generation.auto",  # fills what a config leaves out from the model's preset
     "remove_teacache": "engine.apply",
     "EXTRACTOR_REGISTRY": "engine.registry",
     "UnknownTransformerError": "engine.registry",

@@ -12,6 +12,29 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 from support import make_flux_transformer  # noqa: E402
 
+# `pytest -m quick` (README, Tests): a subset that checks an install in well under a minute. Each entry names a test
+# function (every parametrized case of it is in): the installed console script, the CLI's help, the default model's
+# picture read back by its checker, the fidelity proofs on one family, preset validation, the front-door claims.
+# tests/test_readme.py checks that every entry still names a test.
+QUICK_TESTS = (
+    "tests/cli/test_cli.py::test_console_script_runs_in_a_subprocess",
+    "tests/cli/test_error_wording.py::test_model_help_states_the_real_default",
+    "tests/demo/test_teacli_shapes.py::test_default_generate_writes_a_recognisable_picture",
+    "tests/extractors/test_extractor_flux.py::test_shared_fidelity_proofs_hold_for_flux",
+    "tests/engine/test_decision.py::test_accumulates_until_threshold_then_computes_and_resets",
+    "tests/models/test_catalog.py::test_every_builtin_preset_has_an_extractor",
+    "tests/models/test_catalog.py::test_invalid_field_names_file_and_field",
+    "tests/test_readme.py::test_every_preset_and_extractor_is_in_the_supported_models_table",
+)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    root = Path(__file__).resolve().parent.parent
+    for item in items:
+        path = Path(str(item.path)).resolve().relative_to(root).as_posix()
+        if f"{path}::{item.originalname}" in QUICK_TESTS:
+            item.add_marker(pytest.mark.quick)
+
 
 @pytest.fixture(scope="session")
 def teacli_cache(tmp_path_factory: pytest.TempPathFactory) -> str:

@@ -20,9 +20,11 @@ LAYERS = {
     "teacli.files": 0,
     "teacli.signals": 0,  # Ctrl-C and SIGTERM as KeyboardInterrupt, held while heavy libraries import
     "teacli.terminal": 0.2,  # stdout kept for a JSON report, a dead stdout, one line for an unforeseen failure
+    "teacli.tables": 0.2,  # tables that read at any terminal width: naming columns whole, the rest stacked
     "teacli.settings": 0.5,  # the generation settings table: ranges from limits; catalog and generation use it
     "teacli.engine": 1,
     "teacli.models": 2,
+    "teacli.environment": 2.5,  # teacli env: versions, the device models.devices picks, the extras installed
     "teacli.generation": 3,
     "teacli.demo": 3.5,  # the demo model: its training and evaluation run generations; bench scores with its checker
     "teacli.batch": 4,

@@ -13,7 +13,13 @@ from dataclasses import KW_ONLY, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from ..generation.checks import check_rule_options, check_settings, chosen_warning, schedule_warning
+from ..generation.checks import (
+    check_rule_options,
+    check_settings,
+    chosen_warning,
+    schedule_warning,
+    vocabulary_warning,
+)
 from ..generation.media import MediaKind, default_suffix, read_metadata
 from ..generation.output import OutputError, check_writable
 from ..generation.policy import Policy, choose_policy
@@ -111,6 +117,7 @@ def prepare_prompts(
     warned = [schedule_warning(steps) for steps in sorted({r.steps for r in requests.values()})]
     warned += list(dict.fromkeys(chosen_warning(policy, preset) for policy in policies.values()))
     check_settings(warned, spec.strict, progress)
+    check_settings([vocabulary_warning(preset, [job.prompt for job in jobs])], False, progress)
     out_dir, manifest = _places(spec)
     device = rank_device(launch, spec.device)
     if launch.distributed:  # the launch settings teacli reads, checked before any process waits for another

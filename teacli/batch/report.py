@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from rich.table import Table
+from ..tables import Column, FittingTable
 
 if TYPE_CHECKING:
     from .run import PromptsSummary
@@ -18,13 +18,12 @@ def _speedup(value: float | None) -> str:
 
 def render_prompts(summary: PromptsSummary, console: Any) -> None:
     """The table of a prompts run (a row per rank, and their total), then what was made and where it is."""
-    table = Table(
+    table = FittingTable(
+        [Column(column, "left" if column in ("rank", "device") else "right", column == "rank") for column in COLUMNS],
         title=f"{summary.model}: {summary.prompts} prompts from {summary.prompts_file}",
         caption="computed / forced (first and last steps, cache window) / cached transformer calls of the outputs "
         "made now; speedup: estimate from per-call times",
     )
-    for column in COLUMNS:
-        table.add_column(column, justify="left" if column in ("rank", "device") else "right")
     for row in summary.ranks:
         table.add_row(
             str(row["rank"]), row["device"], str(row["made"]), str(row["skipped"]), str(row["computed"]),
@@ -38,7 +37,7 @@ def render_prompts(summary: PromptsSummary, console: Any) -> None:
             str(totals["cached"]), str(totals["calls"]), f"{summary.generation_seconds:.2f}",
             _speedup(summary.estimated_speedup), style="bold",
         )  # fmt: skip
-    console.print(table)
+    table.print(console)
     processes = f"{summary.world_size} process{'es' if summary.world_size > 1 else ''}"
     console.print(
         f"made {summary.made}, skipped {summary.skipped} already in the manifest, of {summary.prompts} prompts in "

@@ -7,6 +7,7 @@ vanilla, and their JSON rows share the fields they have in common.
 
 from __future__ import annotations
 
+import math
 import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -43,6 +44,15 @@ class BenchRow:
     @property
     def spread(self) -> float:
         return max(self.seconds) - min(self.seconds)
+
+    @property
+    def measurements(self) -> int:
+        return len(self.runs)
+
+    @property
+    def noise(self) -> float:
+        """How far the median may sit from the true time: the runs' range, a cautious bound."""
+        return self.spread
 
     @property
     def computed(self) -> int:
@@ -94,6 +104,17 @@ class PromptsRow:
         return statistics.fmean(row.median for row in self.captions)
 
     typical_seconds = seconds  # what a speedup divides: the mean of the captions' medians
+
+    @property
+    def measurements(self) -> int:
+        return sum(row.measurements for row in self.captions)
+
+    @property
+    def noise(self) -> float:
+        """How far the mean may sit from the true time: the captions' range over the square root of their count
+        (pictures of one size cost the same, so their spread is the timing's)."""
+        medians = [row.median for row in self.captions]
+        return (max(medians) - min(medians)) / math.sqrt(len(medians))
 
     @property
     def seconds_per_call(self) -> float:
@@ -157,6 +178,35 @@ class Comparison:
         ours, theirs = row.peak_memory_bytes, self.vanilla.peak_memory_bytes
         return None if ours is None or theirs is None else ours - theirs
 
+    def timing_notes(self) -> list[str]:
+        """What a reader should know before trusting the speedups: a single measurement per row, speedups
+        within the run-to-run spread, efficiencies above 1 (no cache beats skipping whole calls for free)."""
+        if min(row.measurements for row in self.rows) == 1:
+            return [
+                "each configuration was timed once (--runs 1): its seconds, speedup and efficiency are single "
+                "measurements, too noisy to read; --runs 3 or more gives a median and a spread"
+            ]
+        notes = []
+        vanilla = self.vanilla
+        cached = [row for row in self.rows[1:] if row.computed < row.total]
+        within = [
+            row.name
+            for row in cached
+            if abs(row.typical_seconds - vanilla.typical_seconds) <= row.noise + vanilla.noise
+        ]
+        if within:
+            notes.append(
+                f"timing noise: the spread of the runs is as large as the gain of {_some(within)} over vanilla, "
+                "so those speedups are within the noise; more --runs or a quieter machine give a steadier reading"
+            )
+        above = [row.name for row in self.rows[1:] if self.efficiency(row) > 1 and row.name not in within]
+        if above:
+            notes.append(
+                f"efficiency above 1 for {_some(above)}: faster than skipping calls alone explains, so read it as "
+                "timing noise"
+            )
+        return notes
+
     def _identity(self, row: Any) -> dict[str, Any]:
         return {"name": row.name, "method": row.config.method, "setting": row.config.setting}
 
@@ -214,6 +264,7 @@ class BenchResult(Comparison):
             **self._timing(),
             "rows": [self.row_dict(row) for row in self.rows],
             "skipped": self._skipped(),
+            "timing_notes": self.timing_notes(),
         }
 
 
@@ -270,6 +321,7 @@ class PromptsBenchResult(Comparison):
             "at_calls": list(at_calls),
             "frontier": frontier_rows(rows, at_calls),
             "skipped": self._skipped(),
+            "timing_notes": self.timing_notes(),
         }
 
 
@@ -289,3 +341,9 @@ def _caption_dict(index: int, caption: BenchRow, request: GenerationRequest) -> 
         "psnr_capped": caption.quality.identical,
         "ssim": caption.quality.ssim,
     }
+
+
+def _some(names: list[str], shown: int = 4) -> str:
+    """Up to `shown` names, then how many more."""
+    more = f" and {len(names) - shown} more" if len(names) > shown else ""
+    return ", ".join(names[:shown]) + more

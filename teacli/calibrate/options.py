@@ -4,6 +4,7 @@ are planned. Nothing here imports torch, so the command line refuses a bad value
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 from ..errors import TeacliError
 
@@ -88,3 +89,13 @@ def parse_budgets(text: str | None, steps: int) -> list[int]:
             raise CalibrationError(message, field="budgets")
         values.update(range(first, last + 1))
     return sorted(values)
+
+
+def preset_file(out: Path | None, preset_name: str, overwrite: bool) -> Path:
+    """Where the calibrated preset goes: `out`, or NAME-calibrated.yaml; a preset file that may be written."""
+    from ..generation.output import check_writable
+
+    out = Path(out) if out is not None else Path(preset_name.replace("/", "--") + "-calibrated.yaml")
+    if out.suffix.lower() not in (".yaml", ".yml"):
+        raise CalibrationError(f"out {out} must end in .yaml or .yml: it is a preset file", field="out")
+    return check_writable(out, overwrite, kind="--out")

@@ -8,19 +8,17 @@ from typing import Any
 
 def render_plans(planned: Any, console: Any) -> None:
     """The chosen plan per budget and what the calibration cost."""
-    from rich.table import Table
-
+    from ..tables import Column, FittingTable
     from .plans import psnr_of
 
-    table = Table(
+    table = FittingTable(  # a schedule is marks, not words: it folds at the console's edge rather than be cut
+        [Column("budget", names_row=True), Column("PSNR dB"), Column("schedule", "left", flexible=True)],
         title=f"planned schedules at {planned.steps} steps ({planned.captions} captions)",
         caption="C computed, f forecast, . reused; PSNR of the final pictures against uncached, calibration captions",
     )
-    for column in ("budget", "PSNR dB", "schedule"):
-        table.add_column(column, justify="right" if column != "schedule" else "left", no_wrap=column == "schedule")
     for budget, chosen in sorted(planned.chosen.items()):
         table.add_row(str(budget), f"{psnr_of(chosen.error):.1f}", chosen.plan.timeline())
-    console.print(table)
+    table.print(console)
     console.print(
         f"planning cost {planned.calls} computed transformer calls per caption and CFG branch "
         f"({planned.calls / planned.steps:.0f} uncached generations' worth)",
@@ -41,6 +39,7 @@ def render_written(preset: Any, path: Any, console: Any) -> None:
     """Where the calibrated preset was written, and the two ways to use it."""
     console.print(f'wrote {path}: use it with `teacli generate --model {path} "..."`', highlight=False)
     console.print(
-        f"or put it in a user preset directory (README, 'User presets') to replace or add '{preset.name}' by name",
+        "or put it in a user preset directory (docs/models.md, 'User presets') to replace or add "
+        f"'{preset.name}' by name",
         highlight=False,
     )

@@ -10,7 +10,7 @@ from typing import Any, NoReturn
 import typer
 from rich.console import Console
 from rich.markup import escape
-from typer.core import TyperGroup
+from typer.core import TyperCommand, TyperGroup
 
 from .. import terminal
 from ..errors import TeacliError
@@ -66,6 +66,13 @@ def interrupted(done: str, interrupt: KeyboardInterrupt) -> NoReturn:
     raise typer.Exit(interrupt_exit_code(interrupt)) from None
 
 
+def render_report(render: Any, report: Any, json_report: bool) -> None:
+    """A report's tables on stdout, or with --json on stderr and its JSON (`report.to_dict()`, or a dict) on stdout."""
+    render(report, ReportConsole(stderr=json_report))
+    if json_report:
+        print_json(report if isinstance(report, dict) else report.to_dict())
+
+
 def print_json(data: Any) -> None:
     """A report for scripts on stdout: strict JSON (an infinite PSNR, identical outputs, becomes null)."""
     text, stream = terminal.strict_json(data), terminal.json_stream()
@@ -117,7 +124,20 @@ class Interrupted(CLIError):
         self.exit_code = interrupt_exit_code(interrupt)
 
 
-class OneLineErrorsGroup(TyperGroup):
+class FlagsWithoutType:
+    """A flag takes no value, yet Typer shows its type (`<bool>`) after it as if it did: show nothing there."""
+
+    def get_params(self, ctx: Any) -> list[Any]:
+        params = super().get_params(ctx)  # type: ignore[misc]
+        for param in params:
+            param.metavar = "" if getattr(param, "is_flag", False) else param.metavar
+        return params
+
+
+class Command(FlagsWithoutType, TyperCommand): ...
+
+
+class OneLineErrorsGroup(FlagsWithoutType, TyperGroup):
     def resolve_command(self, ctx: Any, args: list[str]) -> Any:
         global _running_command
         name, command, rest = super().resolve_command(ctx, args)

@@ -43,7 +43,7 @@ AT_CALLS_HELP = (
 WARMUP_HELP = "Unmeasured rounds before measuring (with --prompts: on the first prompt)"
 ISOLATE_HELP = "Run each configuration in a process of its own instead of interleaved"
 JSON_HELP = "Also write the results to this JSON file; - prints them on stdout"
-PLOT_HELP = "Also draw speedup against PSNR to this PNG (needs teacli[plot])"
+PLOT_HELP = "Also draw speedup against PSNR to this PNG (needs teacli\\[plot])"  # escaped: Rich reads [plot] as markup
 
 ThreshOption = Annotated[
     str | None,
@@ -126,7 +126,9 @@ def bench(
     methods = parse_against(against)
     loading = load_options(allow_pickle, offline, lora, lora_scale, compile)
     caching = CacheOptions(start, end, ret_steps, max_cached_in_row, cache_device)
-    _setup_logging(verbose)
+    log_to_console(stderr, verbose)
+    if not verbose:  # one "TeaCache enabled" line per run would bury the table
+        logging.getLogger("teacli").setLevel(logging.WARNING)
     spec = bench_spec(
         model, texts, thresholds, seed=seed, settings=settings,
         image=image, methods=methods, budgets=budget_texts, policy=policy, at_calls=at_calls_budgets,
@@ -173,12 +175,6 @@ def _prompt_texts(
     texts = read_prompts(prompts)[:num_prompts]
     opt.check_seeds(seed, len(texts))
     return texts
-
-
-def _setup_logging(verbose: bool) -> None:
-    log_to_console(stderr, verbose)
-    if not verbose:  # one "TeaCache enabled" line per run would bury the table
-        logging.getLogger("teacli").setLevel(logging.WARNING)
 
 
 def _report(

@@ -9,14 +9,11 @@ import typer
 
 import teacli.cli._options as opt
 
-from ..calibrate.options import BATCH, FORECAST_GAP, MAX_GAP, PLAN_PROMPTS, check_fit, plan_settings
+from ..calibrate.options import BATCH, FORECAST_GAP, MAX_GAP, PLAN_PROMPTS, check_fit, plan_settings, preset_file
 from ..generation.progress import RichProgress
 from ..models.library_logs import log_to_console
 from ..signals import import_libraries
 from ._app import CLIError, ReportConsole, interrupted, print_json, reserve_stdout_for_json, stderr
-
-PRESET_SUFFIXES = (".yaml", ".yml")
-
 
 PLAN_HELP = (
     "Also plan schedules from the final pictures' error: a plan per budget (--budget) at --steps, costing many "
@@ -114,7 +111,7 @@ def calibrate(
         negative_prompt=negative_prompt, name=name, plan=planning, device=device, dtype=dtype,
         load=loading,
     )  # fmt: skip
-    out = _preset_file(out, spec.name, overwrite)  # checked before loading, so a bad run writes nothing
+    out = preset_file(out, spec.name, overwrite)  # checked before loading, so a bad run writes nothing
     _report(_run(spec), out, overwrite, json_report)
 
 
@@ -134,17 +131,6 @@ def _run(spec: Any) -> Any:
         return calibrate(spec, CalibrateProgress(rich.loading_model, rich.completed))
     except KeyboardInterrupt as interrupt:
         interrupted("nothing was written", interrupt)
-
-
-def _preset_file(out: Path | None, preset_name: str, overwrite: bool) -> Path:
-    """--out, or NAME-calibrated.yaml; checked to be a preset file that may be written, before loading."""
-    from ..generation.output import check_writable
-
-    out = out if out is not None else Path(preset_name.replace("/", "--") + "-calibrated.yaml")
-    if out.suffix.lower() not in PRESET_SUFFIXES:
-        raise CLIError(f"--out {out} must end in .yaml or .yml: it is a preset file")
-    check_writable(out, overwrite, kind="--out")
-    return out
 
 
 def _report(calibrated: Any, out: Path, overwrite: bool, json_report: bool) -> None:

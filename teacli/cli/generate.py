@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import logging
 import warnings
-from dataclasses import fields
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -14,20 +13,12 @@ import typer
 import teacli.cli._options as opt
 
 from ..errors import TeacliError
-from ..generation.policy import check_policy, check_thresh, parse_coefficients
+from ..generation.options import check_generate_options, spec_from_options
 from ..generation.progress import RichProgress
 from ..models.library_logs import log_to_console
-from ..settings import check_given
 from ..signals import exit_code as interrupt_exit_code
 from ..signals import import_libraries
-from ._app import EXIT_USER_ERROR, CLIError, ReportConsole, interrupted, print_json, reserve_stdout_for_json, stderr
-
-
-class UsageError(CLIError):
-    """A command line that cannot be run as typed: exit code 2, as for a missing argument."""
-
-    exit_code = 2
-
+from ._app import EXIT_USER_ERROR, interrupted, render_report, reserve_stdout_for_json, stderr
 
 # The options only generate has.
 PromptArg = Annotated[str | None, typer.Argument(help="What to draw (or give --prompts FILE)", show_default=False)]
@@ -40,6 +31,8 @@ OUT_DIR_HELP = "With --prompts: where the outputs go"
 MANIFEST_HELP = "With --prompts: the JSONL record of what was made"
 THRESH_HELP = "TeaCache threshold; 0 computes every step"
 COMPARE_HELP = "Also run without cache: measured speedup and PSNR"
+SAVE_BASELINE_HELP = "Also keep the uncached output here, with its metadata (runs the baseline)"
+STRIP_HELP = "Also draw uncached beside cached into this image (runs the baseline)"
 
 
 @opt.setting_options(after="cache_device")
@@ -76,6 +69,8 @@ def generate(
     allow_pickle: opt.AllowPickleOpt = False,
     offline: opt.OfflineOpt = False,
     compare_baseline: Annotated[bool, typer.Option("--compare-baseline", help=COMPARE_HELP)] = False,
+    save_baseline: Annotated[Path | None, typer.Option("--save-baseline", help=SAVE_BASELINE_HELP)] = None,
+    strip: Annotated[Path | None, typer.Option("--strip", help=STRIP_HELP)] = None,
     json_report: opt.JsonOpt = False,
     strict: opt.StrictOpt = False,
     verbose: opt.VerboseOpt = False,
@@ -84,60 +79,21 @@ def generate(
     """Generate an image, video or sound with TeaCache and report calls computed vs cached."""
     given = {**locals(), **settings}  # every option by name, as the library's specs name their fields
     del given["settings"]
-    _check_command_line(given)
-    if json_report:
-        reserve_stdout_for_json("--json")
-    import_libraries()
-
-    from ..batch.prepare import PromptsSpec
-    from ..generation.generate import GenerationSpec
-    from ..generation.preparation import CacheOptions, load_options
-
-    given.update(
-        coefficients=parse_coefficients(coefficients),
-        load=load_options(allow_pickle, offline, lora, lora_scale, compile),
-        cache=CacheOptions(start, end, ret_steps, max_cached_in_row, cache_device),
-        device=device,
-        dtype=dtype,
-    )
-    log_to_console(stderr, verbose)
-    if prompts is not None:
-        _generate_prompts(_spec(PromptsSpec, given), json_report)
-    else:
-        _generate_one(_spec(GenerationSpec, given), json_report)
-
-
-def _spec(spec_class: Any, given: dict[str, Any]) -> Any:
-    """A library spec from the command line's values of its fields."""
-    return spec_class(**{field.name: given[field.name] for field in fields(spec_class) if field.name in given})
-
-
-def _check_command_line(given: dict[str, Any]) -> None:
-    """Everything the user typed is checked before anything is imported or loaded."""
-    prompt, prompts = given["prompt"], given["prompts"]
-    if (prompt is None) == (prompts is None):
-        raise UsageError(
-            "give a PROMPT or --prompts FILE, not both"
-            if prompts is not None
-            else "give a PROMPT, or --prompts FILE (one prompt a line, or JSONL) for many"
-        )
-    if prompts is None and (given["out_dir"] is not None or given["manifest"] is not None):
-        raise CLIError("--out-dir and --manifest go with --prompts; for one prompt use --out")
-    if prompts is not None:
-        if given["out"] is not None:
-            raise CLIError("--out names one file; with --prompts the outputs go to --out-dir, one per prompt")
-        if given["num_images"] != 1:
-            raise CLIError("--num-images goes with one PROMPT; with --prompts, repeat a line (each gets its own seed)")
-        if given["compare_baseline"]:
-            raise CLIError("--compare-baseline measures one PROMPT; drop it with --prompts (teacli bench compares)")
-    if given["thresh"] is not None:
-        check_thresh(given["thresh"])
-    check_policy(given["policy"], given["budget"])
-    parse_coefficients(given["coefficients"])
-    check_given({**given, "seed": None}, CLIError)  # each ranged setting by its row (the seed just below)
+    check_generate_options(given)  # everything typed is checked before anything is imported or loaded
     opt.check_seeds(given["seed"], given["num_images"])
     opt.check_text("the prompt", prompt)
     opt.check_text("--negative-prompt", given["negative_prompt"])
+    if json_report:
+        reserve_stdout_for_json("--json")
+    import_libraries()
+    from ..batch.prepare import PromptsSpec
+    from ..generation.generate import GenerationSpec
+
+    log_to_console(stderr, verbose)
+    if prompts is not None:
+        _generate_prompts(spec_from_options(PromptsSpec, given), json_report)
+    else:
+        _generate_one(spec_from_options(GenerationSpec, given), json_report)
 
 
 def _generate_one(spec: Any, json_report: bool) -> None:
@@ -151,7 +107,7 @@ def _generate_one(spec: Any, json_report: bool) -> None:
         summary = run_generation(prepared, progress)
     except KeyboardInterrupt as interrupt:  # held during the final renames, until the files are in place
         interrupted(prepared.on_disk(), interrupt)
-    _render(render_generation, summary, json_report)
+    render_report(render_generation, summary, json_report)
 
 
 def _generate_prompts(spec: Any, json_report: bool) -> None:
@@ -176,7 +132,7 @@ def _generate_prompts(spec: Any, json_report: bool) -> None:
         summary = run_prompts(prepared, progress)
     except PromptsFailed as failure:
         if failure.summary is not None:
-            _render(render_prompts, failure.summary, json_report)
+            render_report(render_prompts, failure.summary, json_report)
         _quiet_unless_main(launch)
         raise
     except KeyboardInterrupt as interrupt:
@@ -184,16 +140,9 @@ def _generate_prompts(spec: Any, json_report: bool) -> None:
             raise typer.Exit(interrupt_exit_code(interrupt)) from None
         interrupted(prepared.on_disk(), interrupt)
     if summary is not None:
-        _render(render_prompts, summary, json_report)
+        render_report(render_prompts, summary, json_report)
 
 
 def _quiet_unless_main(launch: Any) -> None:
     if not launch.is_main:
         raise typer.Exit(EXIT_USER_ERROR) from None
-
-
-def _render(render: Any, summary: Any, json_report: bool) -> None:
-    """The report's tables on stdout, or with --json on stderr and the JSON on stdout."""
-    render(summary, ReportConsole(stderr=json_report))
-    if json_report:
-        print_json(summary.to_dict())

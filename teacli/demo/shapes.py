@@ -50,6 +50,14 @@ class Caption:
         return f"a {size}{self.color} {self.shape} on a {self.background} background{position}"
 
 
+def grammar_words() -> list[str]:
+    """Every word a caption of the grammar can use: all teacli-shapes was trained on, so all it knows (its presets'
+    `vocabulary` lists them for the warning about a prompt's other words)."""
+    template = str(Caption("red", "circle", "blue")).split()  # a, on, background, ... around the chosen words
+    parts = [*template, *SIZES, *COLORS, *SHAPES, *(word for position in POSITIONS for word in position.split())]
+    return list(dict.fromkeys(parts))
+
+
 def sample_caption(rng: random.Random) -> Caption:
     """Draw a caption from the grammar; size and position are each present half the time."""
     color, background = rng.sample(COLORS, 2)

@@ -15,7 +15,7 @@ import torch
 from diffusers.hooks.hooks import HookRegistry
 from diffusers.utils.torch_utils import unwrap_module
 
-from .config import TeaCacheConfig, TeaCacheError
+from .config import COEFFICIENTS_REQUIRED, TeaCacheConfig, TeaCacheError
 from .diffusers_internals import (
     cache_config,
     diffusers_cache_of_hook,
@@ -102,9 +102,11 @@ def denoisers(pipe_or_transformer: Any) -> dict[str, torch.nn.Module]:
 
 
 def apply_teacache(pipe_or_transformer: Any, config: TeaCacheConfig | Mapping[str, TeaCacheConfig]) -> TeaCacheHandle:
-    """Hook TeaCache onto a diffusers pipeline's transformer(s) or onto a bare transformer.
+    """Hook TeaCache onto a diffusers pipeline's transformer(s) or onto a bare transformer, with configs as given.
 
-    Every transformer call then goes through the extractor registered for its class. On a pipeline
+    This is the engine's own apply: each config must be complete (coefficients or a plan). `teacli.apply_teacache`
+    (teacli.generation.auto) is the public one: it fills a config without coefficients from the model's preset
+    and then calls this. Every transformer call then goes through the extractor registered for its class. On a pipeline
     the scheduler tells the hook where the denoising loop is, so the first and last steps are
     always computed; each `cache_context` name (the CFG branch) keeps its own state.
 
@@ -212,6 +214,8 @@ def _check_can_hook(name: str, module: torch.nn.Module) -> None:
 
 def _check_config_fits(name: str, config: TeaCacheConfig, bare: bool) -> None:
     """Fail at apply time on what would only fail at the first call."""
+    if not config.complete:
+        raise TeaCacheError(COEFFICIENTS_REQUIRED)
     if bare and config.has_window and config.num_inference_steps is None:
         raise TeaCacheError(
             f"the cache window (start/end) on a bare {name} needs the number of steps: "

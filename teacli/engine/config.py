@@ -6,7 +6,7 @@ import itertools
 import math
 import numbers
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -20,15 +20,51 @@ class TeaCacheError(TeacliError, ValueError):
     """A TeaCache setup the user can fix: the message says what was wrong and what to do."""
 
 
+# The engine's threshold for a config that brings its own coefficients but no thresh.
+DEFAULT_THRESH = 0.2
+# A config the engine is handed without coefficients (teacli.apply_teacache fills them from a preset first).
+COEFFICIENTS_REQUIRED = (
+    "coefficients are required: leave them out (None) and apply with teacli.apply_teacache, which takes the "
+    "model's preset's, or pass a preset's (teacli list-models shows them)"
+)
+
+
 @dataclass
 class TeaCacheConfig:
     """How TeaCache decides.
 
+    Leave `coefficients` out and `teacli.apply_teacache` takes them from the preset of the pipeline's model (by
+    hub id or local path, else by transformer class), with every other field left None: the threshold,
+    ret_steps, cutoff_steps, rel_l1_range, modulated_input and a second expert's own settings. What you give
+    wins. A config with coefficients is used as given: thresh then defaults to 0.2 and ret_steps to 0.
+
+    Example:
+        ```python
+        import torch
+        from diffusers import FluxPipeline
+        from teacli import TeaCacheConfig, apply_teacache
+
+        pipe = FluxPipeline.from_pretrained("black-forest-labs/FLUX.1-dev", torch_dtype=torch.bfloat16).to("cuda")
+        # The preset's coefficients (flux-dev, found by the hub id) at a threshold of your own:
+        handle = apply_teacache(pipe, TeaCacheConfig(thresh=0.4))
+        image = pipe("a red fox in the snow", num_inference_steps=28).images[0]
+        print(handle.stats.coefficients_source, handle.stats.totals)
+        handle.remove()
+
+        # Or every number your own, with no preset involved (a polynomial from `teacli calibrate`):
+        config = TeaCacheConfig(thresh=0.25, coefficients=[498.65, -283.78, 55.86, -3.82, 0.264], ret_steps=1)
+        with apply_teacache(pipe, config) as handle:
+            image = pipe("a red fox in the snow", num_inference_steps=28).images[0]
+        ```
+
     Args:
         thresh: reuse the cached residual while the accumulated rescaled distance stays below this.
             0 computes every call. Published sweet spots are 0.1-0.6 depending on the model.
-        coefficients: the rescaling polynomial, highest power first (numpy.poly1d order).
+            None: the preset's (without coefficients), else 0.2.
+        coefficients: the rescaling polynomial, highest power first (numpy.poly1d order). None: the preset's,
+            filled in by teacli.apply_teacache (the engine's own apply refuses a config without them).
         ret_steps: force the first N steps of every generation (some references warm up longer).
+            None: the preset's (without coefficients), else 0.
         cutoff_steps: force every step from this index on (None: only the last step is forced).
         num_inference_steps: the number of steps, only needed on a bare transformer with no
             scheduler to read it from, so the last step can be forced.
@@ -54,9 +90,9 @@ class TeaCacheConfig:
             on the others, measure nothing. thresh, coefficients and the rel_l1 fields are then unused.
     """
 
-    thresh: float = 0.2
-    coefficients: Sequence[float] = field(default_factory=list)
-    ret_steps: int = 0
+    thresh: float | None = None
+    coefficients: Sequence[float] | None = None
+    ret_steps: int | None = None
     cutoff_steps: int | None = None
     num_inference_steps: int | None = None
     rel_l1_range: tuple[float, float] | None = None
@@ -74,15 +110,19 @@ class TeaCacheConfig:
         # Every field is checked for what the API can be handed: numpy scalars pass as numbers, bools do not,
         # and neither does NaN, an integer too large for a float, a string where a list belongs, ... Values are
         # stored as plain Python ones, so replace() re-checks them unchanged.
-        self.thresh = _checked_thresh(self.thresh)
         if self.plan is not None and not isinstance(self.plan, Plan):
             raise TeaCacheError(f"plan must be a teacli.engine.plan.Plan or None, got {short(self.plan)}")
         if self.plan is not None and (
             self.coefficients is None or (isinstance(self.coefficients, (list, tuple)) and not self.coefficients)
         ):
             self.coefficients = []  # a plan decides without them
-        else:
+        elif self.coefficients is not None:
             self.coefficients = _coefficient_list(self.coefficients)
+        if self.complete:  # nothing comes from a preset: the engine's defaults for what was left out
+            self.thresh = DEFAULT_THRESH if self.thresh is None else self.thresh
+            self.ret_steps = 0 if self.ret_steps is None else self.ret_steps
+        if self.thresh is not None:
+            self.thresh = _checked_thresh(self.thresh)
         for name in ("ret_steps", "cutoff_steps", "num_inference_steps"):
             setattr(self, name, _checked_step(name, getattr(self, name)))
         if self.rel_l1_range is not None:
@@ -114,6 +154,11 @@ class TeaCacheConfig:
             )
 
     @property
+    def complete(self) -> bool:
+        """It has what the engine needs to decide (coefficients, or a plan); else a preset fills it in."""
+        return self.coefficients is not None
+
+    @property
     def has_window(self) -> bool:
         """A cache window narrower than the whole schedule was set."""
         return self.start > 0.0 or self.end < 1.0
@@ -134,8 +179,9 @@ def _checked_thresh(value: Any) -> float:
 
 
 def _checked_step(name: str, value: Any) -> int | None:
-    """ret_steps, cutoff_steps or num_inference_steps: a step count within the schedule (None where optional)."""
-    if value is None and name != "ret_steps":
+    """ret_steps, cutoff_steps or num_inference_steps: a step count within the schedule, or None (ret_steps is
+    None only in a config without coefficients, where the preset gives it)."""
+    if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 0:
         raise TeaCacheError(f"{name} must be a non-negative integer, got {short(value)}")
@@ -234,7 +280,7 @@ def _coefficient_list(coefficients: Any) -> list[float]:
     if any(value is None for value in values):
         raise TeaCacheError(f"coefficients must be a list of numbers, highest power first, got {short(coefficients)}")
     if not values:
-        raise TeaCacheError("coefficients are required: take them from a preset (teacli list-models shows them)")
+        raise TeaCacheError(COEFFICIENTS_REQUIRED)
     if not all(math.isfinite(value) for value in values):
         raise TeaCacheError(f"coefficients must be finite, got {short(coefficients)}")
     return values

@@ -68,7 +68,7 @@ def unsupported_message(class_name: str) -> str:
     """What to tell a user whose transformer class has no extractor: which, what is, and what to do."""
     return (
         f"TeaCache has no extractor for {class_name}; supported: {', '.join(supported_classes())}. "
-        "To add one, write an extractor and a preset (README, 'Adding a model')"
+        "To add one, write an extractor and a preset (docs/models.md, 'Adding a model')"
     )
 
 

@@ -56,6 +56,10 @@ class TeaCacheStats:
     records: list[StepRecord] = field(default_factory=list)
     peak_residual_bytes: int = 0  # most bytes of cached residuals held at once, every branch and denoiser
     residual_device: str | None = None  # where the residuals were held (None: nothing cached yet)
+    # Where the settings came from, set by teacli.apply_teacache: the preset's name (None: given in full) and a
+    # sentence naming it and how it was found. Not records: clear() keeps them, to_dict() leaves them out.
+    preset: str | None = None
+    coefficients_source: str | None = None
     _held: dict[str, int] = field(default_factory=dict, repr=False)  # bytes held now, per denoiser
 
     def add(self, record: StepRecord) -> None:

@@ -1,7 +1,9 @@
-"""Settings that run but make caching useless or harmful: a warning before generating, or a refusal when strict."""
+"""Settings that run but make caching useless or harmful: a warning before generating, or a refusal when strict.
+Also a prompt in words its model does not know (a warning only: caching is not the matter)."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from ..errors import TeacliError
@@ -18,6 +20,8 @@ SHORT_SCHEDULE_STEPS = 4
 # most models; published thresholds stay well below it.
 HIGH_THRESH = 1.0
 # The options that shape TeaCache's rule (CacheOptions fields) and how the command line spells them.
+# The most unknown words a warning names; the rest are counted.
+SHOWN_WORDS = 6
 RULE_OPTIONS = {
     "start": "--start",
     "end": "--end",
@@ -65,6 +69,22 @@ def steps_note(preset: Preset, steps: int) -> str | None:
         f"coefficients calibrated at {calibrated} steps, generating with {steps}: for the best fit, "
         f"calibrate with --steps {steps}"
     )
+
+
+def vocabulary_warning(preset: Preset, prompts: str | Sequence[str]) -> str | None:
+    """The words of the prompts a model with a vocabulary (a preset's `vocabulary`) does not know: it ignores them,
+    so a prompt of other words gives a picture that is not what was asked for."""
+    vocabulary = preset.vocabulary
+    if vocabulary is None:
+        return None
+    texts = [prompts] if isinstance(prompts, str) else list(prompts)
+    unknown = list(dict.fromkeys(word for text in texts for word in vocabulary.unknown(text)))
+    if not unknown:
+        return None
+    listed = ", ".join(f"'{word}'" for word in unknown[:SHOWN_WORDS])
+    more = f" and {len(unknown) - SHOWN_WORDS} more" if len(unknown) > SHOWN_WORDS else ""
+    verb = "is" if len(unknown) == 1 else "are"
+    return f'{preset.name} knows only {vocabulary.about}: {listed}{more} {verb} ignored; try "{vocabulary.example}"'
 
 
 def check_rule_options(policy: Policy, caching: CacheOptions) -> None:

@@ -81,7 +81,7 @@ def output_metadata(
         raise TypeError(f"output_metadata() got unknown fields {unknown}; put them in extra")
     data: dict[str, Any] = dict.fromkeys(FIELDS)
     if request is not None:
-        data.update(_request_fields(request, index))
+        data.update(request_fields(request, index))
     if preset is not None:
         data.update(
             model=preset.name,
@@ -118,7 +118,8 @@ def output_metadata(
     return jsonable(data)
 
 
-def _request_fields(request: GenerationRequest, index: int) -> dict[str, Any]:
+def request_fields(request: GenerationRequest, index: int = 0) -> dict[str, Any]:
+    """What was asked for output `index` (its own seed): the prompt, every setting of METADATA_SETTINGS, extras."""
     if index < 0:
         raise ValueError(f"index must be >= 0, got {index}")
     fields = {name: getattr(request, name) for name in METADATA_SETTINGS}

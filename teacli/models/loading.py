@@ -19,6 +19,7 @@ from .locations import (
     NO_REMOTE_CODE,
     ModelError,
     cached_snapshot,
+    hub_failure,
     hub_files,
     is_local,
     on_disk,
@@ -36,7 +37,7 @@ from .weights import (
     top_files,
 )
 
-# Imported from here by the rest of teacli and documented in the README (teacli.models.loading.resolve_preset).
+# Imported from here by the rest of teacli and documented (docs/scale.md: teacli.models.loading.resolve_preset).
 __all__ = [
     "DTYPES",
     "ModelError",
@@ -121,6 +122,9 @@ def _load_component(
                 check_weight_files(snapshot / (spec.subfolder or ""))
         except ModelError as damaged:
             raise damaged from None
+        unreachable = None if local else hub_failure(error, spec.model)
+        if unreachable is not None:
+            raise unreachable from None
         if not allow_pickle and not local:
             prefix = f"{spec.subfolder.strip('/')}/" if spec.subfolder else ""
             listing = [f.removeprefix(prefix) for f in hub_files(spec.model) or [] if f.startswith(prefix)]
@@ -214,8 +218,9 @@ def _explain_load_failure(
 ) -> ModelError | None:
     """The ModelError that says what to do about a failed from_pretrained, or None to let the error through.
 
-    The files decide: a damaged file it names or the cache holds, then weights that are pickle only; only then
-    the library's own reason, for the errors that are about the files (OSError, ValueError, safetensors')."""
+    The files decide: a damaged file it names or the cache holds, then a hub model that could not be had (gated,
+    not on the hub, unreachable and not cached), then weights that are pickle only; only then the library's own
+    reason, for the errors that are about the files (OSError, ValueError, safetensors')."""
     try:
         check_named_files(error)
         snapshot = None if local else cached_snapshot(location)
@@ -223,6 +228,9 @@ def _explain_load_failure(
             check_weight_files(folder)
     except ModelError as damaged:
         return damaged
+    unreachable = None if local else hub_failure(error, location)
+    if unreachable is not None:  # before the pickle check: it would ask the same unreachable hub for a listing
+        return unreachable
     if not allow_pickle:
         pickled = pickle_evidence(location, local, error, skip)
         if pickled:

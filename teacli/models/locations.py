@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import socket
 from pathlib import Path
 
 from ..errors import TeacliError
 from ..limits import clip
+from .interrupts import error_chain
 
 
 class ModelError(TeacliError, ValueError):
@@ -14,6 +16,12 @@ class ModelError(TeacliError, ValueError):
 
 NO_REMOTE_CODE = "teacli never runs code from a model repository"
 NOT_CACHED = "is not in the local Hugging Face cache; run once without --offline to download it"
+
+
+HUB_LOGIN = "hf auth login"
+# The HTTP clients huggingface_hub has used (httpx since 1.0, requests before) and their network errors' classes.
+HTTP_CLIENTS = frozenset({"httpx", "httpcore", "requests", "urllib3"})
+NETWORK_ERRORS = frozenset({"NetworkError", "ConnectError", "TimeoutException", "ConnectionError", "Timeout"})
 
 
 def short_reason(text: object) -> str:
@@ -70,3 +78,50 @@ def on_disk(location: str, offline: bool, what: str) -> tuple[str, bool]:
     if snapshot is None:
         raise ModelError(f"{what} {NOT_CACHED}")
     return str(snapshot), True
+
+
+def hub_failure(error: BaseException, repo: str) -> ModelError | None:
+    """teacli's own line for a hub model that could not be had (gated, not on the hub, or the hub out of reach with
+    the files not cached), read from huggingface_hub's exception types wherever diffusers or transformers wrapped
+    them; None when the failure is about something else (the files themselves, say)."""
+    from huggingface_hub.errors import (
+        GatedRepoError,
+        LocalEntryNotFoundError,
+        OfflineModeIsEnabled,
+        RepositoryNotFoundError,
+    )
+
+    chain = error_chain(error)
+    if any(isinstance(link, GatedRepoError) for link in chain):
+        return ModelError(
+            f"{repo} is gated on the Hugging Face Hub: accept its licence on https://huggingface.co/{repo}, "
+            f"log in with `{HUB_LOGIN}` (or set HF_TOKEN), then run again"
+        )
+    if any(isinstance(link, RepositoryNotFoundError) for link in chain):
+        return ModelError(
+            f"{repo} is not on the Hugging Face Hub, or is private: check the name (`teacli list-models` shows the "
+            f"presets); for a private model log in with `{HUB_LOGIN}`"
+        )
+    if any(isinstance(link, OfflineModeIsEnabled) for link in chain):
+        return _not_downloaded(repo, "HF_HUB_OFFLINE is set")
+    if any(isinstance(link, LocalEntryNotFoundError) or _is_network_error(link) for link in chain):
+        return _not_downloaded(repo, "the Hugging Face Hub could not be reached")
+    return None
+
+
+def _not_downloaded(repo: str, why: str) -> ModelError:
+    return ModelError(
+        f"{repo} is not in the local Hugging Face cache and {why}: download it first with `hf download {repo}` "
+        f"(or run online); a gated model also needs its licence accepted and `{HUB_LOGIN}`"
+    )
+
+
+def _is_network_error(error: BaseException) -> bool:
+    """A connection or timeout error: Python's own (DNS included), or an HTTP client's, matched by class name so
+    that whichever client (and version: httpx, httpx2, requests) huggingface_hub uses needs no import here."""
+    if isinstance(error, (ConnectionError, TimeoutError, socket.gaierror)):
+        return True
+    return any(
+        cls.__module__.split(".")[0].rstrip("0123456789") in HTTP_CLIENTS and cls.__name__ in NETWORK_ERRORS
+        for cls in type(error).__mro__
+    )

@@ -6,6 +6,7 @@ coefficients and threshold, and the generation defaults.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field, make_dataclass
 from functools import cache
@@ -64,6 +65,27 @@ class ExpertOverride:
 
 
 @dataclass(frozen=True)
+class Vocabulary:
+    """The words a model was trained on, for a model trained on a small language (teacli-shapes): a prompt's other
+    words are ignored, and the user is told so (generation.checks.vocabulary_warning)."""
+
+    words: tuple[str, ...]  # lower case, one word each
+    about: str  # what they describe, e.g. "shapes, colours, sizes and positions"
+    example: str  # a prompt in those words
+
+    def unknown(self, prompt: str) -> list[str]:
+        """The words of `prompt` outside the vocabulary, each once, in the order they come."""
+        known = set(self.words)
+        return list(dict.fromkeys(word for word in prompt_words(prompt) if word not in known))
+
+
+def prompt_words(text: str) -> list[str]:
+    """The words of a prompt as a word-level tokenizer sees them: lower case, letters only (numbers and
+    punctuation are not words)."""
+    return re.findall(r"[^\W\d_]+", text.lower())
+
+
+@dataclass(frozen=True)
 class Preset:
     name: str
     model: str  # a hub id, a local path, or "embedded:NAME" for a model teacli builds offline
@@ -89,6 +111,7 @@ class Preset:
     # Schedules `teacli calibrate --plan` chose: steps -> computed steps -> timeline ("C.CfC..C", teacli.engine.plan).
     plans: dict[int, dict[int, str]] = field(default_factory=dict)
     budget: int | None = None  # computed steps run by default where a plan exists for the run's step count
+    vocabulary: Vocabulary | None = None  # a model that knows only some words: which (None: any text)
     source: str = ""  # the file it came from
 
     @property

@@ -11,7 +11,7 @@ from typing import Any
 
 from ..limits import short
 from ..settings import SETTINGS, Setting, limit_of
-from .preset import Component, Defaults, ExpertOverride, Preset, PresetError
+from .preset import Component, Defaults, ExpertOverride, Preset, PresetError, Vocabulary, prompt_words
 
 REQUIRED_STRINGS = ("name", "model", "pipeline", "transformer", "extractor", "coefficients_source")
 
@@ -81,14 +81,14 @@ def _finite(value: float) -> bool:
         return False
 
 
-def _string(data: dict, path: str, name: str, required: bool = True, default: str = "") -> str:
+def _string(data: dict, path: str, name: str, required: bool = True, default: str = "", prefix: str = "") -> str:
     value = data.get(name, None)
     if value is None:
         if required:
-            raise _fail(path, name, "missing")
+            raise _fail(path, prefix + name, "missing")
         return default
     if not isinstance(value, str) or not value.strip():
-        raise _fail(path, name, f"expected a non-empty string, got {short(value)}")
+        raise _fail(path, prefix + name, f"expected a non-empty string, got {short(value)}")
     return value
 
 
@@ -190,6 +190,7 @@ def parse_preset(data: Any, path: str) -> Preset:
         calibration=dict(calibration or {}),
         plans=_plans(data.get("plans"), path),
         budget=_optional(data, path, "budget", setting="steps", minimum=2),
+        vocabulary=_vocabulary(data.get("vocabulary"), path),
         source=path,
     )
 
@@ -284,6 +285,31 @@ def _coefficients(value: Any, path: str, name: str) -> tuple[float, ...]:
     if not isinstance(value, list) or not 2 <= len(value) <= 7:
         raise _fail(path, name, "expected a list of 2-7 numbers, highest power first (usually 5)")
     return tuple(float(_number(c, path, name)) for c in value)
+
+
+VOCABULARY_FIELDS = ("words", "about", "example")
+
+
+def _vocabulary(value: Any, path: str) -> Vocabulary | None:
+    """vocabulary: {words: [...], about: what they describe, example: a prompt in them}."""
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        raise _fail(path, "vocabulary", f"expected a mapping with {', '.join(VOCABULARY_FIELDS)}")
+    unknown = _unknown(value, set(VOCABULARY_FIELDS))
+    if unknown:
+        raise _fail(path, f"vocabulary.{unknown}", f"unknown field; known: {', '.join(VOCABULARY_FIELDS)}")
+    words = value.get("words")
+    if not isinstance(words, list) or not words:
+        raise _fail(path, "vocabulary.words", "expected a list of the words the model knows")
+    for word in words:
+        if not isinstance(word, str) or prompt_words(word) != [word]:
+            raise _fail(path, "vocabulary.words", f"expected single lower-case words, got {short(word)}")
+    about, example = (_string(value, path, name, prefix="vocabulary.") for name in ("about", "example"))
+    outside = Vocabulary(tuple(words), about, example).unknown(example)
+    if outside:
+        raise _fail(path, "vocabulary.example", f"uses words outside vocabulary.words: {', '.join(outside)}")
+    return Vocabulary(tuple(dict.fromkeys(words)), about, example)
 
 
 EXPERT_FIELDS = ("coefficients", "coefficients_source", "thresh", "ret_steps", "modulated_input", "rel_l1_range")
@@ -412,6 +438,7 @@ def preset_to_dict(preset: Preset) -> dict[str, Any]:
         "experts": {name: without_none(override) for name, override in preset.experts.items()} or None,
         "calibration": plain(preset.calibration) or None,
         "budget": preset.budget,
+        "vocabulary": without_none(preset.vocabulary) if preset.vocabulary is not None else None,
         "plans": {steps: dict(schedules) for steps, schedules in preset.plans.items()} or None,
     }
     return {key: value for key, value in data.items() if value is not None}

@@ -53,6 +53,9 @@ def test_json_rows_are_complete_and_consistent(runner, tmp_path):
     assert 0 < data["transformer_share"] < 1
     assert "transformer" in result.output and "of vanilla's time" in result.output
     assert "inf (identical)" in result.output
+    # --runs 1: the figures are single measurements, and the report says so under the table and in the JSON.
+    assert "note: each configuration was timed once (--runs 1)" in " ".join(result.output.split())
+    assert len(data["timing_notes"]) == 1
 
 
 def test_missing_peers_are_skipped_with_a_line_saying_why(runner, tmp_path, monkeypatch):
@@ -146,3 +149,75 @@ def test_bench_budgets_and_outputs_are_checked_before_loading(tmp_path):
     with pytest.raises(BenchError, match="both name") as caught:
         check_outputs(tmp_path / "same.png", tmp_path / "same.png", overwrite=False)
     assert caught.value.fields == ("json_out", "plot")
+
+
+# --- the report: tables at 80 columns, the note on noisy timings ------------------------------------------------
+
+
+def synthetic_result(seconds: dict[str, list[float]], computed: dict[str, int]):
+    """A BenchResult whose rows ran `seconds` (one list of runs per config name, vanilla first) at 6 calls each."""
+    from teacli.bench.configs import BenchConfig
+    from teacli.bench.results import BenchResult, BenchRow
+    from teacli.generation.measure import Quality, Run
+
+    rows = []
+    for name, runs in seconds.items():
+        method = name.split("@")[0]
+        psnr = None if name == "vanilla" else math.inf if computed[name] == 6 else 40.0  # inf: identical to vanilla
+        row = BenchRow(BenchConfig(name, method), quality=Quality(psnr, 0.99))
+        row.runs = [Run(None, s, computed[name], 6, s * 0.6 * computed[name] / 6, 2**29) for s in runs]
+        rows.append(row)
+    return BenchResult(rows)
+
+
+CALLS = {"vanilla": 6, "teacache@0.2": 4, "teacache@0.8": 2}
+
+
+def test_one_run_is_said_to_be_too_noisy_to_read():
+    result = synthetic_result({"vanilla": [1.0], "teacache@0.2": [0.8], "teacache@0.8": [0.3]}, CALLS)
+    (note,) = result.timing_notes()
+    assert "timed once (--runs 1)" in note and "--runs 3" in note
+    assert result.to_dict()["timing_notes"] == [note]
+
+
+def test_a_spread_as_large_as_the_gain_is_named_and_a_clear_gain_is_not():
+    runs = {"vanilla": [1.0, 1.1, 1.3], "teacache@0.2": [0.95, 1.0, 1.2], "teacache@0.8": [0.75, 0.76, 0.77]}
+    (note,) = synthetic_result(runs, CALLS).timing_notes()
+    assert note.startswith("timing noise:") and "teacache@0.2" in note and "teacache@0.8" not in note
+    steady = {"vanilla": [1.0, 1.0, 1.01], "teacache@0.2": [0.85, 0.85, 0.86], "teacache@0.8": [0.7, 0.7, 0.71]}
+    assert synthetic_result(steady, CALLS).timing_notes() == []
+
+
+def test_an_efficiency_above_one_is_called_noise():
+    runs = {"vanilla": [1.0, 1.0, 1.0], "teacache@0.2": [0.85, 0.85, 0.85], "teacache@0.8": [0.3, 0.3, 0.3]}
+    result = synthetic_result(runs, CALLS)
+    assert result.efficiency(result.rows[2]) > 1
+    (note,) = result.timing_notes()
+    assert note.startswith("efficiency above 1 for teacache@0.8:") and "noise" in note
+
+
+def test_the_bench_table_reads_at_80_columns_with_every_config_name_whole():
+    import io
+
+    from rich.cells import cell_len
+    from rich.console import Console
+
+    from teacli.bench.report import render_bench
+
+    names = ["vanilla", "teacache@0", "teacache@0.2", "teacache@0.8", "dbcache@F3B0/0.08"]
+    result = synthetic_result(
+        {name: [1.0 - 0.1 * i, 1.05 - 0.1 * i] for i, name in enumerate(names)},
+        {**CALLS, "teacache@0": 6, "dbcache@F3B0/0.08": 3},
+    )
+    counts = []
+    for width in (80, 120, 160):
+        console = Console(file=io.StringIO(), width=width, color_system=None)
+        render_bench(result, "bench tiny-flux: 6 steps, 2 runs, a title as long as a real one, which wraps", console)
+        lines = console.file.getvalue().splitlines()
+        assert max(cell_len(line) for line in lines) <= width
+        rows = [line.split("│")[1].strip() for line in lines if line.startswith("│")]
+        tables = sum(line.startswith("┏") for line in lines)
+        assert rows == names * tables  # each stacked table starts with the whole names, "teacache@0.2" not "tea…"
+        assert all(header in console.file.getvalue() for header in ("efficiency", "peak memory", "extra"))
+        counts.append(tables)
+    assert counts[0] > counts[1] > counts[2] == 1  # wider consoles stack less; at 160 one table holds every figure

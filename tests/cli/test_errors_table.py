@@ -1,4 +1,4 @@
-"""README's "Errors and their fixes": the CLI prints each error as one line the table explains, and every
+"""docs/errors.md, "Errors and their fixes": the CLI prints each error as one line the table explains, and every
 message teacli raises has its row (read from the sources with ast, so a new or reworded message needs one)."""
 
 from __future__ import annotations
@@ -20,7 +20,8 @@ from teacli.errors import reword
 from teacli.models.catalog import builtin_presets, preset_to_dict
 
 ROOT = Path(__file__).resolve().parents[2]
-HEADING = "## Errors and their fixes"
+ERRORS_PAGE = ROOT / "docs" / "errors.md"  # README.md links to it
+HEADING = "# Errors and their fixes"
 PROMPT = "a red circle"
 PLACEHOLDER = "…"
 MIN_LITERAL = 12  # a message with less fixed text than this says too little to look up (str(error) and the like)
@@ -37,7 +38,7 @@ INTERNAL_ERRORS = {
 }
 # Functions that build a message in several branches: every string they return is a message.
 MESSAGE_FUNCTIONS = {"teacli/models/lora.py": {"_explain"}}
-WARNING_FUNCTIONS = {"teacli/generation/checks.py": {"schedule_warning", "thresh_warning"}}
+WARNING_FUNCTIONS = {"teacli/generation/checks.py": {"schedule_warning", "thresh_warning", "vocabulary_warning"}}
 # Messages the static check may not find in the table, each with why. Keep it short.
 ALLOWLIST: dict[str, str] = {}
 
@@ -45,17 +46,15 @@ ALLOWLIST: dict[str, str] = {}
 # --- the section and its rows ------------------------------------------------------------------------------
 
 
-def readme_section() -> str | None:
-    """The section from README.md, up to the next level-2 heading; None while README has none."""
-    text = (ROOT / "README.md").read_text(encoding="utf-8")
-    match = re.search(rf"^{re.escape(HEADING)}\n(.*?)(?=^## |\Z)", text, flags=re.M | re.S)
-    return HEADING + "\n" + match.group(1) if match else None
-
-
 def errors_section() -> str:
-    section = readme_section()
-    assert section, "README.md has no '## Errors and their fixes' section"
-    return section
+    """The whole page: its title, then one level-2 heading per group, each with its message | fix table."""
+    text = ERRORS_PAGE.read_text(encoding="utf-8")
+    assert text.startswith(HEADING + "\n"), f"{ERRORS_PAGE.relative_to(ROOT)} does not start with '{HEADING}'"
+    return text
+
+
+def test_the_readme_links_to_the_errors_page():
+    assert "(docs/errors.md)" in (ROOT / "README.md").read_text(encoding="utf-8")
 
 
 @dataclass(frozen=True)
@@ -92,8 +91,8 @@ def code_spans(cell: str) -> list[str]:
 def table_rows() -> tuple[Row, ...]:
     rows, group, in_table = [], None, False
     for line in errors_section().splitlines():
-        if line.startswith("### "):
-            group, in_table = line[4:].strip(), False
+        if line.startswith("## "):
+            group, in_table = line[3:].strip(), False
         elif re.fullmatch(r"\|\s*message\s*\|\s*fix\s*\|", line.strip()):
             in_table = True
         elif in_table and line.startswith("|") and not set(line) <= set("|- "):
@@ -313,8 +312,10 @@ def test_a_preset_error_found_while_running_is_one_line(runner, tmp_path, files,
 
 def api_errors() -> list[tuple[str, Exception]]:
     from support import make_flux_transformer
+    from toy import BareToyTransformer
 
     from teacli import CacheContext, TeaCacheConfig, apply_teacache, get_extractor
+    from teacli.engine.apply import apply_teacache as engine_apply
     from teacli.generation.media import read_metadata
 
     caught = []
@@ -326,7 +327,9 @@ def api_errors() -> list[tuple[str, Exception]]:
 
     api = "Python API (TeaCacheError)"
     attempt(api, lambda: TeaCacheConfig(thresh=-1, coefficients=[1, 0]))
-    attempt(api, lambda: TeaCacheConfig(thresh=0.2))
+    attempt(api, lambda: TeaCacheConfig(coefficients=[]))
+    attempt(api, lambda: engine_apply(make_flux_transformer(), TeaCacheConfig(thresh=0.2)))
+    attempt(api, lambda: apply_teacache(BareToyTransformer(), TeaCacheConfig(thresh=0.2)))  # a class with no preset
     attempt(api, lambda: TeaCacheConfig(coefficients=[1, 0], start=0.6, end=0.4))
     attempt(api, lambda: TeaCacheConfig(coefficients=[1, 0], max_cached_in_row=0))
     transformer = make_flux_transformer()
@@ -582,7 +585,7 @@ def test_the_source_scan_reads_the_messages_as_users_see_them():
     assert {"preset …: field '…': expected an integer, got …", "preset …: field '…': expected a number, got …"} <= texts
     assert any(t.startswith("model '…' uses …: TeaCache has no extractor for …; supported: …") for t in texts)
     assert any(t.startswith("unknown embedded model …; known: ") for t in texts)
-    assert len([m for m in source_messages() if m.kind == "warning"]) == 2
+    assert len([m for m in source_messages() if m.kind == "warning"]) == 3
     assert len(texts) > 150
 
 
@@ -597,7 +600,7 @@ def test_every_message_in_the_sources_has_a_row():
         groups = {"Warnings"} if message.kind == "warning" else None
         if not any(matching_rows(text, groups) for text in message.texts):
             misses.append(f"{message.where}: {message.text}")
-    assert not misses, "messages without a row in README's error table:\n" + "\n".join(misses)
+    assert not misses, "messages without a row in docs/errors.md:\n" + "\n".join(misses)
     assert len(skipped) < 15, skipped  # most messages are checked, not skipped
 
 

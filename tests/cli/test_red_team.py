@@ -1,10 +1,11 @@
 """A hostile user's table: each case runs the real CLI in a subprocess, in a folder holding the user's own files,
-and must keep the README's promise: one `error:` line on stderr (warnings and log records aside), the documented
-exit code, no traceback, no file of the user's changed, no temporary file left, nothing half-written.
+and must keep the promise docs/reliability.md and docs/errors.md make: one `error:` line on stderr (warnings and
+log records aside), the documented exit code, no traceback, no file of the user's changed, no temporary file left,
+nothing half-written.
 
 The cases cover each class of failure issue 16 found (files teacli did not write, library exceptions, values
 that pass a lower bound, damaged weights, signals, presets, peers); `python -m pytest -q tests/cli/test_red_team.py
--rA` prints the tally recorded in the README.
+-rA` prints the tally recorded in docs/reliability.md.
 """
 
 from __future__ import annotations

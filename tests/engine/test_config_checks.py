@@ -40,12 +40,11 @@ COEFFICIENTS = "coefficients must be a list of numbers, highest power first, got
         {"a": 1.0, "b": 2.0},
         5,
         1.5,
-        None,
         [True, False],
         ["1", "2"],
         [[1.0], [2.0]],
     ],
-    ids=["str", "str-list", "bytes", "bytearray", "mapping", "int", "float", "none", "bools", "strings", "nested"],
+    ids=["str", "str-list", "bytes", "bytearray", "mapping", "int", "float", "bools", "strings", "nested"],
 )
 def test_coefficients_must_be_a_list_of_numbers(value):
     assert refused(coefficients=value).startswith(COEFFICIENTS)
@@ -115,7 +114,6 @@ def test_rel_l1_range_accepts_any_pair_of_numbers(value):
         (dict(thresh="0.2"), "thresh must be a number, got '0.2'"),
         (dict(thresh=10**400), "thresh must be a finite number >= 0 (0 computes every step), got an integer of 401"),
         (dict(thresh=math.inf), "thresh must be a finite number >= 0"),
-        (dict(ret_steps=None), "ret_steps must be a non-negative integer, got None"),
         (dict(ret_steps=True), "ret_steps must be a non-negative integer, got True"),
         (dict(ret_steps=2.0), "ret_steps must be a non-negative integer, got 2.0"),
         (dict(ret_steps=-1), "ret_steps must be a non-negative integer"),
@@ -177,3 +175,42 @@ def test_defaults_still_construct():
     config = TeaCacheConfig(coefficients=IDENTITY)
     assert config.thresh == 0.2 and config.ret_steps == 0 and config.sync_decisions == "auto"
     assert config.cutoff_steps is None and config.num_inference_steps is None and config.max_cached_in_row is None
+
+
+def test_an_empty_coefficient_list_is_refused_with_what_to_do():
+    message = refused(coefficients=[])
+    assert message.startswith("coefficients are required: leave them out (None) and apply with teacli.apply_teacache")
+
+
+def test_a_config_without_coefficients_leaves_the_preset_fields_to_the_preset():
+    # None: teacli.apply_teacache takes the preset's; the engine's own apply refuses such a config.
+    config = TeaCacheConfig(max_cached_in_row=np.int64(2))
+    assert not config.complete and config.coefficients is None
+    assert (config.thresh, config.ret_steps, config.cutoff_steps, config.rel_l1_range) == (None, None, None, None)
+    assert config.max_cached_in_row == 2 and type(config.max_cached_in_row) is int  # still checked
+    assert TeaCacheConfig(thresh=np.float32(0.5)).thresh == 0.5 and TeaCacheConfig(ret_steps=3).ret_steps == 3
+    assert replace(config, start=0.5).thresh is None  # replace keeps "the preset's"
+
+
+def test_a_config_with_coefficients_or_a_plan_has_the_engine_defaults_for_what_it_leaves_out():
+    assert TeaCacheConfig(coefficients=IDENTITY, thresh=None, ret_steps=None).complete
+    config = TeaCacheConfig(coefficients=IDENTITY, thresh=None, ret_steps=None)
+    assert (config.thresh, config.ret_steps) == (0.2, 0) and type(config.thresh) is float
+    from teacli.engine.plan import uniform
+
+    planned = TeaCacheConfig(plan=uniform(8, 4))
+    assert planned.complete and (planned.coefficients, planned.thresh, planned.ret_steps) == ([], 0.2, 0)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "words"),
+    [
+        (dict(thresh="0.3"), "thresh must be a number, got '0.3'"),
+        (dict(ret_steps=-1), "ret_steps must be a non-negative integer"),
+        (dict(rel_l1_range=(0.5, 0.1)), "rel_l1_range must be (low, high) with low <= high"),
+    ],
+)
+def test_a_config_without_coefficients_checks_what_it_gives(kwargs, words):
+    with pytest.raises(TeaCacheError) as raised:
+        TeaCacheConfig(**kwargs)
+    assert str(raised.value).startswith(words)

@@ -218,7 +218,9 @@ def test_a_plan_for_another_step_count_is_refused_on_the_first_call():
 
 def test_a_config_with_a_plan_needs_no_coefficients_and_checks_the_plan():
     assert TeaCacheConfig(plan=uniform(8, 4)).coefficients == []
+    from teacli.engine.apply import apply_teacache as apply_as_given  # the engine's: no preset fills it in
+
     with pytest.raises(TeaCacheError, match="coefficients are required"):
-        TeaCacheConfig()
+        apply_as_given(BareToyTransformer(), TeaCacheConfig())
     with pytest.raises(TeaCacheError, match="teacli.engine.plan.Plan"):
         TeaCacheConfig(plan="C..C")

@@ -452,8 +452,8 @@ def assert_damaged_cli(done: subprocess.CompletedProcess, file: Path, tmp_path: 
     lines = [line for line in done.stderr.splitlines() if line.strip()]
     errors = [line for line in lines if line.startswith("error:")]
     assert len(errors) == 1 and lines[-1] == errors[0], done.stderr
-    if whole_stderr:
-        assert lines == errors, done.stderr
+    if whole_stderr:  # besides the error, only the stage a log shows (stderr is no terminal here): no chatter
+        assert all(line.startswith("INFO     loading ") for line in lines if line not in errors), done.stderr
     message = errors[0]
     assert str(file) in message and "damaged" in message and "truncated" in message, message
     assert not any(advice in done.stderr for advice in PICKLE_ADVICE), message

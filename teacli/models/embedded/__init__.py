@@ -101,12 +101,17 @@ def embedded_model_path(name: str) -> Path:
     if name in SHIPPED_MODELS:
         return shipped_model_path(name)
     builder = _builder(name)
-    target = cache_root() / "models" / f"{name}-v{BUILD_VERSION}"
+    target = built_model_dir(name)
     # A directory under its final name is always complete: builds only ever appear there
     # through the atomic rename below.
     if not target.is_dir():
         _build_atomically(builder, target)
     return target
+
+
+def built_model_dir(name: str) -> Path:
+    """Where embedded model `name` is built (it may not be yet): the folder a pipeline loaded from it names."""
+    return cache_root() / "models" / f"{name}-v{BUILD_VERSION}"
 
 
 def shipped_model_path(name: str) -> Path:
