@@ -18,5 +18,5 @@ def list_models(
 
     if sys.stdout is None:  # the table is the whole answer: say so rather than exit 0 having shown nothing
         raise CLIError("list-models prints its table on stdout, which is closed; run it without closing stdout")
-    listing = list_presets(match, stderr)  # imports the libraries; a preset folder's skipped files told on stderr
+    listing = list_presets(match, stderr)  # no torch imported; a preset folder's skipped files told on stderr
     print_json(listing.to_dict()) if json else listing.render(ReportConsole(), wide)

@@ -18,8 +18,9 @@ def quiet_libraries(verbose: bool = False) -> None:
         transformers.utils.logging.set_verbosity_error()
 
 
-def log_to_console(console: Any, verbose: bool) -> None:
-    """teacli's own lines through Rich on `console` (the CLI's stderr); the libraries' chatter only when verbose."""
+def log_to_console(console: Any, verbose: bool, libraries: bool = True) -> None:
+    """teacli's own lines through Rich on `console` (the CLI's stderr); the libraries' chatter only when verbose.
+    `libraries=False` leaves diffusers and transformers unimported (a command that never runs a model)."""
     import logging
 
     from rich.logging import RichHandler
@@ -28,4 +29,5 @@ def log_to_console(console: Any, verbose: bool) -> None:
     logger.handlers[:] = [RichHandler(console=console, show_time=False, show_path=False, markup=False)]
     logger.setLevel(logging.DEBUG if verbose else logging.INFO)
     logger.propagate = False
-    quiet_libraries(verbose)
+    if libraries:
+        quiet_libraries(verbose)

@@ -5,6 +5,7 @@ that reads at 80 columns or as JSON."""
 from __future__ import annotations
 
 import difflib
+import sys
 from dataclasses import dataclass
 from typing import Any
 
@@ -13,6 +14,8 @@ from rich.markup import escape
 from ..tables import Column, FittingTable, print_at_full_width
 from . import catalog
 from .catalog import PRESETS_ENV, all_presets, replaced_builtin, user_config_presets_dir, user_preset_dirs
+from .installed import builtin_extractor_classes, diffusers_exports
+from .library_logs import log_to_console
 
 COEFFICIENT_STYLES = {"published": "green", "borrowed": "yellow", "calibrated": "cyan"}
 # The table's columns, and the order the others join the name when the console is too narrow for all of them.
@@ -23,22 +26,23 @@ MATCHED_FIELDS = "name, family, pipeline, transformer or model id"
 
 def list_presets(text: str | None = None, log_console: Any = None) -> PresetListing:
     """Every preset, or those whose name, family (extractor), pipeline, transformer class or model id contains
-    `text` (any case); real models first, test models apart. Imports the libraries (signals held), to say what
-    the installed diffusers can run; teacli's warnings (a preset folder's skipped files) go to `log_console`."""
-    from ..signals import import_libraries
-    from .library_logs import log_to_console, quiet_libraries
-
-    import_libraries()
+    `text` (any case); real models first, test models apart. What the installed diffusers can run is read from its
+    source, not imported (no torch: the listing answers in a fraction of a second); teacli's warnings (a preset
+    folder's skipped files) go to `log_console`."""
     if log_console is not None:
-        log_to_console(log_console, False)
-    quiet_libraries()
-    import diffusers
-
-    from ..engine.registry import supported_classes
-
+        log_to_console(log_console, False, libraries=False)
+    diffusers = diffusers_exports()
     presets = sorted(all_presets().values(), key=lambda p: (p.is_test_model, p.transformer, p.name))
     shown = [preset for preset in presets if matches(preset, text)]
-    return PresetListing(shown, text, diffusers.__version__, set(dir(diffusers)), supported_classes(), presets)
+    return PresetListing(shown, text, diffusers.version, set(diffusers.names), extractor_classes(), presets)
+
+
+def extractor_classes() -> list[str]:
+    """The classes with an extractor: the built-in ones, read without importing them, and those registered in this
+    process when the registry is already imported (a Python session that added its own)."""
+    registry = sys.modules.get("teacli.engine.registry")
+    registered = set(getattr(registry, "EXTRACTOR_REGISTRY", {}))
+    return sorted(set(builtin_extractor_classes()) | registered)
 
 
 def matches(preset: Any, text: str | None) -> bool:
@@ -53,8 +57,8 @@ class PresetListing:
     presets: list  # those shown, in order
     text: str | None  # the filter, or None
     diffusers_version: str
-    diffusers_names: set[str]  # what the installed diffusers exports, read without importing each pipeline
-    extractors: list[str]  # transformer classes that have an extractor
+    diffusers_names: set[str]  # what the installed diffusers exports, read from its source (models.installed)
+    extractors: list[str]  # transformer classes the built-in extractors serve
     every_preset: list  # before filtering: where the closest names come from
 
     def unavailable(self, preset: Any) -> str | None:

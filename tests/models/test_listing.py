@@ -4,14 +4,22 @@ from __future__ import annotations
 
 import io
 import json
+import subprocess
+import sys
 
 import pytest
 from rich.cells import cell_len
 from rich.console import Console
 
 from teacli.cli import app
-from teacli.models.catalog import builtin_presets
-from teacli.models.listing import PREFERENCE, list_presets
+from teacli.models.catalog import all_presets, builtin_presets
+from teacli.models.installed import (
+    _exports_from_source,
+    builtin_extractor_classes,
+    diffusers_exports,
+    registered_classes,
+)
+from teacli.models.listing import PREFERENCE, PresetListing, list_presets
 
 JSON_FIELDS = {
     "name", "family", "model", "pipeline", "transformer", "coefficients_kind", "coefficients_source", "coefficients",
@@ -121,3 +129,83 @@ def test_a_preset_this_diffusers_cannot_run_says_why(listing, monkeypatch):
     assert "flux-kontext-dev cannot run here: FluxKontextPipeline not in this diffusers" in lines
     entry = listing.entry(builtin_presets()["flux-kontext-dev"])
     assert entry["available"] is False and entry["unavailable_because"] == "FluxKontextPipeline not in this diffusers"
+
+
+# What the listing reads from source instead of importing (teacli.models.installed) must say what importing says.
+
+
+def test_availability_read_from_source_is_what_importing_diffusers_says():
+    import diffusers
+
+    exports = diffusers_exports()
+    assert exports.version == diffusers.__version__
+    imported = set(dir(diffusers))
+    for preset in all_presets().values():
+        for name in (preset.pipeline, preset.transformer):
+            assert (name in exports.names) == (name in imported), (preset.name, name)
+    assert {name for name in imported if name[0].isupper()} - exports.names <= {"DummyObject"}
+
+
+def test_the_listing_equals_one_built_by_importing_diffusers_and_the_extractors(listing):
+    import diffusers
+
+    from teacli.engine.registry import supported_classes
+
+    imported = PresetListing(
+        listing.presets, None, diffusers.__version__, set(dir(diffusers)), supported_classes(), listing.every_preset
+    )
+    assert imported.to_dict() == listing.to_dict()
+    assert rendered(imported, 100, wide=True) == rendered(listing, 100, wide=True)
+
+
+def test_extractor_classes_read_from_source_are_those_the_modules_register():
+    from teacli.engine.registry import EXTRACTOR_REGISTRY, load_builtin_extractors
+
+    load_builtin_extractors()
+    builtin = {name for name, fn in EXTRACTOR_REGISTRY.items() if fn.__module__.startswith("teacli.extractors.")}
+    static = builtin_extractor_classes()
+    assert static == sorted(static) and len(static) >= 25
+    assert builtin <= set(static) <= set(EXTRACTOR_REGISTRY)  # a test may have replaced a built-in with its own
+
+
+def test_registrations_are_found_in_every_form_and_computed_names_are_not_guessed():
+    source = """
+from teacli.engine import registry
+from teacli.engine.registry import extractor_for, register_extractor
+
+@extractor_for("ADecorated", lora_kwargs="attention_kwargs")
+def a(module): ...
+
+register_extractor("BCalled", a)
+registry.register_extractor("CThroughModule", a)
+register_extractor(NAME, a)
+"""
+    assert registered_classes(source) == {"ADecorated", "BCalled", "CThroughModule"}
+
+
+def test_a_diffusers_init_without_an_export_table_falls_back_to_importing():
+    assert _exports_from_source('__version__ = "9.9"\nfrom .lazy import everything\n') is None
+    table = """
+__version__ = "9.9"
+_import_structure = {"pipelines": [], "models": ["AModel"]}
+_import_structure["pipelines"].extend(["APipeline", "BPipeline"])
+_import_structure["models"].append("BModel")
+_import_structure["utils.dummy_objects"] = [name for name in dir(dummy) if not name.startswith("_")]
+"""
+    exports = _exports_from_source(table)
+    assert exports.version == "9.9" and exports.names == {"AModel", "APipeline", "BPipeline", "BModel"}
+
+
+@pytest.mark.parametrize("arguments", [["list-models"], ["list-models", "--json"], ["list-models", "flux"]])
+def test_listing_imports_no_torch_diffusers_or_transformers(arguments):
+    child = (
+        "import sys\n"
+        f"sys.argv = ['teacli', *{arguments!r}]\n"
+        "from teacli.cli import main\n"
+        "try:\n    main()\nexcept SystemExit as exit:\n    assert not exit.code, exit.code\n"
+        "print(sorted(m for m in ('torch', 'diffusers', 'transformers') if m in sys.modules), file=sys.stderr)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", child], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stderr.strip().splitlines()[-1] == "[]"
+    assert "flux-dev" in done.stdout
