@@ -43,6 +43,13 @@ def preset_configs(name: str, names) -> dict[str, TeaCacheConfig]:
     return dict(made) if isinstance(made, dict) else dict.fromkeys(names, made)
 
 
+@pytest.fixture
+def caplog(caplog, monkeypatch):
+    """caplog listens at the root: a CLI test earlier in the session stops teacli's logger from propagating."""
+    monkeypatch.setattr(logging.getLogger("teacli"), "propagate", True)
+    return caplog
+
+
 @pytest.mark.parametrize("name", FAMILIES)
 def test_no_config_takes_every_setting_from_the_models_preset(pipes, caplog, name):
     pipe = pipes(name)
