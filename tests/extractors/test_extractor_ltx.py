@@ -125,3 +125,33 @@ def test_lora_scale_in_attention_kwargs_is_accepted_with_caching_off(model):
         ("cond_uncond", inputs(2, 700.0, attention_kwargs={"scale": 0.5}, return_dict=False)),
     ]
     assert_caching_off_matches_unhooked(model, calls)
+
+
+@torch.no_grad()
+def test_cached_call_applies_the_output_head_with_its_own_timestep(model):
+    """teacli caches the blocks' residual and runs the head (norm_out, scale_shift_table, proj_out) with the
+    current timestep; TeaCache4LTX-Video caches after the modulated norm_out, which benchmarks/output_head.py
+    measured further from the computed output."""
+    from teacli import TeaCacheConfig, apply_teacache
+
+    first, second = inputs(1, 900.0), inputs(2, 800.0)
+    with apply_teacache(model, TeaCacheConfig(thresh=1e9, coefficients=(1.0, 0.0))) as handle:
+        model(**first)
+        cached = model(**second).sample
+        assert [str(r.decision) for r in handle.stats.records] == ["forced", "cached"]
+
+    computed = get_extractor("LTXVideoTransformer3DModel")(model, **first)
+    (blocks_out,) = computed.run_transformer_blocks()
+    hidden = model.proj_in(second["hidden_states"])
+    _, embedded = model.time_embed(second["timestep"], batch_size=2, hidden_dtype=hidden.dtype)
+    shift, scale = (model.scale_shift_table[None, None] + embedded.view(2, 1, 1, -1)).unbind(dim=2)
+    head_input = hidden + (blocks_out - computed.hidden_states)
+    expected = model.proj_out(model.norm_out(head_input) * (1 + scale) + shift)
+    assert torch.equal(cached, expected)
+
+    from teacli.extractors.ltx import extract_ltx_context_residual_after_head as reference
+
+    reused = reference(model, **second)
+    (after_head,) = reference(model, **first).run_transformer_blocks()
+    reference_output = reused.postprocess(reused.hidden_states + after_head - computed.hidden_states).sample
+    assert not torch.allclose(reference_output, cached, atol=1e-3)  # the two rules really differ

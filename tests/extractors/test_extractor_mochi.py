@@ -102,3 +102,31 @@ def test_modulated_input_is_the_first_block_norm1_output_as_in_teacache4mochi(mo
     expected = video * rms * (1 + scale_msa[:, None])
     torch.testing.assert_close(context.modulated_input, expected, rtol=0, atol=1e-6)
     assert context.timestep == pytest.approx(750.0)  # 1000 - t: the noise level falls over a generation
+
+
+@torch.no_grad()
+def test_cached_call_applies_norm_out_with_its_own_timestep(model):
+    """teacli caches the blocks' residual and runs norm_out with the current temb; TeaCache4Mochi caches it
+    after norm_out, which benchmarks/output_head.py measured further from the computed output."""
+    from teacli.extractors.mochi import extract_mochi_context_residual_after_head as reference
+
+    from teacli import TeaCacheConfig, apply_teacache
+
+    first, second = inputs(1, 100.0), inputs(2, 300.0)
+    with apply_teacache(model, TeaCacheConfig(thresh=1e9, coefficients=(1.0, 0.0))) as handle:
+        model(**first)
+        cached = model(**second, return_dict=False)[0]
+        assert [str(r.decision) for r in handle.stats.records] == ["forced", "cached"]
+
+    computed = get_extractor("MochiTransformer3DModel")(model, **first)
+    (blocks_out,) = computed.run_transformer_blocks()
+    reused = get_extractor("MochiTransformer3DModel")(model, **second)
+    head_input = reused.hidden_states + (blocks_out - computed.hidden_states)
+    video = model.proj_out(model.norm_out(head_input, reused.temb))  # the head at this call's timestep
+    patches = video.reshape(1, FRAMES, SIZE // 2, SIZE // 2, 2, 2, -1).permute(0, 6, 1, 2, 4, 3, 5)
+    assert torch.equal(cached, patches.reshape(1, -1, FRAMES, SIZE, SIZE))
+
+    (after_head,) = reference(model, **first).run_transformer_blocks()
+    reused_reference = reference(model, **second)
+    reference_output = reused_reference.postprocess(head_input - blocks_out + after_head).sample
+    assert not torch.allclose(reference_output, cached, atol=1e-3)  # the two rules really differ
