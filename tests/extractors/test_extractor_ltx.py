@@ -155,3 +155,22 @@ def test_cached_call_applies_the_output_head_with_its_own_timestep(model):
     (after_head,) = reference(model, **first).run_transformer_blocks()
     reference_output = reused.postprocess(reused.hidden_states + after_head - computed.hidden_states).sample
     assert not torch.allclose(reference_output, cached, atol=1e-3)  # the two rules really differ
+
+
+def test_the_reference_head_variant_owes_the_same_two_proofs(model, monkeypatch):
+    """extract_ltx_context_residual_after_head (the reference's output head,
+    compared in benchmarks/output_head.py) is an extractor too: it owes the same proofs."""
+    from teacli.extractors.ltx import extract_ltx_context_residual_after_head
+
+    from teacli.engine.registry import EXTRACTOR_REGISTRY
+
+    monkeypatch.setitem(EXTRACTOR_REGISTRY, "LTXVideoTransformer3DModel", extract_ltx_context_residual_after_head)
+    assert_caching_off_matches_unhooked(
+        model,
+        [
+            ("cond_uncond", inputs(1, 1000.0)),
+            ("cond", inputs(4, 500.0, batch=1, encoder_attention_mask=None)),
+            (None, inputs(6, 200.0, return_dict=False)),
+        ],
+    )
+    assert_cached_call_is_input_plus_residual(model, inputs(1, 900.0), inputs(2, 800.0))

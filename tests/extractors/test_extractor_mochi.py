@@ -130,3 +130,24 @@ def test_cached_call_applies_norm_out_with_its_own_timestep(model):
     reused_reference = reference(model, **second)
     reference_output = reused_reference.postprocess(head_input - blocks_out + after_head).sample
     assert not torch.allclose(reference_output, cached, atol=1e-3)  # the two rules really differ
+
+
+def test_the_reference_head_variant_owes_the_same_two_proofs(model, monkeypatch):
+    """extract_mochi_context_residual_after_head (the reference's output head,
+    compared in benchmarks/output_head.py) is an extractor too: it owes the same proofs."""
+    from teacli.extractors.mochi import extract_mochi_context_residual_after_head
+
+    from teacli.engine.registry import EXTRACTOR_REGISTRY
+
+    monkeypatch.setitem(EXTRACTOR_REGISTRY, "MochiTransformer3DModel", extract_mochi_context_residual_after_head)
+    assert_caching_off_matches_unhooked(
+        model,
+        [
+            ("cond_uncond", inputs(1, 20.0, batch=2, return_dict=False)),
+            ("cond", inputs(2, 20.0)),
+            (None, inputs(6, 900.0)),
+        ],
+    )
+    assert_cached_call_is_input_plus_residual(
+        model, inputs(1, 100.0, batch=2), inputs(2, 150.0, batch=2), "cond_uncond"
+    )
