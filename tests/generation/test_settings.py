@@ -127,6 +127,7 @@ TABLE = (*SETTINGS, SHIFT)
 
 @pytest.fixture
 def with_shift(monkeypatch):
+    builtin_presets()  # read (and cached) with the real table: presets read under the patch must not outlive it
     monkeypatch.setattr(settings, "SETTINGS", TABLE)
     monkeypatch.setitem(settings.BY_NAME, "shift", SHIFT)
     monkeypatch.setattr(preset_fields, "SETTINGS", TABLE)
