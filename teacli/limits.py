@@ -66,11 +66,6 @@ LIMITS: dict[str, Limit] = {
 }
 
 
-def problem(name: str, value: Any) -> str | None:
-    """None when `value` is allowed for `name` (a key of LIMITS), else what it takes ("an integer between ...")."""
-    return LIMITS[name].problem(value)
-
-
 def check(name: str, value: Any, error: type[TeacliError], limit: Limit | None = None) -> Any:
     """`value` unchanged, or `error("NAME must be ..., got VALUE", field=NAME)`, which the CLI words with the
     option's flag (teacli.errors); None passes (not given). `limit`: the range, when it is not LIMITS[name]

@@ -50,6 +50,12 @@ class Setting:
         limit = self.limit
         return None if limit is None else limit.problem(value)
 
+    @property
+    def given_type(self) -> Any:
+        """What a spec field or an option holds: also None where nobody giving it means "the preset's"."""
+        kind = Any if self.type is object else self.type  # an image is a path or a picture
+        return kind if kind is Any or self.default is not None else kind | None
+
     def parse(self, value: Any) -> Any:
         """A value that passed `problem`, as the setting keeps it (an integer for a float setting becomes a float)."""
         return float(value) if self.type is float else value
@@ -242,8 +248,7 @@ def setting_fields(
             if row.name in annotations:
                 raise TypeError(f"{cls.__name__}.{row.name} is a setting: its field comes from teacli.settings")
             required = resolved and row.required
-            kind = Any if row.type is object else row.type  # an image is a path or a picture
-            annotations[row.name] = kind if required or kind is Any or row.default is not None else kind | None
+            annotations[row.name] = (Any if row.type is object else row.type) if required else row.given_type
             setattr(cls, row.name, field(kw_only=True) if required else field(default=row.default, kw_only=True))
         cls.__annotations__ = annotations
         return cls

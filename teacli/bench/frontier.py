@@ -105,7 +105,3 @@ def frontier_rows(rows: Iterable[dict[str, Any]], budgets: Sequence[float]) -> l
                 }
             )
     return table
-
-
-def format_calls(value: float) -> str:
-    return f"{value:g}"

@@ -39,8 +39,7 @@ def setting_options(after: str, exclude: tuple[str, ...] = ()) -> Callable[[Comm
                 continue
             if row.type not in (int, float, str):
                 raise TypeError(f"{command.__name__} must declare the option of the setting {row.name!r} itself")
-            kind = row.type if row.default is not None else row.type | None
-            annotation = Annotated[kind, _option_of(row)]
+            annotation = Annotated[row.given_type, _option_of(row)]
             added.append(inspect.Parameter(row.name, inspect.Parameter.KEYWORD_ONLY, default=row.default,
                                            annotation=annotation))  # fmt: skip
         place = [parameter.name for parameter in own].index(after) + 1
