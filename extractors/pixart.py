@@ -20,6 +20,7 @@ from diffusers.models.modeling_outputs import Transformer2DModelOutput
 
 from teacli.engine.context import CacheContext
 from teacli.engine.diffusers_internals import run_checkpointed
+from teacli.engine.onload import own_tensor
 from teacli.engine.registry import extractor_for
 
 
@@ -61,7 +62,8 @@ def extract_pixart_context(
         encoder_hidden_states = encoder_hidden_states.view(batch_size, -1, hidden_states.shape[-1])
 
     first = module.transformer_blocks[0]
-    shift_msa, scale_msa = (first.scale_shift_table[None] + timestep.reshape(batch_size, 6, -1)).chunk(6, dim=1)[:2]
+    table = own_tensor(first, "scale_shift_table", timestep.device)  # read outside the block's forward
+    shift_msa, scale_msa = (table[None] + timestep.reshape(batch_size, 6, -1)).chunk(6, dim=1)[:2]
     modulated_input = first.norm1(hidden_states) * (1 + scale_msa) + shift_msa
 
     def run_transformer_blocks() -> tuple[torch.Tensor]:

@@ -1,7 +1,8 @@
 """Putting TeaCache on a pipeline and taking it off: apply_teacache, remove_teacache and the handle.
 
-apply_teacache checks that the denoisers can be hooked (no other cache, no offload hook) and that each config
-fits, then registers one TeaCacheHook per denoiser, inside diffusers' context-parallel split where there is one.
+apply_teacache checks that the denoisers can be hooked (no other cache) and that each config fits, then registers
+one TeaCacheHook per denoiser, beneath the hooks that must see the call first: context parallelism's input split
+and offloading (engine/layering.py), whichever came first.
 """
 
 from __future__ import annotations
@@ -12,7 +13,6 @@ from collections.abc import Mapping
 from typing import Any
 
 import torch
-from diffusers.hooks.hooks import HookRegistry
 from diffusers.utils.torch_utils import unwrap_module
 
 from .config import COEFFICIENTS_REQUIRED, TeaCacheConfig, TeaCacheError
@@ -21,14 +21,13 @@ from .diffusers_internals import (
     diffusers_cache_of_hook,
     drop_hook_registry,
     has_hook_registry,
-    has_offload_hook,
     hook_order,
     hook_registry,
     own_hook_registry,
     restore_class_forward,
 )
 from .hook import TEACACHE_HOOK, TeaCacheHook
-from .parallel import register_inside_context_parallel
+from .layering import register_beneath_outer_hooks, remove_from_beneath
 from .registry import get_extractor
 from .stats import TeaCacheStats
 
@@ -134,9 +133,7 @@ def apply_teacache(pipe_or_transformer: Any, config: TeaCacheConfig | Mapping[st
         config = configs[name]
         hook = TeaCacheHook(extractors[name], config, stats, name, scheduler)
         hook._made_registry = not has_hook_registry(module)
-        registry = HookRegistry.check_if_exists_or_initialize(module)
-        register_inside_context_parallel(registry, hook, TEACACHE_HOOK, name)
-        registry.invalidate_child_registries_cache()
+        register_beneath_outer_hooks(module, hook, TEACACHE_HOOK, name)
         _log_enabled(name, module, config)
     return TeaCacheHandle(pipe_or_transformer, modules, configs, stats)
 
@@ -205,11 +202,6 @@ def _check_can_hook(name: str, module: torch.nn.Module) -> None:
                     f"{name} already has {cache} enabled (diffusers hook {hook_name!r} on {where or name}); "
                     "remove it first (HookRegistry.remove_hook with recurse=True), caches do not stack"
                 )
-    if has_offload_hook(module):
-        raise TeaCacheError(
-            f"{name} has an accelerate offload hook; apply TeaCache before enable_model_cpu_offload() "
-            "or enable_sequential_cpu_offload()"
-        )
 
 
 def _check_config_fits(name: str, config: TeaCacheConfig, bare: bool) -> None:
@@ -240,11 +232,13 @@ def _remove_hook(module: torch.nn.Module) -> None:
     if hook is None:
         return
     registry = hook_registry(module)
-    registry.remove_hook(TEACACHE_HOOK, recurse=False)
-    registry.invalidate_child_registries_cache()
-    # The module's forward is the class's again, as it was (unless an instance forward was there before).
-    if not hook_order(registry) and not hook._had_instance_forward:
-        restore_class_forward(module)
+
+    def restore_forward() -> None:
+        # The module's forward is the class's again, as it was (unless an instance forward was there before).
+        if not hook_order(registry) and not hook._had_instance_forward:
+            restore_class_forward(module)
+
+    remove_from_beneath(module, registry, TEACACHE_HOOK, restore_forward)
     # An empty registry apply_teacache made goes too.
     if not registry.hooks and hook._made_registry:
         drop_hook_registry(module)

@@ -104,6 +104,64 @@ def has_offload_hook(module: torch.nn.Module) -> bool:
     return hasattr(module, "_hf_hook")
 
 
+# accelerate's add_hook_to_module keeps the forward it wraps in `_old_forward` and looks it up at every call
+# (accelerate/hooks.py new_forward: pre_forward, `module._old_forward(...)`, post_forward).
+ACCELERATE_INNER_FORWARD = "_old_forward"
+
+
+def accelerate_wraps_forward(module: torch.nn.Module) -> bool:
+    """Whether the module's current forward is accelerate's wrapper (its hook is the outermost one)."""
+    forward = vars(module).get("forward")
+    function = getattr(forward, "func", None)  # a functools.partial over accelerate's new_forward
+    return has_offload_hook(module) and getattr(function, "__module__", None) == "accelerate.hooks"
+
+
+def accelerate_offloaded_tensor(module: torch.nn.Module, name: str) -> torch.Tensor | None:
+    """The stored value of a tensor that accelerate's sequential offload keeps on the meta device between calls:
+    its AlignDevicesHook (alone or inside a SequentialHook's `hooks`) holds it in `weights_map`, by tensor name."""
+    hook = getattr(module, "_hf_hook", None)
+    for candidate in getattr(hook, "hooks", None) or (hook,):
+        weights = getattr(candidate, "weights_map", None)
+        if weights is not None and name in weights:
+            return weights[name]
+    return None
+
+
+def accelerate_inner_forward(module: torch.nn.Module) -> Callable[..., Any]:
+    return getattr(module, ACCELERATE_INNER_FORWARD)
+
+
+def set_accelerate_inner_forward(module: torch.nn.Module, forward: Callable[..., Any]) -> None:
+    setattr(module, ACCELERATE_INNER_FORWARD, forward)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# group offloading (diffusers/hooks/group_offloading.py)
+
+# On the top-level module, group offloading registers the hook that brings its own parameters and the modules
+# outside its block lists onto the device and moves the inputs there ("group_offloading"), and with streams the
+# one that records the blocks' order on the first call ("lazy_prefetch_group_offloading").
+GROUP_OFFLOADING_HOOKS = ("group_offloading", "lazy_prefetch_group_offloading")
+
+
+def is_group_offloading_hook(name: str) -> bool:
+    return name in GROUP_OFFLOADING_HOOKS
+
+
+def register_without_initializing(registry: HookRegistry, hook: ModelHook, name: str) -> None:
+    """Register a hook that was registered before and taken off: its initialize_hook already ran (group
+    offloading's would offload again, its prefetch hook would add its layer trackers twice and fail)."""
+    initialize = vars(hook).get("initialize_hook")
+    hook.initialize_hook = lambda module: module  # an instance attribute, shadowing the class's for one call
+    try:
+        registry.register_hook(hook, name)
+    finally:
+        if initialize is None:
+            del hook.initialize_hook
+        else:
+            hook.initialize_hook = initialize
+
+
 # ---------------------------------------------------------------------------------------------------------
 # pipelines (FluxPipeline and the pipelines copied from it pack 2x2 latent patches with private static methods)
 

@@ -2,7 +2,7 @@
 
 Each rank of a context-parallel run holds a shard of the sequence. TeaCache decides on the whole tensor (the
 ranks sum rel_l1's terms, so they all decide alike and the attention collectives pair up), caches its own shard's
-residual, and runs inside diffusers' input split, never above it.
+residual, and runs inside diffusers' input split, never above it (engine/layering.py).
 """
 
 from __future__ import annotations
@@ -12,7 +12,6 @@ from dataclasses import replace
 from typing import Any
 
 import torch
-from diffusers.hooks.hooks import HookRegistry, ModelHook
 from diffusers.utils.torch_utils import unwrap_module
 
 from .config import TeaCacheError
@@ -20,8 +19,6 @@ from .context import CacheContext
 from .decision import rel_l1_from_terms, rel_l1_terms
 from .diffusers_internals import (
     context_parallel_config,
-    hook_order,
-    is_context_parallel_root_hook,
     shard_sequence,
     sharding_group,
 )
@@ -101,30 +98,3 @@ def shard_streams(context: CacheContext, shapes: Sequence[Any], sharding: Any) -
     if len(streams) == 1:
         return replace(context, hidden_states=streams[0])
     return replace(context, hidden_states=streams[0], encoder_hidden_states=streams[1])
-
-
-def register_inside_context_parallel(registry: HookRegistry, hook: ModelHook, name: str, module_name: str) -> None:
-    """Register `hook` as `name` so that it runs inside diffusers' context-parallel input split, if there is one.
-
-    The last hook registered runs first. TeaCache replaces the forward, so on top of the split it would
-    see the whole sequence, and the blocks' attention, which expects a shard, would be wrong. When
-    enable_parallelism came first (or from_pretrained(parallel_config=...)), diffusers' hooks are taken
-    off and registered again above TeaCache, in their order (only those: others may not survive it).
-    """
-    order = hook_order(registry)
-    first = next((i for i, hook_name in enumerate(order) if is_context_parallel_root_hook(hook_name)), None)
-    if first is None:
-        registry.register_hook(hook, name)
-        return
-    others = [hook_name for hook_name in order[first:] if not is_context_parallel_root_hook(hook_name)]
-    if others:
-        raise TeaCacheError(
-            f"{module_name} has hooks {others} added after context parallelism; apply TeaCache before "
-            "them (or before enable_parallelism)"
-        )
-    above = [(hook_name, registry.hooks[hook_name]) for hook_name in order[first:]]
-    for hook_name, _ in reversed(above):
-        registry.remove_hook(hook_name, recurse=False)
-    registry.register_hook(hook, name)
-    for hook_name, outer in above:
-        registry.register_hook(outer, hook_name)
