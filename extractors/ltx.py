@@ -29,6 +29,7 @@ from diffusers.models.modeling_outputs import Transformer2DModelOutput
 
 from teacli.engine.context import CacheContext
 from teacli.engine.diffusers_internals import run_checkpointed
+from teacli.engine.onload import own_tensor
 from teacli.engine.registry import extractor_for
 
 
@@ -70,9 +71,8 @@ def extract_ltx_context(
     encoder_hidden_states = encoder_hidden_states.view(batch_size, -1, hidden_states.size(-1))
 
     first = module.transformer_blocks[0]
-    ada_values = first.scale_shift_table[None, None].to(temb.device) + temb.reshape(
-        batch_size, temb.size(1), first.scale_shift_table.shape[0], -1
-    )
+    table = own_tensor(first, "scale_shift_table", temb.device)  # read outside the block's forward
+    ada_values = table[None, None] + temb.reshape(batch_size, temb.size(1), table.shape[0], -1)
     shift_msa, scale_msa = ada_values.unbind(dim=2)[:2]
     modulated_input = first.norm1(hidden_states) * (1 + scale_msa) + shift_msa
 

@@ -23,6 +23,7 @@ from diffusers.models.transformers.transformer_ltx2 import AudioVisualModelOutpu
 
 from teacli.engine.context import CacheContext
 from teacli.engine.diffusers_internals import run_checkpointed
+from teacli.engine.onload import own_tensor
 from teacli.engine.registry import extractor_for
 
 
@@ -138,9 +139,12 @@ def extract_ltx2_context(
     all_perturbed = torch.all(perturbation_mask == 0) if perturbation_mask is not None else False
 
     first = module.transformer_blocks[0]
-    shift_msa, scale_msa = first.get_mod_params(first.scale_shift_table, temb, batch_size)[:2]
+    # The first block's own tables, read outside its forward (offloading keeps them elsewhere until it runs).
+    table = own_tensor(first, "scale_shift_table", temb.device)
+    audio_table = own_tensor(first, "audio_scale_shift_table", temb_audio.device)
+    shift_msa, scale_msa = first.get_mod_params(table, temb, batch_size)[:2]
     modulated_input = first.norm1(hidden_states) * (1 + scale_msa) + shift_msa
-    audio_shift_msa, audio_scale_msa = first.get_mod_params(first.audio_scale_shift_table, temb_audio, batch_size)[:2]
+    audio_shift_msa, audio_scale_msa = first.get_mod_params(audio_table, temb_audio, batch_size)[:2]
     audio_modulated_input = first.audio_norm1(audio_hidden_states) * (1 + audio_scale_msa) + audio_shift_msa
 
     def run_transformer_blocks() -> tuple[torch.Tensor, torch.Tensor]:

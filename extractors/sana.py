@@ -19,6 +19,7 @@ from diffusers.models.modeling_outputs import Transformer2DModelOutput
 
 from teacli.engine.context import CacheContext
 from teacli.engine.diffusers_internals import run_checkpointed
+from teacli.engine.onload import own_tensor
 from teacli.engine.registry import extractor_for
 
 
@@ -102,8 +103,7 @@ def extract_sana_context(
 
 def _first_block_modulated_input(block: torch.nn.Module, hidden_states: torch.Tensor, temb: torch.Tensor):
     """SanaTransformerBlock step 1-2: norm1(x) * (1 + scale_msa) + shift_msa, cast back as the block does."""
-    shift_msa, scale_msa = (block.scale_shift_table[None] + temb.reshape(hidden_states.shape[0], 6, -1)).chunk(
-        6, dim=1
-    )[:2]
+    table = own_tensor(block, "scale_shift_table", temb.device)  # read outside the block's forward
+    shift_msa, scale_msa = (table[None] + temb.reshape(hidden_states.shape[0], 6, -1)).chunk(6, dim=1)[:2]
     modulated = block.norm1(hidden_states) * (1 + scale_msa) + shift_msa
     return modulated.to(hidden_states.dtype)

@@ -20,6 +20,8 @@ EXTRAS = {
     "plot": ("matplotlib",),
     "lora": ("peft",),
     "peers": ("cache-dit",),
+    "quantize": ("torchao", "optimum-quanto"),
+    "bnb": ("bitsandbytes",),
 }
 
 

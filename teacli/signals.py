@@ -103,10 +103,24 @@ def import_libraries() -> None:
     """torch, diffusers and transformers, imported with signals held until they are complete: a signal during the
     imports is raised once they are done, never a half-imported library. The CLI calls it once a command's cheap
     checks passed, so a bad option is refused in a fraction of a second."""
+    import logging
+
+    for name in IMPORT_CHATTER:  # before the imports: they speak while importing
+        logging.getLogger(name).setLevel(logging.ERROR)
     with held():
-        import diffusers  # noqa: F401
+        import diffusers
         import torch  # noqa: F401
-        import transformers  # noqa: F401
+        import transformers
+
+    # Their notices while the pipeline classes import (torchao's, when installed); --verbose turns them back on
+    # (teacli.models.library_logs.quiet_libraries).
+    diffusers.utils.logging.set_verbosity_error()
+    transformers.utils.logging.set_verbosity_error()
+
+
+# Loggers of libraries imported on the way (torchao, when installed, comes with a pipeline class) whose import-time
+# notices (kernels built for another Python or GPU, torch deprecations inside them) say nothing about the run.
+IMPORT_CHATTER = ("torchao", "torch.utils._pytree", "optimum.quanto")
 
 
 def handlers() -> dict[int, Any]:

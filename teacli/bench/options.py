@@ -84,3 +84,23 @@ def check_outputs(json_out: Path | None, plot: Path | None, overwrite: bool) -> 
             raise BenchError(f"plot {plot} must end in .png", field="plot")
         check_writable(plot, overwrite, kind="--plot")
         check_plot_available()
+
+
+def check_prompt_sources(
+    prompt: str | None, prompts: Path | None, num_prompts: int | None, isolated_over_prompts: bool
+) -> None:
+    """One prompt or a prompts file (whose first `num_prompts` are used), and a prompts file is never isolated."""
+    if num_prompts is not None and prompts is None:
+        raise BenchError(
+            "num_prompts takes the first N of prompts FILE; give that file too", field=("num_prompts", "prompts")
+        )
+    if prompts is not None and prompt is not None:
+        raise BenchError(
+            "give prompt or prompts FILE, not both: with a prompts file the prompts come from it",
+            field=("prompt", "prompts"),
+        )
+    if isolated_over_prompts:
+        raise BenchError(
+            "isolate measures one prompt; drop it with prompts or at_calls (those run interleaved)",
+            field=("isolate", "prompts", "at_calls"),
+        )

@@ -99,3 +99,10 @@ def preset_file(out: Path | None, preset_name: str, overwrite: bool) -> Path:
     if out.suffix.lower() not in (".yaml", ".yml"):
         raise CalibrationError(f"out {out} must end in .yaml or .yml: it is a preset file", field="out")
     return check_writable(out, overwrite, kind="--out")
+
+
+def check_plan_options(plan: bool, **given: object) -> None:
+    """The options of how plans are made go with `plan`: the first one given without it is refused."""
+    named = [name for name, value in given.items() if value is not None]
+    if named and not plan:
+        raise CalibrationError(f"{named[0]} goes with plan; add that or drop this option", field=(named[0], "plan"))

@@ -11,6 +11,7 @@ import typer
 
 from .. import limits, settings
 from ..models.catalog import DEFAULT_PRESET
+from ..models.memory import OFFLOAD_HELP, OFFLOAD_MODES, QUANTIZATIONS, QUANTIZE_HELP
 from ._app import CLIError
 
 Command = TypeVar("Command", bound=Callable[..., Any])
@@ -28,29 +29,45 @@ def _option_of(row: settings.Setting, *short: str) -> Any:
 def setting_options(after: str, exclude: tuple[str, ...] = ()) -> Callable[[Command], Command]:
     """Give a command an option for every row of teacli.settings it does not declare itself (nor `exclude`),
     placed after its parameter `after`, so a new setting reaches the command line with no edit in the CLI. The
-    command takes them in `**settings`. Typer reads a command's options from its signature, so this writes one."""
+    command takes them in `**settings`."""
 
     def add(command: Command) -> Command:
-        signature = inspect.signature(command, eval_str=True)
-        own = [parameter for parameter in signature.parameters.values() if parameter.kind is not parameter.VAR_KEYWORD]
+        declared = inspect.signature(command, eval_str=True).parameters
         added = []
         for row in settings.SETTINGS:
-            if row.name in signature.parameters or row.name in exclude:
+            if row.name in declared or row.name in exclude:
                 continue
             if row.type not in (int, float, str):
                 raise TypeError(f"{command.__name__} must declare the option of the setting {row.name!r} itself")
-            annotation = Annotated[row.given_type, _option_of(row)]
-            added.append(inspect.Parameter(row.name, inspect.Parameter.KEYWORD_ONLY, default=row.default,
-                                           annotation=annotation))  # fmt: skip
-        place = [parameter.name for parameter in own].index(after) + 1
-        keyword = [parameter.replace(kind=inspect.Parameter.KEYWORD_ONLY) for parameter in own[place:]]
-        command.__signature__ = signature.replace(parameters=[*own[:place], *added, *keyword])
-        command.__annotations__ = {
-            parameter.name: parameter.annotation for parameter in command.__signature__.parameters.values()
-        }
-        return command
+            added.append((row.name, Annotated[row.given_type, _option_of(row)], row.default))
+        return _with_parameters(command, after, added)
 
     return add
+
+
+def loading_options(after: str) -> Callable[[Command], Command]:
+    """Give a command the options of how its model loads (LOADING), after its parameter `after`; it takes them in
+    its `**` parameter, and `loading_values` takes them out."""
+    return lambda command: _with_parameters(command, after, [(name, *option) for name, option in LOADING.items()])
+
+
+def loading_values(values: dict[str, Any]) -> dict[str, Any]:
+    """The loading options taken out of a command's `**` parameter, by name (for load_options)."""
+    return {name: values.pop(name) for name in LOADING if name in values}
+
+
+def _with_parameters(command: Command, after: str, added: list[tuple[str, Any, Any]]) -> Command:
+    """Typer reads a command's options from its signature: write one with `added` (name, annotation, default)
+    placed after `after`, every parameter from there on keyword-only."""
+    signature = inspect.signature(command, eval_str=True)
+    own = [parameter for parameter in signature.parameters.values() if parameter.kind is not parameter.VAR_KEYWORD]
+    keyword = inspect.Parameter.KEYWORD_ONLY
+    new = [inspect.Parameter(name, keyword, default=default, annotation=kind) for name, kind, default in added]
+    place = [parameter.name for parameter in own].index(after) + 1
+    rest = [parameter.replace(kind=keyword) for parameter in own[place:]]
+    command.__signature__ = signature.replace(parameters=[*own[:place], *new, *rest])
+    command.__annotations__ = {p.name: p.annotation for p in command.__signature__.parameters.values()}
+    return command
 
 
 MODEL_HELP = "Preset name, hub id, local pipeline path or preset .yaml"
@@ -117,6 +134,16 @@ CompileOpt = Annotated[bool, typer.Option("--compile", help=COMPILE_HELP)]
 AllowPickleOpt = Annotated[bool, typer.Option("--allow-pickle", help=ALLOW_PICKLE_HELP)]
 OfflineOpt = Annotated[bool, typer.Option("--offline", help=OFFLINE_HELP)]
 StrictOpt = Annotated[bool, typer.Option("--strict", help=STRICT_HELP)]
+OffloadOpt = Annotated[Literal[tuple(OFFLOAD_MODES)] | None, typer.Option("--offload", help=OFFLOAD_HELP)]
+QuantizeOpt = Annotated[
+    Literal[tuple(QUANTIZATIONS)] | None, typer.Option("--quantize", metavar="METHOD", help=QUANTIZE_HELP)
+]
+# How the model loads, the same for generate, bench and calibrate (name: annotation, default).
+LOADING = {
+    "lora": (LoraOpt, None), "lora_scale": (LoraScaleOpt, 1.0), "compile": (CompileOpt, False),
+    "offload": (OffloadOpt, None), "quantize": (QuantizeOpt, None), "device": (DeviceOpt, "auto"),
+    "dtype": (DTypeOpt, "auto"), "allow_pickle": (AllowPickleOpt, False), "offline": (OfflineOpt, False),
+}  # fmt: skip
 
 
 def check_ranges(**values: object) -> None:

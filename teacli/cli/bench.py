@@ -10,7 +10,8 @@ import typer
 
 import teacli.cli._options as opt
 
-from ..bench.options import check_outputs, parse_at_calls, split_budgets
+from ..batch.prompts import read_prompts
+from ..bench.options import check_outputs, check_prompt_sources, parse_at_calls, split_budgets
 from ..generation.policy import parse_coefficients, parse_thresholds
 from ..generation.progress import RichProgress
 from ..models.library_logs import log_to_console
@@ -62,6 +63,7 @@ CompareBaselineOption = Annotated[
 
 
 @opt.setting_options(after="cache_device", exclude=("num_images",))
+@opt.loading_options(after="overwrite")
 def bench(
     model: opt.ModelOpt = None,
     thresh: ThreshOption = None,
@@ -87,16 +89,9 @@ def bench(
     json_out: Annotated[Path | None, typer.Option("--json", help=JSON_HELP)] = None,
     plot: Annotated[Path | None, typer.Option("--plot", help=PLOT_HELP)] = None,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace --json / --plot if they exist")] = False,
-    lora: opt.LoraOpt = None,
-    lora_scale: opt.LoraScaleOpt = 1.0,
-    compile: opt.CompileOpt = False,
-    device: opt.DeviceOpt = "auto",
-    dtype: opt.DTypeOpt = "auto",
-    allow_pickle: opt.AllowPickleOpt = False,
-    offline: opt.OfflineOpt = False,
     strict: opt.StrictOpt = False,
     verbose: opt.VerboseOpt = False,
-    **settings: Any,  # the generation settings, an option each (opt.setting_options)
+    **settings: Any,  # the generation settings and the loading options (opt.setting_options, loading_options)
 ) -> None:
     """Vanilla, TeaCache (threshold 0 and each --thresh) and the other caches, measured alike: median of
     --runs, interleaved round-robin; speedup, ideal speedup, efficiency, PSNR, SSIM and peak memory.
@@ -108,11 +103,15 @@ def bench(
     thresholds = parse_thresholds(thresh if thresh is not None else SWEEP_THRESHOLDS if sweep else THRESHOLDS)
     budget_texts = split_budgets(budget, policy)
     user_coefficients = parse_coefficients(coefficients)
-    seed = settings.pop("seed")
+    seed, loading_given = settings.pop("seed"), opt.loading_values(settings)
+    device, dtype = loading_given.pop("device"), loading_given.pop("dtype")
     check_given(settings, CLIError)
     opt.check_ranges(runs=runs, warmup=warmup, seed=seed, num_prompts=num_prompts)
     opt.check_text("--negative-prompt", settings["negative_prompt"])
-    texts = _prompt_texts(prompt, prompts, num_prompts, seed, isolate and over_prompts)
+    opt.check_text("--prompt", prompt)
+    check_prompt_sources(prompt, prompts, num_prompts, isolate and over_prompts)
+    texts = [BENCH_PROMPT if prompt is None else prompt] if prompts is None else read_prompts(prompts)[:num_prompts]
+    opt.check_seeds(seed, len(texts))
     to_stdout = json_out is not None and str(json_out) == "-"
     if to_stdout:
         reserve_stdout_for_json("--json -")
@@ -124,7 +123,7 @@ def bench(
     from ..generation.preparation import CacheOptions, load_options
 
     methods = parse_against(against)
-    loading = load_options(allow_pickle, offline, lora, lora_scale, compile)
+    loading = load_options(**loading_given)
     caching = CacheOptions(start, end, ret_steps, max_cached_in_row, cache_device)
     log_to_console(stderr, verbose)
     if not verbose:  # one "TeaCache enabled" line per run would bury the table
@@ -155,26 +154,6 @@ def _run(spec: Any, console: Any) -> Any:
         return run_benchmark(spec, BenchProgress(rich.loading_model, rich.runs, skipping))
     except KeyboardInterrupt as interrupt:
         interrupted("nothing was written", interrupt)
-
-
-def _prompt_texts(
-    prompt: str | None, prompts: Path | None, num_prompts: int | None, seed: int, isolated_over_prompts: bool
-) -> list[str]:
-    """--prompt, or the first --num-prompts of --prompts FILE (prompt i with seed + i)."""
-    from ..batch.prompts import read_prompts
-
-    opt.check_text("--prompt", prompt)
-    if num_prompts is not None and prompts is None:
-        raise CLIError("--num-prompts takes the first N of --prompts FILE; give --prompts too")
-    if prompts is not None and prompt is not None:
-        raise CLIError("give --prompt or --prompts FILE, not both: with --prompts the prompts come from the file")
-    if isolated_over_prompts:
-        raise CLIError("--isolate measures one prompt; drop it with --prompts or --at-calls (those run interleaved)")
-    if prompts is None:
-        return [prompt if prompt is not None else BENCH_PROMPT]
-    texts = read_prompts(prompts)[:num_prompts]
-    opt.check_seeds(seed, len(texts))
-    return texts
 
 
 def _report(

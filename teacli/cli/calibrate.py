@@ -9,11 +9,20 @@ import typer
 
 import teacli.cli._options as opt
 
-from ..calibrate.options import BATCH, FORECAST_GAP, MAX_GAP, PLAN_PROMPTS, check_fit, plan_settings, preset_file
+from ..calibrate.options import (
+    BATCH,
+    FORECAST_GAP,
+    MAX_GAP,
+    PLAN_PROMPTS,
+    check_fit,
+    check_plan_options,
+    plan_settings,
+    preset_file,
+)
 from ..generation.progress import RichProgress
 from ..models.library_logs import log_to_console
 from ..signals import import_libraries
-from ._app import CLIError, ReportConsole, interrupted, print_json, reserve_stdout_for_json, stderr
+from ._app import ReportConsole, interrupted, print_json, reserve_stdout_for_json, stderr
 
 PLAN_HELP = (
     "Also plan schedules from the final pictures' error: a plan per budget (--budget) at --steps, costing many "
@@ -55,6 +64,7 @@ BudgetsOption = Annotated[
 ]
 
 
+@opt.loading_options(after="batch")
 def calibrate(
     model: opt.ModelOpt = None,
     prompts: PromptsOption = None,
@@ -75,19 +85,13 @@ def calibrate(
     forecast_gap: ForecastGapOption = None,
     budgets: BudgetsOption = None,
     batch: Annotated[int | None, typer.Option("--batch", help=BATCH_HELP, show_default=str(BATCH))] = None,
-    lora: opt.LoraOpt = None,
-    lora_scale: opt.LoraScaleOpt = 1.0,
-    compile: opt.CompileOpt = False,
-    device: opt.DeviceOpt = "auto",
-    dtype: opt.DTypeOpt = "auto",
-    allow_pickle: opt.AllowPickleOpt = False,
-    offline: opt.OfflineOpt = False,
     json_report: opt.JsonOpt = False,
     verbose: opt.VerboseOpt = False,
+    **loading_given: Any,  # the loading options (opt.loading_options)
 ) -> None:
     """Fit TeaCache coefficients on a model (uncached runs over prompts) and write a preset with them; with
     --plan, also the schedule per budget whose final pictures are closest to uncached."""
-    check_plan_flags(plan, budgets=budgets, batch=batch, plan_prompts=plan_prompts, max_gap=max_gap,
+    check_plan_options(plan, budgets=budgets, batch=batch, plan_prompts=plan_prompts, max_gap=max_gap,
                      forecast_gap=forecast_gap)  # fmt: skip
     planning = plan_settings(steps, plan_prompts, max_gap, forecast_gap, budgets, batch) if plan else None
     import_libraries()
@@ -104,7 +108,8 @@ def calibrate(
         reserve_stdout_for_json("--json")
     texts = (read_prompts(prompts) if prompts is not None else list(BUILTIN_PROMPTS))[:num_prompts]
     opt.check_seeds(seed, len(texts))
-    loading = load_options(allow_pickle, offline, lora, lora_scale, compile)
+    device, dtype = loading_given.pop("device"), loading_given.pop("dtype")
+    loading = load_options(**loading_given)
     log_to_console(stderr, verbose)
     spec = calibrate_spec(
         model, texts, steps=steps, seed=seed, order=order, guidance=guidance, height=height, width=width,
@@ -113,13 +118,6 @@ def calibrate(
     )  # fmt: skip
     out = preset_file(out, spec.name, overwrite)  # checked before loading, so a bad run writes nothing
     _report(_run(spec), out, overwrite, json_report)
-
-
-def check_plan_flags(plan: bool, **given: object) -> None:
-    """The --plan options go with --plan: refuse the first one given without it, before anything loads."""
-    named = [f"--{name.replace('_', '-')}" for name, value in given.items() if value is not None]
-    if named and not plan:
-        raise CLIError(f"{named[0]} goes with --plan; add --plan or drop it")
 
 
 def _run(spec: Any) -> Any:

@@ -36,6 +36,7 @@ STRIP_HELP = "Also draw uncached beside cached into this image (runs the baselin
 
 
 @opt.setting_options(after="cache_device")
+@opt.loading_options(after="overwrite")
 def generate(
     prompt: PromptArg = None,
     prompts: Annotated[Path | None, typer.Option("--prompts", help=PROMPTS_HELP)] = None,
@@ -61,20 +62,13 @@ def generate(
     num_images: opt.NumImagesOpt = 1,
     out: Annotated[Path | None, typer.Option("--out", "-o", help="Output file", show_default=OUT_SHOWN)] = None,
     overwrite: opt.OverwriteOpt = False,
-    lora: opt.LoraOpt = None,
-    lora_scale: opt.LoraScaleOpt = 1.0,
-    compile: opt.CompileOpt = False,
-    device: opt.DeviceOpt = "auto",
-    dtype: opt.DTypeOpt = "auto",
-    allow_pickle: opt.AllowPickleOpt = False,
-    offline: opt.OfflineOpt = False,
     compare_baseline: Annotated[bool, typer.Option("--compare-baseline", help=COMPARE_HELP)] = False,
     save_baseline: Annotated[Path | None, typer.Option("--save-baseline", help=SAVE_BASELINE_HELP)] = None,
     strip: Annotated[Path | None, typer.Option("--strip", help=STRIP_HELP)] = None,
     json_report: opt.JsonOpt = False,
     strict: opt.StrictOpt = False,
     verbose: opt.VerboseOpt = False,
-    **settings: Any,  # every other generation setting, an option each (opt.setting_options)
+    **settings: Any,  # every other generation setting and the loading options (opt.setting_options, loading_options)
 ) -> None:
     """Generate an image, video or sound with TeaCache and report calls computed vs cached."""
     given = {**locals(), **settings}  # every option by name, as the library's specs name their fields

@@ -148,6 +148,36 @@ def is_group_offloading_hook(name: str) -> bool:
     return name in GROUP_OFFLOADING_HOOKS
 
 
+def offload_group(module: torch.nn.Module) -> Any:
+    """The ModuleGroup whose group-offloading hook sits on this very module (a block, under block-level
+    offloading), or None."""
+    registry = own_hook_registry(module)
+    hook = registry.get_hook(GROUP_OFFLOADING_HOOKS[0]) if registry is not None else None
+    return getattr(hook, "group", None)
+
+
+def group_is_onloaded(group: Any) -> bool:
+    """Whether a ModuleGroup's weights are on its onload device now (onload_/offload_ move them all together)."""
+    tensors = [p for m in group.modules for p in m.parameters()] + list(group.parameters)
+    return bool(tensors) and tensors[0].device != torch.device(group.offload_device)
+
+
+def onload_group(group: Any) -> None:
+    """ModuleGroup.onload_, waited for: with a CUDA stream the copy is asynchronous."""
+    group.onload_()
+    wait_for_group(group)
+
+
+def wait_for_group(group: Any) -> None:
+    """Wait for a prefetch on the group's stream (ModuleGroup.stream), if it has one."""
+    if group.stream is not None:
+        group.stream.synchronize()
+
+
+def offload_group_now(group: Any) -> None:
+    group.offload_()
+
+
 def register_without_initializing(registry: HookRegistry, hook: ModelHook, name: str) -> None:
     """Register a hook that was registered before and taken off: its initialize_hook already ran (group
     offloading's would offload again, its prefetch hook would add its layer trackers twice and fail)."""

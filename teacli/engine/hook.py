@@ -22,6 +22,7 @@ from .context import CacheContext
 from .decision import Decision, Verdict, decide, rel_l1
 from .devices import synchronize, to_device
 from .diffusers_internals import StatefulModelHook
+from .onload import first_blocks_onloaded
 from .parallel import context_parallel, distributed, shard_streams, sync_group, synced_distance
 from .registry import Extractor
 from .state import BranchStates, TeaCacheState
@@ -81,7 +82,7 @@ class TeaCacheHook(StatefulModelHook):
 
     def new_forward(self, module: torch.nn.Module, *args: Any, **kwargs: Any) -> Any:
         started = time.perf_counter()
-        with _lora_scope(module, self.extractor, kwargs) as kwargs:
+        with _lora_scope(module, self.extractor, kwargs) as kwargs, first_blocks_onloaded(module):
             context = self.extractor(module, *args, **kwargs)
             context.validate()
             self.state_manager.slot = 0

@@ -67,10 +67,10 @@ def check_generate_options(values: Mapping[str, Any]) -> None:
 
 def spec_from_options(spec_class: type, values: Mapping[str, Any]) -> Any:
     """A GenerationSpec or PromptsSpec from the options as typed: the coefficients as text, the loading and the
-    cache options one by one (allow_pickle, offline, lora, lora_scale, compile; start, end, ret_steps, ...)."""
+    cache options one by one (allow_pickle, offline, lora, ..., offload, quantize; start, end, ret_steps, ...)."""
     from .preparation import CacheOptions, load_options
 
-    load = ("allow_pickle", "offline", "lora", "lora_scale", "compile")
+    load = ("allow_pickle", "offline", "lora", "lora_scale", "compile", "offload", "quantize")
     gathered = {
         **values,
         "coefficients": parse_coefficients(values.get("coefficients")),

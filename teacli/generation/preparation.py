@@ -15,6 +15,7 @@ import torch
 from .. import limits
 from ..errors import TeacliError
 from ..models.catalog import Preset
+from ..models.memory import check_offload, check_on_device, check_quantize, enable_offload, memory_description
 
 
 class OptionsError(TeacliError, ValueError):
@@ -30,11 +31,26 @@ class LoadOptions:
     lora: str | None = None  # a LoRA file, directory or hub id, through diffusers' loaders
     lora_scale: float = 1.0
     compile: bool = False  # torch.compile the transformer blocks (regional), not the cache decision
+    offload: str | None = None  # model, sequential or group: weights kept on the CPU (models.memory)
+    quantize: str | None = None  # the denoisers quantized while loading, e.g. torchao-int8 (models.memory)
 
     def __post_init__(self) -> None:
         if not math.isfinite(self.lora_scale):
             raise OptionsError(f"lora_scale must be a finite number, got {self.lora_scale}", field="lora_scale")
         limits.check("lora_scale", self.lora_scale, OptionsError)
+        check_offload(self.offload)
+        check_quantize(self.quantize)
+        if self.offload == "sequential" and self.quantize is not None and self.quantize.startswith("bnb-"):
+            raise OptionsError(
+                f"bitsandbytes weights ({self.quantize}) cannot be offloaded layer by layer; use offload model or "
+                "group",
+                field=("offload", "quantize"),
+            )
+
+    @property
+    def memory(self) -> str | None:
+        """What was offloaded and quantized, in words (None: neither)."""
+        return memory_description(self.offload, self.quantize)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -46,6 +62,8 @@ def load_options(
     lora: str | None = None,
     lora_scale: float = 1.0,
     compile: bool = False,
+    offload: str | None = None,
+    quantize: str | None = None,
 ) -> LoadOptions:
     """LoadOptions checked before anything loads: offline set for this process and those it starts (go_offline),
     a LoRA that is not there refused now rather than after the model has loaded."""
@@ -55,7 +73,7 @@ def load_options(
         from ..models.lora import locate_lora
 
         locate_lora(lora, allow_pickle=allow_pickle, offline=offline)
-    return LoadOptions(allow_pickle=allow_pickle, offline=offline, lora=lora, lora_scale=lora_scale, compile=compile)
+    return LoadOptions(allow_pickle, offline, lora, lora_scale, compile, offload, quantize)
 
 
 def go_offline() -> None:
@@ -145,15 +163,28 @@ def check_cache_device(name: str) -> None:
 
 
 def prepare_pipeline(preset: Preset, device: torch.device, dtype: torch.dtype, options: LoadOptions) -> Any:
-    """Load the pipeline, then add the LoRA and compile the blocks, in the order that keeps each valid:
-    a LoRA changes the blocks' layers, so compiling comes after it."""
+    """Load the pipeline (its denoisers quantized while loading), then add the LoRA, offload and compile the
+    blocks, in the order that keeps each valid: a LoRA changes the blocks' layers, so offloading and compiling
+    come after it; offloading's hooks go on before compiling traces the blocks. TeaCache, applied later, goes
+    beneath the offload hooks (engine/layering.py)."""
     from ..models.loading import load_pipeline
 
-    pipe = load_pipeline(preset, device, dtype, allow_pickle=options.allow_pickle, offline=options.offline)
+    check_on_device(options.offload, options.quantize, device)  # before anything loads
+    pipe = load_pipeline(
+        preset,
+        device,
+        dtype,
+        allow_pickle=options.allow_pickle,
+        offline=options.offline,
+        quantize=options.quantize,
+        on_device=options.offload is None,
+    )
     if options.lora is not None:
         from ..models.lora import load_lora
 
         load_lora(pipe, options.lora, options.lora_scale, allow_pickle=options.allow_pickle, offline=options.offline)
+    if options.offload is not None:
+        enable_offload(pipe, options.offload, device)
     if options.compile:
         from ..engine.compile import compile_transformer_blocks
 

@@ -12,6 +12,7 @@ from rich.text import Text
 
 from ..engine.decision import Decision
 from ..engine.stats import TeaCacheStats
+from ..models.memory import memory_description
 from ..tables import Column, FittingTable
 
 TIMELINE_MARKS = {
@@ -147,6 +148,9 @@ def render_generation(summary: GenerationSummary, console: Console) -> None:
     else:
         console.print(f"coefficients: {summary.coefficients_source}", highlight=False)
     console.print(f"generation: {summary.seconds:.2f} s for {summary.steps} steps")
+    memory = memory_description(summary.settings.get("offload"), summary.settings.get("quantize"))
+    if memory:
+        console.print(f"memory: {memory}", highlight=False)
     if stats.peak_residual_bytes:
         console.print(
             f"cached residuals: {format_bytes(stats.peak_residual_bytes).lstrip('+')} at most, held on "

@@ -11,6 +11,7 @@ from typing import Any
 from ..engine.plan import Plan
 from ..models.catalog import Preset
 from ..models.loading import check_extractor, pick_device, pick_dtype, resolve_preset
+from ..models.memory import check_on_device
 from ..settings import PIPELINE_CHECKED
 from .caching import Configs, coefficients_source, teacache_configs
 from .measure import Run, measure_generation
@@ -115,9 +116,11 @@ def open_session(
 ) -> Session:
     """The preset's pipeline loaded on `device` ("auto": the best there is) and prepared (LoRA, compile)."""
     torch_device = pick_device(device)
+    load = load or LoadOptions()
+    check_on_device(load.offload, load.quantize, torch_device)  # before "loading ..." is said
     progress = progress or Progress()
     with progress.loading(f"loading {preset.name} ..."):
-        pipe = prepare_pipeline(preset, torch_device, pick_dtype(dtype, torch_device), load or LoadOptions())
+        pipe = prepare_pipeline(preset, torch_device, pick_dtype(dtype, torch_device), load)
     coefficients = tuple(coefficients) if coefficients is not None else None
     return Session(preset, pipe, coefficients, cache or CacheOptions())
 

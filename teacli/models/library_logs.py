@@ -5,15 +5,25 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..signals import IMPORT_CHATTER
+
 
 def quiet_libraries(verbose: bool = False) -> None:
     """No progress bars from diffusers or transformers; their notices too unless `verbose`."""
+    import logging
+
     import diffusers
     import transformers
 
+    for name in IMPORT_CHATTER:
+        logging.getLogger(name).setLevel(logging.DEBUG if verbose else logging.ERROR)
+
     diffusers.utils.logging.disable_progress_bar()
     transformers.utils.logging.disable_progress_bar()
-    if not verbose:
+    if verbose:
+        diffusers.utils.logging.set_verbosity_warning()
+        transformers.utils.logging.set_verbosity_warning()
+    else:
         diffusers.utils.logging.set_verbosity_error()
         transformers.utils.logging.set_verbosity_error()
 

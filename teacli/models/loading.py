@@ -25,6 +25,7 @@ from .locations import (
     on_disk,
     short_reason,
 )
+from .memory import quantization_config
 from .resolve import resolve_preset
 from .weights import (
     check_named_files,
@@ -134,9 +135,19 @@ def _load_component(
 
 
 def load_pipeline(
-    preset: Preset, device: torch.device, dtype: torch.dtype, *, allow_pickle: bool = False, offline: bool = False
+    preset: Preset,
+    device: torch.device,
+    dtype: torch.dtype,
+    *,
+    allow_pickle: bool = False,
+    offline: bool = False,
+    quantize: str | None = None,
+    on_device: bool = True,
 ):
     """Load with from_pretrained, the same path for hub models, local copies and embedded models.
+
+    `quantize` (teacli.models.memory) quantizes the denoisers while they load; `on_device=False` leaves the
+    pipeline on the CPU, for offloading to place.
 
     Weights load from safetensors files only unless `allow_pickle`; remote code is never enabled.
     `offline` (and any local directory) reads files on disk only: no request reaches the hub.
@@ -152,6 +163,8 @@ def load_pipeline(
         use_safetensors=None if allow_pickle else True,  # None: diffusers' default, pickle when no safetensors
         local_files_only=local,
     )
+    if quantize is not None:
+        options["quantization_config"] = quantization_config(quantize, _denoiser_names(pipeline_class), dtype)
     skip = set(preset.components)  # loaded from their own repositories, not from this folder
     if local:  # say so before loading anything, and before diffusers logs its own attempt
         _check_local_folder(preset, Path(location).expanduser(), skip, allow_pickle)
@@ -174,9 +187,20 @@ def load_pipeline(
             raise
         raise explained from None
     check_loaded_transformers(preset, pipe)
-    pipe.to(device)
+    if on_device:
+        pipe.to(device)
     pipe.set_progress_bar_config(disable=True)
     return pipe
+
+
+def _denoiser_names(pipeline_class: type) -> list[str]:
+    """The pipeline's denoiser components (transformer, and transformer_2 on two-expert pipelines)."""
+    import inspect
+
+    from ..engine.apply import DENOISER_COMPONENTS
+
+    parameters = inspect.signature(pipeline_class.__init__).parameters
+    return [name for name in DENOISER_COMPONENTS if name in parameters]
 
 
 def _pipeline_class(preset: Preset) -> type:

@@ -11,7 +11,9 @@ PROMPT = "a red circle on a blue background"
 # loop (after step 2 of 8) or in the middle of writing the image to its temporary file.
 WRAPPER = r"""
 import os, signal, sys, time
+from teacli.signals import import_libraries
 
+import_libraries()  # as the CLI does before anything imports diffusers (torchao's import notices quieted)
 mode = sys.argv[1]
 if mode == "step":
     import teacli.generation.runner

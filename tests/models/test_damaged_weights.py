@@ -496,9 +496,9 @@ def test_cli_damaged_lora_is_one_line_before_the_model_loads(teacli_cache, damag
 # swallows the KeyboardInterrupt and raises an OSError that mentions safetensors.
 INTERRUPTED_LOAD = r"""
 import signal, sys
-import transformers
+from teacli.signals import import_libraries
 
-transformers.utils.logging.set_verbosity_error()  # as the CLI does, before diffusers' imports speak
+import_libraries()  # as the CLI does, before diffusers' imports (and torchao's, when installed) speak
 from diffusers import FluxPipeline
 
 def from_pretrained(cls, *args, **kwargs):

@@ -47,6 +47,9 @@ print("exit codes:", *codes)
 RUN_OFFLINE = (
     GUARD
     + """
+from teacli.signals import import_libraries
+
+import_libraries()  # as the CLI does (torchao's import notices quieted, when it is installed)
 import torch
 from teacli.models.loading import ModelError, load_pipeline, resolve_preset
 failed = False
