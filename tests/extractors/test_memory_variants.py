@@ -7,6 +7,7 @@ model; one process instead of five saves four startups and collections, most of 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
@@ -16,7 +17,9 @@ from pathlib import Path
 import pytest
 import torch
 from memory_variants import REPORT_ENV, VARIANT_ENV, VARIANTS, transformed
-from support import assert_caching_off_matches_unhooked
+from support import assert_caching_off_matches_unhooked, flux_inputs, make_flux_transformer
+
+import teacli.engine.hook as engine_hook
 
 ROOT = Path(__file__).resolve().parents[2]
 FAMILY_FILES = sorted(Path(__file__).parent.glob("test_extractor_*.py"))
@@ -112,3 +115,14 @@ def test_ltx2_under_sequential_offload_with_tuple_outputs(ltx23):
         ("cond_uncond", image_to_video(inputs(3, 500.0, ltx23=ltx23, return_dict=False))),
     ]
     assert_caching_off_matches_unhooked(model, calls)
+
+
+def test_group_offload_block_fails_a_module_run_while_its_group_is_offloaded(monkeypatch):
+    """The residency check has teeth: without the engine's first-block onload, Flux's extractor runs block 0's
+    norm1 while that block is offloaded (on a GPU its weights would be on the CPU), and the variant names it."""
+    model = transformed(make_flux_transformer(), "group-offload-block")
+    with torch.no_grad():
+        model(**flux_inputs(1, 0.9))  # the plain forward keeps every module inside its group's window
+    monkeypatch.setattr(engine_hook, "first_blocks_onloaded", lambda module: contextlib.nullcontext())
+    with pytest.raises(RuntimeError, match=r"^transformer_blocks\.0\.norm1\.linear ran while its offloaded group"):
+        assert_caching_off_matches_unhooked(model, [(None, flux_inputs(2, 0.5))])
