@@ -19,7 +19,7 @@ captions, and teacli.bench.frontier compares the caches at equal computed calls 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import replace
 from typing import Any
 
@@ -136,6 +136,28 @@ def run_bench(
 ) -> BenchResult:
     """`warmup` unmeasured rounds, then `runs` measured rounds, each over every configuration in turn."""
     rows, dropped = _measured_rows(runner, request, configs, runs, warmup, on_run)
+    result = _scored(rows)
+    result.dropped = dropped
+    return result
+
+
+def run_bench_groups(
+    groups: Iterable[tuple[ConfigRunner, Sequence[BenchConfig]]],
+    request: GenerationRequest,
+    *,
+    runs: int,
+    warmup: int,
+    on_run: Callable[[str], None] = lambda label: None,
+) -> BenchResult:
+    """Several pipelines in turn (one per quantization), each group's rows interleaved as run_bench does; every row
+    is scored against the first group's vanilla. `groups` is consumed lazily, so a pipeline can be freed before
+    the next one loads."""
+    rows: list[BenchRow] = []
+    dropped: Dropped = []
+    for runner, configs in groups:
+        group_rows, group_dropped = _measured_rows(runner, request, configs, runs, warmup, on_run)
+        rows += group_rows
+        dropped += group_dropped
     result = _scored(rows)
     result.dropped = dropped
     return result

@@ -4,7 +4,7 @@ and the TeaCache config each of teacli's own rows applies."""
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from ..engine.config import TeaCacheConfig
@@ -27,6 +27,15 @@ class BenchConfig:
     peer: Any = None  # a teacli.bench.peers.PeerSetting for the other caches
     adapted_from: str | None = None  # the row label as asked, when the peer's fit() changed the setting
     adaptation: str | None = None  # fit()'s one line saying what changed and why
+    quantize: str | None = None  # the quantization its pipeline was loaded with, when a bench compares several
+
+
+def quantized(configs: Sequence[BenchConfig], quantize: str | None) -> list[BenchConfig]:
+    """The rows as they run on a pipeline quantized with `quantize`, labelled "teacache@0.2 +torchao-int8" (None: the
+    unquantized pipeline, labels as they are)."""
+    if quantize is None:
+        return list(configs)
+    return [replace(config, name=f"{config.name} +{quantize}", quantize=quantize) for config in configs]
 
 
 def bench_configs(

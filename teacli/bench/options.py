@@ -104,3 +104,25 @@ def check_prompt_sources(
             "isolate measures one prompt; drop it with prompts or at_calls (those run interleaved)",
             field=("isolate", "prompts", "at_calls"),
         )
+
+
+def parse_quantizations(text: str | None) -> list[str | None]:
+    """`quantize` as bench takes it: one method, or several comma-separated ("none": the unquantized model)."""
+    if text is None:
+        return [None]
+    from ..models.memory import check_quantize
+
+    names = [None if name.strip() == "none" else name.strip() for name in text.split(",")]
+    for name in names:
+        check_quantize(name)
+    return list(dict.fromkeys(names))
+
+
+def check_quantizations(quantizations: Sequence[str | None], over_prompts: bool, isolate: bool) -> None:
+    """Several quantizations are compared on one prompt, interleaved, one pipeline loaded at a time."""
+    if len(quantizations) > 1 and (over_prompts or isolate):
+        raise BenchError(
+            "quantize with several methods compares them on one prompt, interleaved; drop prompts, at_calls and "
+            "isolate, or give one method",
+            field=("quantize", "prompts", "at_calls", "isolate"),
+        )

@@ -45,7 +45,8 @@ def plot_bench(data: dict[str, Any], path: Path, overwrite: bool = False) -> Non
 
     methods: dict[str, list[dict]] = {}
     for row in rows:
-        methods.setdefault(row["method"], []).append(row)
+        quantize = row.get("quantize")  # one curve per method and quantization
+        methods.setdefault(row["method"] + (f" +{quantize}" if quantize else ""), []).append(row)
     for method, points in methods.items():
         points = sorted(points, key=x, reverse=True)
         axes.plot(

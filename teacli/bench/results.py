@@ -208,7 +208,12 @@ class Comparison:
         return notes
 
     def _identity(self, row: Any) -> dict[str, Any]:
-        return {"name": row.name, "method": row.config.method, "setting": row.config.setting}
+        return {
+            "name": row.name,
+            "method": row.config.method,
+            "setting": row.config.setting,
+            "quantize": row.config.quantize,
+        }
 
     def _gains(self, row: Any) -> dict[str, Any]:
         return {

@@ -20,8 +20,8 @@ from ..generation.progress import Progress
 from ..generation.runner import GenerationRequest
 from ..models.catalog import Preset
 from ..settings import SETTINGS
-from .configs import BenchConfig, bench_configs, teacache_config_maker
-from .options import check_at_calls
+from .configs import BenchConfig, Dropped, bench_configs, quantized, teacache_config_maker
+from .options import check_at_calls, check_quantizations
 from .results import BenchResult, PromptsBenchResult
 
 OnRun = Callable[[str], None]  # hears of each run made, with the row's label
@@ -69,6 +69,9 @@ class BenchSpec:
     load: LoadOptions = field(default_factory=LoadOptions)
     cache: CacheOptions = field(default_factory=CacheOptions)
     prompts_file: str | None = None  # recorded in the JSON of a bench over prompts
+    # Several: every row on the pipeline quantized each way in turn (None: unquantized), all scored and timed
+    # against the first one's vanilla; `load.quantize` is then unused.
+    quantizations: Sequence[str | None] = ()
 
 
 @dataclass
@@ -98,6 +101,7 @@ class BenchReport:
             coefficients_source=self.coefficients_source,
             **({"coefficients": list(spec.coefficients)} if spec.coefficients is not None else {}),
             settings={**spec.cache.given(), **spec.load.to_dict()},
+            **({"quantizations": list(spec.quantizations)} if len(spec.quantizations) > 1 else {}),
         )
         if not spec.over_prompts:
             return self.result.to_dict(**header)
@@ -112,6 +116,8 @@ class BenchReport:
         tail = (
             f"device {self.device}; transformer {share:.0%} of vanilla's time; coefficients: {self.coefficients_source}"
         )
+        if len(spec.quantizations) > 1:
+            tail += "; quantized: " + ", ".join(q or "none" for q in spec.quantizations) + " (against the first)"
         if not spec.over_prompts:
             way = "isolated" if spec.isolate else "interleaved"
             return f"bench {spec.preset.name}: {steps} steps, {spec.runs} runs, warm-up {spec.warmup}, {way}, {tail}"
@@ -173,6 +179,7 @@ def bench_spec(
     methods = parse_against(None if methods is None else ",".join(methods) or "none")  # known names, PEERS order
     over_prompts, sweep = over_prompts or at_calls is not None, sweep or at_calls is not None
     load = options.get("load") or LoadOptions()
+    check_quantizations(options.get("quantizations", ()), over_prompts, options.get("isolate", False))
     preset = resolve(model, offline=load.offline)
     # Every generation setting but the seed (one per prompt), the image and batches (one output per run).
     asked = {row.name: (settings or {}).get(row.name) for row in SETTINGS if row.name not in BENCH_OWN_SETTINGS}
@@ -194,19 +201,13 @@ def run_benchmark(spec: BenchSpec, progress: BenchProgress = BenchProgress()) ->
     docstring); quiet teacli's own per-run lines with logging if they would bury a progress bar."""
     from ..generation.preparation import prepare_pipeline
     from ..models.loading import pick_device, pick_dtype
-    from .peers import PEERS
 
     device = pick_device(spec.device)
+    if len(spec.quantizations) > 1:
+        return _across_quantizations(spec, device, progress)
     with progress.loading(spec.preset.name):
         pipe = prepare_pipeline(spec.preset, device, pick_dtype(spec.dtype, device), spec.load)
-    skipped = [(name, reason) for name in spec.methods if (reason := PEERS[name].unavailable(pipe))]
-    for name, reason in skipped:
-        progress.skipping(name, reason)
-    steps = spec.requests[0].steps
-    settings = [
-        s for name in spec.methods if name not in dict(skipped) for s in PEERS[name].settings(steps, wide=spec.sweep)
-    ]
-    configs = bench_configs(spec.thresholds, settings, spec.policies)
+    configs, skipped = _runnable_configs(spec, pipe, progress)
     if spec.isolate:
         del pipe  # each configuration loads its own copy
         result = _isolated(spec, configs, progress)
@@ -215,6 +216,62 @@ def run_benchmark(spec: BenchSpec, progress: BenchProgress = BenchProgress()) ->
         device = pipe.device
     result.skipped = skipped
     return BenchReport(spec, result, str(device))
+
+
+def _runnable_configs(spec: BenchSpec, pipe: Any, progress: BenchProgress) -> tuple[list[BenchConfig], Dropped]:
+    """The rows for this pipeline: the peers that cannot run on it dropped (each told to `progress`)."""
+    from .peers import PEERS
+
+    skipped = [(name, reason) for name in spec.methods if (reason := PEERS[name].unavailable(pipe))]
+    for name, reason in skipped:
+        progress.skipping(name, reason)
+    steps = spec.requests[0].steps
+    settings = [
+        s for name in spec.methods if name not in dict(skipped) for s in PEERS[name].settings(steps, wide=spec.sweep)
+    ]
+    return bench_configs(spec.thresholds, settings, spec.policies), skipped
+
+
+def _across_quantizations(spec: BenchSpec, device: Any, progress: BenchProgress) -> BenchReport:
+    """Every row on each quantization of the model in turn, one pipeline loaded at a time (freed before the next
+    loads), scored and timed against the first quantization's vanilla."""
+    from ..generation.preparation import prepare_pipeline
+    from ..models.loading import pick_dtype
+    from .benchmark import ConfigRunner, run_bench_groups
+    from .peers import PEERS
+
+    make_config = teacache_config_maker(spec.preset, spec.coefficients, spec.cache, spec.coefficients_source)
+    skipped: Dropped = []
+
+    def groups() -> Iterator[tuple[Any, list[BenchConfig]]]:
+        for quantize in spec.quantizations:
+            with progress.loading(f"{spec.preset.name} ({quantize or 'not quantized'})"):
+                load = replace(spec.load, quantize=quantize)
+                pipe = prepare_pipeline(spec.preset, device, pick_dtype(spec.dtype, device), load)
+            configs, unavailable = _runnable_configs(spec, pipe, progress)
+            skipped.extend(item for item in unavailable if item not in skipped)
+            yield ConfigRunner(pipe, make_config, PEERS), quantized(configs, quantize)
+            del pipe
+            free_memory(device)
+
+    steps = spec.requests[0].steps
+    every_peer = [s for name in spec.methods for s in PEERS[name].settings(steps, wide=spec.sweep)]
+    rows = len(bench_configs(spec.thresholds, every_peer, spec.policies)) * len(spec.quantizations)
+    with progress.bar("bench", (spec.warmup + spec.runs) * rows) as on_run:
+        result = run_bench_groups(groups(), spec.requests[0], runs=spec.runs, warmup=spec.warmup, on_run=on_run)
+    result.skipped = skipped
+    return BenchReport(spec, result, str(device))
+
+
+def free_memory(device: Any) -> None:
+    """What a freed pipeline held, given back before the next one loads."""
+    import gc
+
+    import torch
+
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
 
 
 def _interleaved(

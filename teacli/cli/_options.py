@@ -11,7 +11,7 @@ import typer
 
 from .. import limits, settings
 from ..models.catalog import DEFAULT_PRESET
-from ..models.memory import OFFLOAD_HELP, OFFLOAD_MODES, QUANTIZATIONS, QUANTIZE_HELP
+from ..models.memory import OFFLOAD_HELP, OFFLOAD_MODES, QUANTIZE_HELP
 from ._app import CLIError
 
 Command = TypeVar("Command", bound=Callable[..., Any])
@@ -135,9 +135,7 @@ AllowPickleOpt = Annotated[bool, typer.Option("--allow-pickle", help=ALLOW_PICKL
 OfflineOpt = Annotated[bool, typer.Option("--offline", help=OFFLINE_HELP)]
 StrictOpt = Annotated[bool, typer.Option("--strict", help=STRICT_HELP)]
 OffloadOpt = Annotated[Literal[tuple(OFFLOAD_MODES)] | None, typer.Option("--offload", help=OFFLOAD_HELP)]
-QuantizeOpt = Annotated[
-    Literal[tuple(QUANTIZATIONS)] | None, typer.Option("--quantize", metavar="METHOD", help=QUANTIZE_HELP)
-]
+QuantizeOpt = Annotated[str | None, typer.Option("--quantize", metavar="METHOD", help=QUANTIZE_HELP)]
 # How the model loads, the same for generate, bench and calibrate (name: annotation, default).
 LOADING = {
     "lora": (LoraOpt, None), "lora_scale": (LoraScaleOpt, 1.0), "compile": (CompileOpt, False),

@@ -11,7 +11,7 @@ import typer
 import teacli.cli._options as opt
 
 from ..batch.prompts import read_prompts
-from ..bench.options import check_outputs, check_prompt_sources, parse_at_calls, split_budgets
+from ..bench.options import check_outputs, check_prompt_sources, parse_at_calls, parse_quantizations, split_budgets
 from ..generation.policy import parse_coefficients, parse_thresholds
 from ..generation.progress import RichProgress
 from ..models.library_logs import log_to_console
@@ -123,7 +123,8 @@ def bench(
     from ..generation.preparation import CacheOptions, load_options
 
     methods = parse_against(against)
-    loading = load_options(**loading_given)
+    quantizations = parse_quantizations(loading_given.pop("quantize"))  # bench takes several
+    loading = load_options(**loading_given, quantize=quantizations[0] if len(quantizations) == 1 else None)
     caching = CacheOptions(start, end, ret_steps, max_cached_in_row, cache_device)
     log_to_console(stderr, verbose)
     if not verbose:  # one "TeaCache enabled" line per run would bury the table
@@ -134,7 +135,7 @@ def bench(
         over_prompts=over_prompts, sweep=sweep, runs=runs, strict=strict, progress=RichProgress(stderr), warmup=warmup,
         isolate=isolate, device=device, dtype=dtype, coefficients=user_coefficients,
         coefficients_source=USER_COEFFICIENTS, load=loading, cache=caching,
-        prompts_file=str(prompts) if prompts is not None else None,
+        prompts_file=str(prompts) if prompts is not None else None, quantizations=quantizations,
     )  # fmt: skip
     console = ReportConsole(stderr=to_stdout)  # with --json - stdout carries the JSON alone
     _report(_run(spec, console), console, None if to_stdout else json_out, to_stdout, plot, overwrite)

@@ -9,6 +9,7 @@ from dataclasses import fields
 from typing import Any
 
 from ..errors import TeacliError
+from ..models.memory import check_offload, check_quantize
 from ..settings import check_given
 from .policy import check_policy, check_thresh, parse_coefficients
 
@@ -58,6 +59,8 @@ def check_generate_options(values: Mapping[str, Any]) -> None:
                 "compares)",
                 field=("compare_baseline", "save_baseline", "strip", "prompts"),
             )
+    check_offload(values.get("offload"))
+    check_quantize(values.get("quantize"))
     if values.get("thresh") is not None:
         check_thresh(values["thresh"])
     check_policy(values.get("policy", "auto"), values.get("budget"))

@@ -74,7 +74,8 @@ OFFLOAD_HELP = (
 )
 QUANTIZE_HELP = (
     f"Quantize the transformer(s) while loading: {', '.join(QUANTIZATIONS)} (bnb-*: CUDA only, pip install "
-    "'teacli\\[bnb]'; the others: pip install 'teacli\\[quantize]')"
+    "'teacli\\[bnb]'; the others: pip install 'teacli\\[quantize]'). bench takes several, comma-separated (none: "
+    "not quantized): every row on each in turn, against the first's vanilla"
 )
 # The extra of pyproject.toml that installs each backend.
 EXTRA_OF_BACKEND = {"bitsandbytes": "bnb", "torchao": "quantize", "optimum-quanto": "quantize"}

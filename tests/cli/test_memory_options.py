@@ -83,3 +83,40 @@ def test_calibrate_fits_a_quantized_model(runner, tmp_path):
     )  # fmt: skip
     assert result.exit_code == 0, result.output
     assert "coefficients" in (tmp_path / "fit.yaml").read_text()
+
+
+def test_bench_compares_cache_and_quantization_combinations(runner, tmp_path):
+    result = runner.invoke(
+        app, ["bench", "--model", "tiny-flux", "--steps", "6", "--runs", "1", "--warmup", "0", "--thresh", "0.3",
+              "--against", "none", "--quantize", "none,quanto-int8", "--json", "b.json"],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert "quantized: none, quanto-int8 (against the first)" in result.output
+    data = json.loads((tmp_path / "b.json").read_text())
+    assert data["quantizations"] == [None, "quanto-int8"]
+    rows = {row["name"]: row for row in data["rows"]}
+    assert list(rows) == [
+        "vanilla", "teacache@0", "teacache@0.3",
+        "vanilla +quanto-int8", "teacache@0 +quanto-int8", "teacache@0.3 +quanto-int8",
+    ]  # fmt: skip
+    assert {row["quantize"] for row in data["rows"]} == {None, "quanto-int8"}
+    # Everything is scored against the unquantized vanilla: quantization alone costs some dB, the cache more.
+    quantized = rows["vanilla +quanto-int8"]
+    assert not quantized["psnr_capped"] and 20 < quantized["psnr"] < 100
+    assert rows["teacache@0 +quanto-int8"]["psnr"] == quantized["psnr"]  # caching off adds nothing
+    assert rows["teacache@0.3 +quanto-int8"]["computed"] < 6
+
+
+@pytest.mark.parametrize(
+    ("command", "message"),
+    [
+        (["generate", "x", "--quantize", "quanto-int8,none"], "--quantize takes bnb-nf4, "),
+        (["bench", "--quantize", "none,int3"], "--quantize takes bnb-nf4, "),
+        (["bench", "--quantize", "none,quanto-int8", "--isolate"], "--quantize with several methods compares them"),
+    ],
+)
+def test_quantize_lists_are_for_bench_on_one_prompt(runner, tmp_path, command, message):
+    result = runner.invoke(app, command)
+    assert result.exit_code == 1
+    assert result.stderr.strip().splitlines()[-1].startswith(f"error: {message}")
+    assert list(tmp_path.iterdir()) == []
