@@ -164,3 +164,29 @@ def test_hooks_added_after_offloading_are_refused_with_the_order_to_use():
     hook_registry(model).register_hook(ModelHook(), "someone_else")
     with pytest.raises(TeaCacheError, match="added after context parallelism or group offloading"):
         hooked(model)
+
+
+def test_the_first_block_comes_in_for_the_extractor_and_goes_back_after_a_cached_call(monkeypatch):
+    """Block-level group offloading: the extractor runs the first block's modulation before the block, so the engine
+    brings that block's group in for the call, and after a cached call (no block ran to send it back) sends it back.
+    On CPU the devices cannot tell, so the group's residency is tracked by wrapping its onload_ and offload_."""
+    from memory_variants import track_residency
+
+    import teacli.engine.onload as onload
+    from teacli.engine.diffusers_internals import offload_group
+
+    model = make_flux_transformer()
+    apply_group_offloading(model, onload_device=CPU, offload_device=CPU, num_blocks_per_group=1)
+    group = offload_group(model.transformer_blocks[0])
+    resident = track_residency(group)
+    monkeypatch.setattr(onload, "group_is_onloaded", lambda g: resident() if g is group else False)
+    seen = []  # the first block's residency whenever its modulation runs
+    model.transformer_blocks[0].norm1.register_forward_pre_hook(lambda module, args: seen.append(resident()))
+    handle = apply_teacache(model, TeaCacheConfig(thresh=1e9, coefficients=COEFFICIENTS))
+    with torch.no_grad():
+        for kwargs in CALLS:
+            model(**kwargs)
+            assert not resident()  # back on the offload device after every call, cached or computed
+    totals = handle.stats.totals
+    assert totals.cached >= 1 and totals.forced >= 1  # both kinds of call happened
+    assert seen and all(seen)  # the modulation never ran on an offloaded block
