@@ -47,6 +47,13 @@ class LoadOptions:
                 field=("offload", "quantize"),
             )
 
+        if self.lora is not None and self.quantize is not None and self.quantize.startswith("quanto-"):
+            raise OptionsError(
+                f"a LoRA cannot go on optimum-quanto weights ({self.quantize}): diffusers' LoRA loader does not "
+                "know quanto's layers; use a torchao-* or bnb-* method with lora",
+                field=("lora", "quantize"),
+            )
+
     @property
     def memory(self) -> str | None:
         """What was offloaded and quantized, in words (None: neither)."""

@@ -148,3 +148,17 @@ def test_teacli_offloads_then_teacache_goes_beneath_with_the_same_picture(teacli
     torch.testing.assert_close(images[2], images[0], rtol=1e-5, atol=1e-5)  # model offload: cpu:0 vs cpu kernels
     if offload == "group":
         assert hook_order(hook_registry(offloaded.pipe.transformer)) == ["group_offloading"]  # TeaCache came off
+
+
+def test_a_lora_on_quanto_weights_is_refused_and_torchao_takes_one(teacli_cache, tmp_path):
+    from support import lora_state_dict, save_lora
+
+    save_lora(tmp_path, lora_state_dict())
+    with pytest.raises(OptionsError, match="a LoRA cannot go on optimum-quanto weights") as refused:
+        load_options(lora=str(tmp_path), quantize="quanto-int8")
+    assert refused.value.fields == ("lora", "quantize")
+    spec = GenerationSpec(
+        prompt="a red circle", model="tiny-flux", device="cpu", steps=4, out=tmp_path / "l.png",
+        load=load_options(lora=str(tmp_path), quantize="torchao-int8"),
+    )  # fmt: skip
+    assert generate(spec).stats.totals.calls == 4
