@@ -162,3 +162,16 @@ def test_a_lora_on_quanto_weights_is_refused_and_torchao_takes_one(teacli_cache,
         load=load_options(lora=str(tmp_path), quantize="torchao-int8"),
     )  # fmt: skip
     assert generate(spec).stats.totals.calls == 4
+
+
+def test_cache_device_still_works_beside_offloading(teacli_cache, monkeypatch, tmp_path):
+    from teacli.generation.preparation import CacheOptions
+
+    monkeypatch.setattr(memory, "OFFLOAD_DEVICE_TYPES", ("cpu",))
+    spec = GenerationSpec(
+        prompt="a red circle", model="tiny-flux", device="cpu", steps=6, out=tmp_path / "o.png",
+        load=load_options(offload="group", quantize="torchao-int8"), cache=CacheOptions(cache_device="cpu"),
+    )  # fmt: skip
+    summary = generate(spec)
+    assert summary.stats.totals.cached > 0 and summary.stats.residual_device == "cpu"
+    assert summary.settings["offload"] == "group" and summary.settings["cache_device"] == "cpu"
