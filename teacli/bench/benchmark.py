@@ -154,10 +154,12 @@ def run_bench_groups(
     the next one loads."""
     rows: list[BenchRow] = []
     dropped: Dropped = []
-    for runner, configs in groups:
-        group_rows, group_dropped = _measured_rows(runner, request, configs, runs, warmup, on_run)
+    pending = iter(groups)
+    while (group := next(pending, None)) is not None:
+        group_rows, group_dropped = _measured_rows(group[0], request, group[1], runs, warmup, on_run)
         rows += group_rows
         dropped += group_dropped
+        del group  # no reference to this pipeline is left when the next one loads
     result = _scored(rows)
     result.dropped = dropped
     return result
