@@ -110,9 +110,9 @@ def parse_quantizations(text: str | None) -> list[str | None]:
     """`quantize` as bench takes it: one method, or several comma-separated ("none": the unquantized model)."""
     if text is None:
         return [None]
-    from ..models.memory import check_quantize
+    from ..models.memory import NOT_QUANTIZED, check_quantize
 
-    names = [None if name.strip() == "none" else name.strip() for name in text.split(",")]
+    names = [None if name.strip() == NOT_QUANTIZED else name.strip() for name in text.split(",")]
     for name in names:
         check_quantize(name)
     return list(dict.fromkeys(names))

@@ -15,7 +15,14 @@ import torch
 from .. import limits
 from ..errors import TeacliError
 from ..models.catalog import Preset
-from ..models.memory import check_offload, check_on_device, check_quantize, enable_offload, memory_description
+from ..models.memory import (
+    NOT_QUANTIZED,
+    check_offload,
+    check_on_device,
+    check_quantize,
+    enable_offload,
+    memory_description,
+)
 
 
 class OptionsError(TeacliError, ValueError):
@@ -80,6 +87,7 @@ def load_options(
         from ..models.lora import locate_lora
 
         locate_lora(lora, allow_pickle=allow_pickle, offline=offline)
+    quantize = None if quantize == NOT_QUANTIZED else quantize
     return LoadOptions(allow_pickle, offline, lora, lora_scale, compile, offload, quantize)
 
 

@@ -87,13 +87,16 @@ def check_offload(mode: str | None) -> None:
         raise MemoryOptionError(f"offload takes {', '.join(OFFLOAD_MODES)}, got {mode!r}", field="offload")
 
 
+NOT_QUANTIZED = "none"  # what a user may type for "the weights as they are"
+
+
 def check_quantize(name: str | None) -> None:
-    """`quantize` names a known quantization whose backend is installed (or None: the weights as they are)."""
-    if name is None:
+    """`quantize` names a known quantization whose backend is installed (or None, "none": the weights as they are)."""
+    if name is None or name == NOT_QUANTIZED:
         return
     quantization = QUANTIZATIONS.get(name)
     if quantization is None:
-        raise MemoryOptionError(f"quantize takes {', '.join(QUANTIZATIONS)}, got {name!r}", field="quantize")
+        raise MemoryOptionError(f"quantize takes {', '.join(QUANTIZATIONS)} or none, got {name!r}", field="quantize")
     if not _installed(quantization.module):
         extra = EXTRA_OF_BACKEND[quantization.backend]
         raise MemoryOptionError(

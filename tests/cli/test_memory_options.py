@@ -120,3 +120,12 @@ def test_quantize_lists_are_for_bench_on_one_prompt(runner, tmp_path, command, m
     assert result.exit_code == 1
     assert result.stderr.strip().splitlines()[-1].startswith(f"error: {message}")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_none_means_not_quantized_on_every_command(runner, tmp_path):
+    result = runner.invoke(
+        app, ["generate", "a red circle", "--model", "tiny-flux", "--quantize", "none", "--steps", "4", "--json"]
+    )
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["settings"]["quantize"] is None
+    assert "memory:" not in result.stderr
