@@ -28,6 +28,7 @@ from ..generation.progress import Progress
 from ..generation.runner import GenerationError, GenerationRequest
 from ..generation.session import check_fps, check_pipeline_takes, input_image, pipeline_media, resolve
 from ..models.catalog import Preset
+from ..models.memory import check_on_device
 from ..settings import PIPELINE_CHECKED, SETTINGS, check_given, setting_fields
 from .distributed import Launch, launch_from_env, pick_backend, rank_device, timeout_from_env
 from .prompt_runs import PromptJob, job_settings, read_prompt_jobs
@@ -120,6 +121,7 @@ def prepare_prompts(
     check_settings([vocabulary_warning(preset, [job.prompt for job in jobs])], False, progress)
     out_dir, manifest = _places(spec)
     device = rank_device(launch, spec.device)
+    check_on_device(spec.load.offload, spec.load.quantize, device)  # before any output or manifest is made
     if launch.distributed:  # the launch settings teacli reads, checked before any process waits for another
         pick_backend(launch, device)
         timeout_from_env()

@@ -201,8 +201,11 @@ def run_benchmark(spec: BenchSpec, progress: BenchProgress = BenchProgress()) ->
     docstring); quiet teacli's own per-run lines with logging if they would bury a progress bar."""
     from ..generation.preparation import prepare_pipeline
     from ..models.loading import pick_device, pick_dtype
+    from ..models.memory import check_on_device
 
     device = pick_device(spec.device)
+    for quantize in spec.quantizations or (spec.load.quantize,):  # before "loading" is said
+        check_on_device(spec.load.offload, quantize, device)
     if len(spec.quantizations) > 1:
         return _across_quantizations(spec, device, progress)
     with progress.loading(spec.preset.name):

@@ -113,9 +113,11 @@ def calibrate(spec: CalibrateSpec, progress: CalibrateProgress = CalibrateProgre
     """Load the model, fit its coefficients over the prompts, plan its schedules where asked."""
     from ..generation.preparation import prepare_pipeline
     from ..models.loading import pick_device, pick_dtype
+    from ..models.memory import check_on_device
     from . import coefficients
 
     device = pick_device(spec.device)
+    check_on_device(spec.load.offload, spec.load.quantize, device)  # before "loading" is said
     with progress.loading(spec.preset.name):
         pipe = prepare_pipeline(spec.preset, device, pick_dtype(spec.dtype, device), spec.load)
     steps, count = spec.settings.steps, len(spec.prompts)

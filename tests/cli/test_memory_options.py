@@ -129,3 +129,20 @@ def test_none_means_not_quantized_on_every_command(runner, tmp_path):
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)["settings"]["quantize"] is None
     assert "memory:" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["generate", "--prompts", "p.txt", "--offload", "model"],
+        ["calibrate", "--num-prompts", "2", "--steps", "4", "--offload", "group"],
+        ["bench", "--runs", "1", "--quantize", "none,torchao-float8"],
+    ],
+)
+def test_what_the_device_cannot_do_is_refused_before_loading_on_every_path(runner, tmp_path, command):
+    (tmp_path / "p.txt").write_text("a red circle\na blue square\n")
+    result = runner.invoke(app, [*command, "--model", "tiny-flux"])
+    assert result.exit_code == 1
+    assert [line for line in result.stderr.splitlines() if line.strip()] == [result.stderr.strip().splitlines()[-1]]
+    assert "this run is on cpu" in result.stderr and "loading" not in result.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["p.txt"]  # no output, no manifest
