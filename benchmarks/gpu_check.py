@@ -2,7 +2,8 @@
 
 1. every extractor's fidelity proofs (tests/extractors, tiny models) on CUDA in bf16 and fp16 (gpu_fidelity.py);
 2. a FLUX.1-dev-shaped transformer with random weights, bf16, 1024x1024, 28 steps: vanilla, teacache at 0, 0.25,
-   0.4 and 0.6, eager and with regional torch.compile, and with the blocks offloaded to the CPU (gpu_flux.py);
+   0.4 and 0.6, eager and with regional torch.compile, with the blocks offloaded to the CPU, and on torchao int8
+   weights as `--quantize torchao-int8` loads them (gpu_flux.py);
 3. one JSON and one markdown table (GPU, torch, diffusers named) for docs/benchmarks.md.
 
     python benchmarks/gpu_check.py --out gpu-check          # one CUDA GPU: meant for under 8 min (not yet run)
@@ -40,6 +41,10 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         "--offload-threshs", type=float, nargs="*", default=[0.4], help="teacache rows with offload (none: skip)"
     )
     parser.add_argument("--no-offload", action="store_true", help="no offloaded rows")
+    parser.add_argument(
+        "--int8-threshs", type=float, nargs="*", default=[0.4], help="teacache rows on torchao int8 weights"
+    )
+    parser.add_argument("--no-int8", action="store_true", help="no int8 rows (they need torchao)")
     parser.add_argument("--compile", default=None, help="torch.compile backend, or 'off' (default: inductor on CUDA)")
     parser.add_argument("--warmup-steps", type=int, default=2)
     options = parser.parse_args(argv)
@@ -48,6 +53,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         options.compile = "eager" if options.smoke else "inductor"
     if options.no_offload:
         options.offload_threshs = None
+    if options.no_int8:
+        options.int8_threshs = None
     return options
 
 
@@ -109,7 +116,7 @@ def markdown(report: dict[str, Any]) -> str:
         lines += [
             f"FLUX.1-dev-shaped transformer, random weights ({_count(flux['parameters'])} parameters), "
             f"{flux['dtype']}, {flux['width']}x{flux['height']}, {flux['steps']} steps. Speedup against the vanilla "
-            "row of the same compile and offload setting; ideal = calls / computed calls; efficiency = speedup / "
+            "row of the same compile, offload and int8 setting; ideal = calls / computed calls; efficiency = speedup / "
             "ideal; change = mean |latents - vanilla's| / mean |vanilla's| (random weights: a plumbing check, not "
             "a quality figure).",
             "",

@@ -4,7 +4,9 @@ The real FluxTransformer2DModel configuration (black-forest-labs/FLUX.1-dev, tra
 38 single-stream blocks, 24 heads of 128, T5 width 4096, CLIP pooled 768, guidance embedding, rotary axes 16/56/56),
 at 1024x1024 (4096 packed latent tokens, 512 T5 tokens) for 28 flow-matching Euler steps with FLUX's resolution
 shift. Rows: vanilla, teacache at 0 (the hook's overhead) and at 0.25 / 0.4 / 0.6, eager and with regional
-torch.compile, and a few with the transformer's blocks offloaded to the CPU (diffusers' group offloading).
+torch.compile, a few with the transformer's blocks offloaded to the CPU (diffusers' group offloading), and a few on
+a second copy with torchao int8 weights (what `--quantize torchao-int8` loads: peak memory and speed of the
+24 GB recipe's transformer).
 """
 
 from __future__ import annotations
@@ -63,6 +65,7 @@ class Row:
     thresh: float | None  # None: no TeaCache (vanilla)
     compiled: bool = False
     offload: str | None = None
+    quantize: str | None = None
     seconds: float = 0.0
     computed: int = 0
     total: int = 0
@@ -244,8 +247,26 @@ def flux_check(shape: Shape, device: torch.device, dtype: torch.dtype, options: 
             for row in group:
                 row.error = f"offload failed: {type(error).__name__}: {error}"[:300]
         rows += group
+    if options.int8_threshs is not None:
+        rows += int8_rows(shape, device, dtype, inputs, options)
     result["rows"] = [_row_record(row, rows) for row in rows]
     return result
+
+
+def int8_rows(shape: Shape, device: torch.device, dtype: torch.dtype, inputs: dict, options: Any) -> list[Row]:
+    """Vanilla and TeaCache on a fresh copy whose Linear weights torchao made int8 (Int8WeightOnlyConfig, as
+    teacli's torchao-int8 gives diffusers). The first copy stays (on the CPU when its rows were offloaded)."""
+    group = [Row(_name(t, False) + " +int8", t, quantize="torchao-int8") for t in [None, *options.int8_threshs]]
+    try:
+        from torchao.quantization import Int8WeightOnlyConfig, quantize_
+
+        model = build_transformer(shape, device, dtype)
+        quantize_(model, Int8WeightOnlyConfig())
+        run_rows(group, model, shape, inputs, device, dtype, options.warmup_steps)
+    except Exception as error:  # torchao missing or its kernels refusing this GPU: said in the rows
+        for row in group:
+            row.error = f"int8 failed: {type(error).__name__}: {error}"[:300]
+    return group
 
 
 def _name(thresh: float | None, compiled: bool) -> str:
@@ -256,7 +277,12 @@ def _name(thresh: float | None, compiled: bool) -> str:
 def _row_record(row: Row, rows: list[Row]) -> dict[str, Any]:
     """The row with speedup against the vanilla row of its own group (same compile and offload setting)."""
     vanilla = next(
-        (r for r in rows if r.thresh is None and r.compiled == row.compiled and r.offload == row.offload), None
+        (
+            r
+            for r in rows
+            if r.thresh is None and (r.compiled, r.offload, r.quantize) == (row.compiled, row.offload, row.quantize)
+        ),
+        None,
     )
     record = {key: value for key, value in vars(row).items() if key != "extra"}
     ok = row.error is None and vanilla is not None and vanilla.error is None and row.seconds > 0

@@ -1,5 +1,5 @@
 """benchmarks/gpu_check.py, the device check, kept working on the CPU: its --smoke run writes the JSON and the
-markdown table that a GPU run writes, with every FLUX row run (eager, regional compile, offloaded) and the
+markdown table that a GPU run writes, with every FLUX row run (eager, regional compile, offloaded, int8) and the
 fidelity proofs run through its pytest plugin on a device and dtype of its choosing."""
 
 import json
@@ -32,6 +32,8 @@ def test_smoke_run_writes_every_flux_row_to_json_and_markdown(gpu_check, tmp_pat
     assert names == thresholds + [f"{name} +compile" for name in thresholds] + [
         "vanilla +offload",
         "teacache@0.4 +offload",
+        "vanilla +int8",
+        "teacache@0.4 +int8",
     ]
     steps = flux["steps"]
     for row in flux["rows"]:
@@ -44,6 +46,7 @@ def test_smoke_run_writes_every_flux_row_to_json_and_markdown(gpu_check, tmp_pat
         assert by_name["teacache@0" + suffix]["change_vs_vanilla"] < 1e-5  # and returns vanilla's latents
         assert by_name["teacache@0.6" + suffix]["computed"] < steps
     assert by_name["teacache@0.4 +offload"]["offload"].startswith("group offloading")
+    assert by_name["teacache@0.4 +int8"]["quantize"] == "torchao-int8" and by_name["vanilla"]["quantize"] is None
     table = (tmp_path / "gpu_check.md").read_text()
     assert "| row | computed/total | seconds | speedup |" in table
     for name in names:
