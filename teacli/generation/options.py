@@ -71,13 +71,12 @@ def check_generate_options(values: Mapping[str, Any]) -> None:
 def spec_from_options(spec_class: type, values: Mapping[str, Any]) -> Any:
     """A GenerationSpec or PromptsSpec from the options as typed: the coefficients as text, the loading and the
     cache options one by one (allow_pickle, offline, lora, ..., offload, quantize; start, end, ret_steps, ...)."""
-    from .preparation import CacheOptions, load_options
+    from .preparation import CacheOptions, LoadOptions, load_options
 
-    load = ("allow_pickle", "offline", "lora", "lora_scale", "compile", "offload", "quantize")
     gathered = {
         **values,
         "coefficients": parse_coefficients(values.get("coefficients")),
-        "load": load_options(**{name: values[name] for name in load if name in values}),
+        "load": load_options(**{name: values[name] for name in fields_of(LoadOptions) if name in values}),
         "cache": CacheOptions(**{name: values[name] for name in fields_of(CacheOptions) if name in values}),
     }
     return spec_class(**{name: gathered[name] for name in fields_of(spec_class) if name in gathered})

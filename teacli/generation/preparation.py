@@ -21,7 +21,6 @@ from ..models.memory import (
     check_on_device,
     check_quantize,
     enable_offload,
-    memory_description,
 )
 
 
@@ -47,24 +46,20 @@ class LoadOptions:
         limits.check("lora_scale", self.lora_scale, OptionsError)
         check_offload(self.offload)
         check_quantize(self.quantize)
+        if self.quantize == NOT_QUANTIZED:  # from the API as from the command line: the weights as they are
+            object.__setattr__(self, "quantize", None)
         if self.offload == "sequential" and self.quantize is not None and self.quantize.startswith("bnb-"):
             raise OptionsError(
                 f"bitsandbytes weights ({self.quantize}) cannot be offloaded layer by layer; use offload model or "
                 "group",
                 field=("offload", "quantize"),
             )
-
         if self.lora is not None and self.quantize is not None and self.quantize.startswith("quanto-"):
             raise OptionsError(
                 f"a LoRA cannot go on optimum-quanto weights ({self.quantize}): diffusers' LoRA loader does not "
                 "know quanto's layers; use a torchao-* or bnb-* method with lora",
                 field=("lora", "quantize"),
             )
-
-    @property
-    def memory(self) -> str | None:
-        """What was offloaded and quantized, in words (None: neither)."""
-        return memory_description(self.offload, self.quantize)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -87,7 +82,6 @@ def load_options(
         from ..models.lora import locate_lora
 
         locate_lora(lora, allow_pickle=allow_pickle, offline=offline)
-    quantize = None if quantize == NOT_QUANTIZED else quantize
     return LoadOptions(allow_pickle, offline, lora, lora_scale, compile, offload, quantize)
 
 

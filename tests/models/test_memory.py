@@ -39,7 +39,10 @@ class FakeCuda:
 )
 def test_options_name_what_they_take(options, field, message):
     if message is None:
-        assert LoadOptions(**options).memory == "denoisers quantized: optimum-quanto int8 weights, sequential offload"
+        loaded = LoadOptions(**options)
+        assert memory.memory_description(loaded.offload, loaded.quantize) == (
+            "denoisers quantized: optimum-quanto int8 weights, sequential offload"
+        )
         return
     with pytest.raises(MemoryOptionError, match=message) as refused:
         LoadOptions(**options)
@@ -175,3 +178,8 @@ def test_cache_device_still_works_beside_offloading(teacli_cache, monkeypatch, t
     summary = generate(spec)
     assert summary.stats.totals.cached > 0 and summary.stats.residual_device == "cpu"
     assert summary.settings["offload"] == "group" and summary.settings["cache_device"] == "cpu"
+
+
+def test_none_is_not_quantized_from_the_api_too():
+    assert LoadOptions(quantize="none").quantize is None
+    assert load_options(quantize="none") == LoadOptions()
