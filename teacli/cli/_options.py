@@ -45,15 +45,15 @@ def setting_options(after: str, exclude: tuple[str, ...] = ()) -> Callable[[Comm
     return add
 
 
-def loading_options(after: str) -> Callable[[Command], Command]:
-    """Give a command the options of how its model loads (LOADING), after its parameter `after`; it takes them in
-    its `**` parameter, and `loading_values` takes them out."""
-    return lambda command: _with_parameters(command, after, [(name, *option) for name, option in LOADING.items()])
+def with_options(table: dict[str, tuple[Any, Any]], after: str) -> Callable[[Command], Command]:
+    """Give a command the options of `table` (LOADING, CACHING: name -> annotation, default), after its parameter
+    `after`; it takes them in its `**` parameter, and `taken` takes them out."""
+    return lambda command: _with_parameters(command, after, [(name, *option) for name, option in table.items()])
 
 
-def loading_values(values: dict[str, Any]) -> dict[str, Any]:
-    """The loading options taken out of a command's `**` parameter, by name (for load_options)."""
-    return {name: values.pop(name) for name in LOADING if name in values}
+def taken(values: dict[str, Any], table: dict[str, tuple[Any, Any]]) -> dict[str, Any]:
+    """The options of `table` taken out of a command's `**` parameter, by name (for load_options, CacheOptions)."""
+    return {name: values.pop(name) for name in table if name in values}
 
 
 def _with_parameters(command: Command, after: str, added: list[tuple[str, Any, Any]]) -> Command:
@@ -128,6 +128,11 @@ MaxCachedInRowOpt = Annotated[
 CacheDeviceOpt = Annotated[
     str | None, typer.Option("--cache-device", help=CACHE_DEVICE_HELP, show_default="the model's")
 ]
+# The TeaCache settings a user may give on top of the preset's, the same for generate and bench.
+CACHING = {
+    "start": (StartOpt, None), "end": (EndOpt, None), "ret_steps": (RetStepsOpt, None),
+    "max_cached_in_row": (MaxCachedInRowOpt, None), "cache_device": (CacheDeviceOpt, None),
+}  # fmt: skip
 LoraOpt = Annotated[str | None, typer.Option("--lora", help=LORA_HELP)]
 LoraScaleOpt = Annotated[float, typer.Option("--lora-scale", help="Strength of --lora")]
 CompileOpt = Annotated[bool, typer.Option("--compile", help=COMPILE_HELP)]

@@ -63,7 +63,8 @@ CompareBaselineOption = Annotated[
 
 
 @opt.setting_options(after="cache_device", exclude=("num_images",))
-@opt.loading_options(after="overwrite")
+@opt.with_options(opt.LOADING, after="overwrite")
+@opt.with_options(opt.CACHING, after="coefficients")
 def bench(
     model: opt.ModelOpt = None,
     thresh: ThreshOption = None,
@@ -71,11 +72,6 @@ def bench(
     budget: Annotated[str | None, typer.Option("--budget", "-b", help=BUDGET_HELP, show_default=BUDGET_SHOWN)] = None,
     policy: Annotated[str, typer.Option("--policy", help=POLICY_HELP)] = "auto",
     coefficients: opt.CoefficientsOpt = None,
-    start: opt.StartOpt = None,
-    end: opt.EndOpt = None,
-    ret_steps: opt.RetStepsOpt = None,
-    max_cached_in_row: opt.MaxCachedInRowOpt = None,
-    cache_device: opt.CacheDeviceOpt = None,
     prompt: PromptOption = None,
     prompts: Annotated[Path | None, typer.Option("--prompts", help=PROMPTS_HELP)] = None,
     num_prompts: opt.NumPromptsOpt = None,
@@ -91,7 +87,7 @@ def bench(
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace --json / --plot if they exist")] = False,
     strict: opt.StrictOpt = False,
     verbose: opt.VerboseOpt = False,
-    **settings: Any,  # the generation settings and the loading options (opt.setting_options, loading_options)
+    **settings: Any,  # the generation settings, the loading and the cache options (opt.setting_options, with_options)
 ) -> None:
     """Vanilla, TeaCache (threshold 0 and each --thresh) and the other caches, measured alike: median of
     --runs, interleaved round-robin; speedup, ideal speedup, efficiency, PSNR, SSIM and peak memory.
@@ -103,7 +99,8 @@ def bench(
     thresholds = parse_thresholds(thresh if thresh is not None else SWEEP_THRESHOLDS if sweep else THRESHOLDS)
     budget_texts = split_budgets(budget, policy)
     user_coefficients = parse_coefficients(coefficients)
-    seed, loading_given = settings.pop("seed"), opt.loading_values(settings)
+    seed, loading_given = settings.pop("seed"), opt.taken(settings, opt.LOADING)
+    caching_given = opt.taken(settings, opt.CACHING)
     device, dtype = loading_given.pop("device"), loading_given.pop("dtype")
     check_given(settings, CLIError)
     opt.check_ranges(runs=runs, warmup=warmup, seed=seed, num_prompts=num_prompts)
@@ -125,7 +122,7 @@ def bench(
     methods = parse_against(against)
     quantizations = parse_quantizations(loading_given.pop("quantize"))  # bench takes several
     loading = load_options(**loading_given, quantize=quantizations[0] if len(quantizations) == 1 else None)
-    caching = CacheOptions(start, end, ret_steps, max_cached_in_row, cache_device)
+    caching = CacheOptions(**caching_given)
     log_to_console(stderr, verbose)
     if not verbose:  # one "TeaCache enabled" line per run would bury the table
         logging.getLogger("teacli").setLevel(logging.WARNING)

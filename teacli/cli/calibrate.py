@@ -64,7 +64,7 @@ BudgetsOption = Annotated[
 ]
 
 
-@opt.loading_options(after="batch")
+@opt.with_options(opt.LOADING, after="batch")
 def calibrate(
     model: opt.ModelOpt = None,
     prompts: PromptsOption = None,
@@ -87,7 +87,7 @@ def calibrate(
     batch: Annotated[int | None, typer.Option("--batch", help=BATCH_HELP, show_default=str(BATCH))] = None,
     json_report: opt.JsonOpt = False,
     verbose: opt.VerboseOpt = False,
-    **loading_given: Any,  # the loading options (opt.loading_options)
+    **loading_given: Any,  # the loading options (opt.with_options)
 ) -> None:
     """Fit TeaCache coefficients on a model (uncached runs over prompts) and write a preset with them; with
     --plan, also the schedule per budget whose final pictures are closest to uncached."""

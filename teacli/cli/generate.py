@@ -36,7 +36,8 @@ STRIP_HELP = "Also draw uncached beside cached into this image (runs the baselin
 
 
 @opt.setting_options(after="cache_device")
-@opt.loading_options(after="overwrite")
+@opt.with_options(opt.LOADING, after="overwrite")
+@opt.with_options(opt.CACHING, after="coefficients")
 def generate(
     prompt: PromptArg = None,
     prompts: Annotated[Path | None, typer.Option("--prompts", help=PROMPTS_HELP)] = None,
@@ -53,11 +54,6 @@ def generate(
     budget: opt.BudgetOpt = None,
     policy: opt.PolicyOpt = "auto",
     coefficients: opt.CoefficientsOpt = None,
-    start: opt.StartOpt = None,
-    end: opt.EndOpt = None,
-    ret_steps: opt.RetStepsOpt = None,
-    max_cached_in_row: opt.MaxCachedInRowOpt = None,
-    cache_device: opt.CacheDeviceOpt = None,
     image: opt.ImageOpt = None,
     num_images: opt.NumImagesOpt = 1,
     out: Annotated[Path | None, typer.Option("--out", "-o", help="Output file", show_default=OUT_SHOWN)] = None,
@@ -68,7 +64,7 @@ def generate(
     json_report: opt.JsonOpt = False,
     strict: opt.StrictOpt = False,
     verbose: opt.VerboseOpt = False,
-    **settings: Any,  # every other generation setting and the loading options (opt.setting_options, loading_options)
+    **settings: Any,  # every other setting, the loading and cache options (opt.setting_options, with_options)
 ) -> None:
     """Generate an image, video or sound with TeaCache and report calls computed vs cached."""
     given = {**locals(), **settings}  # every option by name, as the library's specs name their fields
