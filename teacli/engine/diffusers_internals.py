@@ -13,6 +13,7 @@ accelerate's offload hook attribute is here too, for the same reason.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable
 from typing import Any
 
@@ -158,8 +159,8 @@ def offload_group(module: torch.nn.Module) -> Any:
 
 def group_is_onloaded(group: Any) -> bool:
     """Whether a ModuleGroup's weights are on its onload device now (onload_/offload_ move them all together)."""
-    tensors = [p for m in group.modules for p in m.parameters()] + list(group.parameters)
-    return bool(tensors) and tensors[0].device != torch.device(group.offload_device)
+    first = next(itertools.chain((p for m in group.modules for p in m.parameters()), group.parameters), None)
+    return first is not None and first.device != torch.device(group.offload_device)
 
 
 def onload_group(group: Any) -> None:
